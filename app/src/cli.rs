@@ -1,0 +1,281 @@
+//! The `quarry` command line: one binary, every role a subcommand.
+
+use crate::server::{self, state::Services};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use quarry_core::auth::{create_user, ensure_admin, find_user, issue_token};
+use quarry_core::blob::{BlobStore, LocalBlobStore};
+use quarry_core::clock::now_ms;
+use quarry_core::config::{BlobStoreConfig, FleetKind, QueueKind};
+use quarry_core::fleet::{self, Fleet, ProcessFleet};
+use quarry_core::metrics::DbMetrics;
+use quarry_core::queue::{DbQueue, JobQueue};
+use quarry_core::{Config, Db};
+use quarry_domain::Role;
+use quarry_orchestrator::Orchestrator;
+use quarry_worker::run::{Exit, Worker};
+use secrecy::ExposeSecret as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Quarry: upload data, run heavy analyses, read the results.
+#[derive(Debug, Parser)]
+#[command(name = "quarry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the embedded default: the web server and the orchestrator in one process.
+    Up,
+    /// Start the web server (API, pages) only.
+    Serve,
+    /// Run a worker: take jobs from the queue until it stays empty.
+    Worker,
+    /// Run the orchestrator: launch workers as the queue grows.
+    Orchestrator,
+    /// Synthesize, preview, deploy and promote the cloud stacks.
+    Stack,
+    /// Manage users and their API tokens.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user and print their API token.
+    Add {
+        name: String,
+        /// analyst, lead, operator or admin.
+        #[arg(long, default_value = "analyst")]
+        role: Role,
+    },
+    /// Issue another API token for an existing user and print it.
+    Token {
+        name: String,
+        /// Seconds until the token expires (default: never).
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+}
+
+/// Parses the command line and runs the chosen role.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("QUARRY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "the CLI tells its user what it printed on stdout"
+)]
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up => up().await,
+        Command::Serve => {
+            let services = open_services(Config::load()?).await?;
+            serve_until_signal(services, |addr| {
+                println!("Quarry is serving at http://{addr}")
+            })
+            .await
+        }
+        Command::User {
+            command: UserCommand::Add { name, role },
+        } => {
+            let config = Config::load()?;
+            let db = Db::connect(&config.database_url()).await?;
+            let (user, token) = create_user(&db, &name, role).await?;
+            eprintln!(
+                "created {} `{}`; their API token (shown once):",
+                user.role, user.name
+            );
+            println!("{}", token.expose_secret());
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Token { name, expires_in },
+        } => {
+            let config = Config::load()?;
+            let db = Db::connect(&config.database_url()).await?;
+            let user = find_user(&db, &name)
+                .await?
+                .with_context(|| format!("no user named `{name}`"))?;
+            let expires_at = expires_in
+                .map(|s| now_ms() + i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX));
+            let token = issue_token(&db, &user.id, "cli", expires_at).await?;
+            eprintln!("new API token for `{}` (shown once):", user.name);
+            println!("{}", token.expose_secret());
+            Ok(())
+        }
+        Command::Worker => worker().await,
+        Command::Orchestrator => {
+            let services = open_services(Config::load()?).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            orchestrator(&services).await?.run(shutdown).await;
+            Ok(())
+        }
+        Command::Stack => anyhow::bail!("`quarry stack` is not available in this build yet"),
+    }
+}
+
+/// Connects the database and the blob store the configuration selects.
+pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
+    let db = Db::connect(&config.database_url()).await?;
+    let blobs: Arc<dyn BlobStore> = match &config.blob_store {
+        BlobStoreConfig::Local { .. } => {
+            let dir = config.blob_dir().context("local blob store directory")?;
+            Arc::new(LocalBlobStore::open(&dir)?)
+        }
+        BlobStoreConfig::S3 { .. } => {
+            anyhow::bail!("the S3 blob store is not available in this build yet")
+        }
+    };
+    let queue: Arc<dyn JobQueue> = match config.queue.kind {
+        QueueKind::Database => Arc::new(DbQueue::new(
+            db.clone(),
+            JOB_QUEUE,
+            config.visibility_timeout(),
+            config.queue.max_attempts,
+        )),
+        QueueKind::Sqs => anyhow::bail!("the SQS queue is not available in this build yet"),
+    };
+    Ok(Arc::new(Services {
+        config,
+        db,
+        blobs,
+        queue,
+        nudge: Arc::new(Notify::new()),
+    }))
+}
+
+/// The name of the job queue in the embedded queue table.
+const JOB_QUEUE: &str = "jobs";
+
+async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
+    let fleet: Arc<dyn Fleet> = match services.config.fleet.kind {
+        FleetKind::Process => Arc::new(ProcessFleet::new(services.db.clone()).await?),
+        FleetKind::Ecs => anyhow::bail!("the ECS fleet is not available in this build yet"),
+    };
+    let config = &services.config;
+    Ok(Orchestrator {
+        db: services.db.clone(),
+        queue: services.queue.clone(),
+        fleet,
+        metrics: Arc::new(DbMetrics::new(services.db.clone(), &config.environment)),
+        jobs_per_worker: u64::from(config.fleet.jobs_per_worker),
+        max_workers: u64::from(config.fleet.max_workers),
+        tick: Duration::from_secs(config.fleet.tick_secs),
+        nudge: services.nudge.clone(),
+    })
+}
+
+async fn worker() -> anyhow::Result<()> {
+    let config = Config::load()?;
+    quarry_worker::limits::limit_memory(config.worker.memory_limit_mb)?;
+    let services = open_services(config).await?;
+    let id = std::env::var("QUARRY_WORKER_ID")
+        .unwrap_or_else(|_| format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    fleet::set_state(
+        &services.db,
+        &id,
+        "running",
+        Some(&format!("pid {}", std::process::id())),
+    )
+    .await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let worker = Worker {
+        id: id.clone(),
+        config: services.config.clone(),
+        db: services.db.clone(),
+        queue: services.queue.clone(),
+        blobs: services.blobs.clone(),
+    };
+    let exit = worker.run(shutdown).await;
+    fleet::set_state(&services.db, &id, "exited", None).await?;
+    match exit? {
+        // An analysis thread that would not stop must not keep the process alive.
+        Exit::Abandoned => std::process::exit(0),
+        Exit::Idle | Exit::Shutdown => Ok(()),
+    }
+}
+
+async fn up() -> anyhow::Result<()> {
+    let config = Config::load()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let services = open_services(config).await?;
+    let token_path = ensure_admin(&services.db, &services.config.data_dir).await?;
+    let shown = token_path.canonicalize().unwrap_or(token_path);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let orchestrator = orchestrator(&services).await?;
+    let orchestrating = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { orchestrator.run(shutdown).await }
+    });
+    let served = server::serve(services, shutdown.clone(), move |addr| {
+        println!("Quarry is up at http://{addr}");
+        println!("Admin API token: {}", shown.display());
+    })
+    .await;
+    shutdown.cancel();
+    orchestrating.await.ok();
+    served
+}
+
+async fn serve_until_signal(
+    services: Arc<Services>,
+    on_bound: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    server::serve(services, shutdown, on_bound).await
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    token.cancel();
+}

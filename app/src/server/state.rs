@@ -1,0 +1,33 @@
+//! What every request handler shares.
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use quarry_core::blob::BlobStore;
+use quarry_core::queue::JobQueue;
+use quarry_core::{Config, Db};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// The process-wide services behind the web server.
+#[derive(Debug)]
+pub struct Services {
+    pub config: Config,
+    pub db: Db,
+    pub blobs: Arc<dyn BlobStore>,
+    pub queue: Arc<dyn JobQueue>,
+    /// Wakes an in-process orchestrator right after an enqueue.
+    pub nudge: Arc<Notify>,
+}
+
+/// Axum state: Leptos' options beside the shared services.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub services: Arc<Services>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}

@@ -1,0 +1,315 @@
+//! Users and API tokens.
+//!
+//! A token is `qry_` followed by 64 hex digits of randomness. Only its SHA-256 is
+//! stored, so the database alone cannot be used to sign in. Tokens may expire and be
+//! revoked; both are checked on every request.
+
+use crate::clock::now_ms;
+use crate::db::Db;
+use crate::error::{Error, Result, is_unique_violation};
+use anyhow::Context as _;
+use quarry_domain::Role;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+const TOKEN_PREFIX: &str = "qry_";
+
+/// Who is making a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    user_id: String,
+    name: String,
+    role: String,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+fn new_token() -> SecretString {
+    let bytes: [u8; 32] = rand::random();
+    SecretString::from(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+}
+
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Checks a user name: 1 to 64 letters, digits, `.`, `_` or `-`.
+pub fn validate_user_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "invalid_user_name",
+            format!("user name `{name}` must be 1-64 letters, digits, `.`, `_` or `-`"),
+        ))
+    }
+}
+
+/// Creates a user and a first token for them; the token is returned once, here.
+pub async fn create_user(db: &Db, name: &str, role: Role) -> Result<(User, SecretString)> {
+    validate_user_name(name)?;
+    let user = User {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        role,
+    };
+    let token = new_token();
+    let mut tx = db.begin_write().await?;
+    let inserted =
+        sqlx::query("INSERT INTO users (id, name, role, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&user.id)
+            .bind(&user.name)
+            .bind(role.as_str())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::Conflict(format!(
+                "a user named `{name}` already exists"
+            )));
+        }
+        other => {
+            other?;
+        }
+    }
+    insert_token(&mut tx, &user.id, &token, "initial", None).await?;
+    tx.commit().await?;
+    Ok((user, token))
+}
+
+/// The user called `name`, if any.
+pub async fn find_user(db: &Db, name: &str) -> Result<Option<User>> {
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("SELECT id, name, role FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(|(id, name, role)| {
+        let role = role
+            .parse()
+            .context("stored role")
+            .map_err(Error::Internal)?;
+        Ok(User { id, name, role })
+    })
+    .transpose()
+}
+
+/// Issues another token for an existing user, optionally expiring at `expires_at` (ms).
+pub async fn issue_token(
+    db: &Db,
+    user_id: &str,
+    label: &str,
+    expires_at: Option<i64>,
+) -> Result<SecretString> {
+    let token = new_token();
+    let mut tx = db.begin_write().await?;
+    insert_token(&mut tx, user_id, &token, label, expires_at).await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+async fn insert_token(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user_id: &str,
+    token: &SecretString,
+    label: &str,
+    expires_at: Option<i64>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO api_tokens (id, user_id, token_hash, label, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(user_id)
+    .bind(hash_token(token.expose_secret()))
+    .bind(label)
+    .bind(now_ms())
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Resolves a bearer token to its user, or says why it cannot.
+pub async fn authenticate(db: &Db, token: &str) -> Result<Principal> {
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Err(Error::Unauthorized(
+            "the bearer token is not a Quarry token (they start with `qry_`)".to_owned(),
+        ));
+    }
+    let row: Option<TokenRow> = sqlx::query_as(
+        "SELECT t.user_id, u.name, u.role, t.expires_at, t.revoked_at \
+         FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+    )
+    .bind(hash_token(token))
+    .fetch_optional(db.pool())
+    .await?;
+    let row = row.ok_or_else(|| {
+        Error::Unauthorized(
+            "the bearer token is not valid: check it or ask an admin for a new one".to_owned(),
+        )
+    })?;
+    if row.revoked_at.is_some() {
+        return Err(Error::Unauthorized(
+            "the bearer token was revoked: ask an admin for a new one".to_owned(),
+        ));
+    }
+    if row.expires_at.is_some_and(|at| at <= now_ms()) {
+        return Err(Error::Unauthorized(
+            "the bearer token has expired: ask an admin for a new one".to_owned(),
+        ));
+    }
+    let role = row
+        .role
+        .parse()
+        .context("stored role")
+        .map_err(Error::Internal)?;
+    Ok(Principal {
+        user_id: row.user_id,
+        name: row.name,
+        role,
+    })
+}
+
+/// The file the embedded default writes the admin's token to.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+/// On first start, creates the `admin` user and writes its token to
+/// `<data_dir>/admin.token` with mode 0600. Later starts leave both alone, unless the
+/// file was deleted, in which case a fresh admin token is issued and written.
+pub async fn ensure_admin(db: &Db, data_dir: &Path) -> Result<PathBuf> {
+    let path = admin_token_path(data_dir);
+    let existing: Option<(String,)> = sqlx::query_as("SELECT id FROM users WHERE name = 'admin'")
+        .fetch_optional(db.pool())
+        .await?;
+    let token = match existing {
+        Some(_) if path.exists() => return Ok(path),
+        Some((id,)) => issue_token(db, &id, "admin.token", None).await?,
+        None => create_user(db, "admin", Role::Admin).await?.1,
+    };
+    write_secret_file(&path, token.expose_secret()).map_err(Error::Internal)?;
+    Ok(path)
+}
+
+fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("token.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = SecretString::from(format!("sqlite://{}/q.db?mode=rwc", dir.path().display()));
+        let db = Db::connect(&url).await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_created_users_token_authenticates_as_that_user() {
+        let (_dir, db) = db().await;
+        let (user, token) = create_user(&db, "ana", Role::Analyst).await.unwrap();
+        let who = authenticate(&db, token.expose_secret()).await.unwrap();
+        assert_eq!(
+            who,
+            Principal {
+                user_id: user.id,
+                name: "ana".into(),
+                role: Role::Analyst
+            }
+        );
+        let dup = create_user(&db, "ana", Role::Lead).await.unwrap_err();
+        assert!(matches!(dup, Error::Conflict(_)), "{dup:?}");
+    }
+
+    #[tokio::test]
+    async fn unknown_and_expired_tokens_are_refused_with_a_reason() {
+        let (_dir, db) = db().await;
+        let (user, _) = create_user(&db, "bo", Role::Lead).await.unwrap();
+        let expired = issue_token(&db, &user.id, "old", Some(now_ms() - 1))
+            .await
+            .unwrap();
+        let err = authenticate(&db, expired.expose_secret())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        let err = authenticate(&db, "qry_00").await.unwrap_err();
+        assert!(err.to_string().contains("not valid"), "{err}");
+        let err = authenticate(&db, "hunter2").await.unwrap_err();
+        assert!(err.to_string().contains("qry_"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn ensure_admin_writes_a_private_token_once() {
+        let (dir, db) = db().await;
+        let path = ensure_admin(&db, dir.path()).await.unwrap();
+        let token = std::fs::read_to_string(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        assert_eq!(
+            authenticate(&db, token.trim()).await.unwrap().role,
+            Role::Admin
+        );
+        ensure_admin(&db, dir.path()).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            token,
+            "second start keeps the token"
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Typed configuration, one file per environment.
+//!
+//! `environments/<name>.toml` is compiled into the binary (one binary serves every
+//! environment, like one container image), then overridden by `QUARRY_*` environment
+//! variables (`__` separates nested keys: `QUARRY_FLEET__MAX_WORKERS=8`). The
+//! environment is chosen by `QUARRY_ENV` (default `local`); `QUARRY_CONFIG` may name an
+//! extra TOML file merged between the two. [`Config::validate`] runs at startup and
+//! names the offending key.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const LOCAL: &str = include_str!("../../environments/local.toml");
+const STAGING: &str = include_str!("../../environments/staging.toml");
+const PRODUCTION: &str = include_str!("../../environments/production.toml");
+
+/// The environment names Quarry knows, with their compiled-in configuration.
+pub const ENVIRONMENTS: [(&str, &str); 3] = [
+    ("local", LOCAL),
+    ("staging", STAGING),
+    ("production", PRODUCTION),
+];
+
+/// Variables with the `QUARRY_` prefix that are not configuration keys.
+const NOT_CONFIG: [&str; 5] = ["env", "config", "token", "worker_id", "log"];
+
+/// A configuration error: the message names the key and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Quarry's whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub environment: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Where the built web assets are; empty means `<dir of the quarry binary>/../site`.
+    #[serde(default)]
+    pub site_root: String,
+    pub database: DatabaseConfig,
+    pub blob_store: BlobStoreConfig,
+    pub queue: QueueConfig,
+    pub fleet: FleetConfig,
+    pub worker: WorkerConfig,
+    pub uploads: UploadsConfig,
+    pub analyses: AnalysesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// `sqlite://...` or `postgres://...`; empty means `sqlite://<data_dir>/quarry.db`.
+    /// Secret: it may carry a password.
+    #[serde(default = "empty_secret")]
+    pub url: SecretString,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BlobStoreConfig {
+    /// A directory; empty `path` means `<data_dir>/blobs`.
+    Local {
+        #[serde(default)]
+        path: String,
+    },
+    S3 {
+        bucket: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    Database,
+    Sqs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueConfig {
+    pub kind: QueueKind,
+    /// How long a received job stays invisible before another worker may take it.
+    pub visibility_timeout_secs: u64,
+    /// Deliveries before a job is dead-lettered.
+    pub max_attempts: u32,
+    /// The SQS queue URL (cloud only).
+    #[serde(default)]
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetKind {
+    Process,
+    Ecs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FleetConfig {
+    pub kind: FleetKind,
+    pub max_workers: u32,
+    pub jobs_per_worker: u32,
+    pub tick_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerConfig {
+    /// A worker exits after the queue has been empty this long.
+    pub idle_timeout_secs: u64,
+    /// On SIGTERM a running job may finish if it can within this time.
+    pub stop_timeout_secs: u64,
+    pub heartbeat_secs: u64,
+    /// The memory an analysis may use; polars streams beyond it.
+    pub memory_limit_mb: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UploadsConfig {
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AnalysesConfig {
+    /// Whether the CPU-burning `spin` analysis is accepted (load tests and demos).
+    pub allow_spin: bool,
+}
+
+impl Config {
+    /// Loads the environment named by `QUARRY_ENV` (default `local`) with overrides.
+    pub fn load() -> Result<Self, ConfigError> {
+        let name = std::env::var("QUARRY_ENV").unwrap_or_else(|_| "local".to_owned());
+        let extra = std::env::var_os("QUARRY_CONFIG").map(PathBuf::from);
+        Self::load_from(&name, extra.as_deref(), Some(Env::prefixed("QUARRY_")))
+    }
+
+    fn load_from(name: &str, extra: Option<&Path>, env: Option<Env>) -> Result<Self, ConfigError> {
+        let (_, base) = ENVIRONMENTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "QUARRY_ENV=`{name}` is unknown: use local, staging or production"
+                ))
+            })?;
+        let mut figment = Figment::new().merge(Toml::string(base));
+        if let Some(path) = extra {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        if let Some(env) = env {
+            figment = figment.merge(
+                env.split("__")
+                    .filter(|k| !NOT_CONFIG.contains(&k.as_str())),
+            );
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError(figment_message(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("`{key}` {why}")));
+        if !ENVIRONMENTS.iter().any(|(n, _)| *n == self.environment) {
+            return fail("environment", "must be local, staging or production");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return fail("data_dir", "must not be empty");
+        }
+        if self.fleet.max_workers == 0 {
+            return fail("fleet.max_workers", "must be at least 1");
+        }
+        if self.fleet.jobs_per_worker == 0 {
+            return fail("fleet.jobs_per_worker", "must be at least 1");
+        }
+        if self.fleet.tick_secs == 0 {
+            return fail("fleet.tick_secs", "must be at least 1");
+        }
+        if self.queue.max_attempts == 0 {
+            return fail("queue.max_attempts", "must be at least 1");
+        }
+        if self.queue.visibility_timeout_secs < 2 {
+            return fail("queue.visibility_timeout_secs", "must be at least 2");
+        }
+        if self.worker.heartbeat_secs == 0
+            || self.worker.heartbeat_secs * 2 > self.queue.visibility_timeout_secs
+        {
+            return fail(
+                "worker.heartbeat_secs",
+                "must be at least 1 and at most half of queue.visibility_timeout_secs, \
+                 or a running job would lose its lease",
+            );
+        }
+        if self.worker.memory_limit_mb < 64 {
+            return fail("worker.memory_limit_mb", "must be at least 64");
+        }
+        if self.uploads.max_bytes == 0 {
+            return fail("uploads.max_bytes", "must be at least 1");
+        }
+        if let BlobStoreConfig::S3 { bucket } = &self.blob_store
+            && bucket.is_empty()
+        {
+            return fail("blob_store.bucket", "must name the S3 bucket");
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> SecretString {
+        let url = self.database.url.expose_secret();
+        if url.is_empty() {
+            let path = self.data_dir.join("quarry.db");
+            SecretString::from(format!("sqlite://{}?mode=rwc", path.display()))
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The directory of the local blob store.
+    pub fn blob_dir(&self) -> Option<PathBuf> {
+        match &self.blob_store {
+            BlobStoreConfig::Local { path } if path.is_empty() => Some(self.data_dir.join("blobs")),
+            BlobStoreConfig::Local { path } => Some(PathBuf::from(path)),
+            BlobStoreConfig::S3 { .. } => None,
+        }
+    }
+
+    pub fn visibility_timeout(&self) -> Duration {
+        Duration::from_secs(self.queue.visibility_timeout_secs)
+    }
+}
+
+/// Turns figment's error into one line naming the key, without leaking values.
+fn figment_message(e: figment::Error) -> String {
+    let key = if e.path.is_empty() {
+        String::from("(top level)")
+    } else {
+        e.path.join(".")
+    };
+    format!("`{key}`: {}", e.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_compiled_in_environment_loads_and_validates() {
+        for (name, _) in ENVIRONMENTS {
+            let config = Config::load_from(name, None, None).unwrap();
+            assert_eq!(config.environment, name);
+        }
+    }
+
+    #[test]
+    fn local_selects_the_embedded_adapters() {
+        let config = Config::load_from("local", None, None).unwrap();
+        assert!(matches!(config.blob_store, BlobStoreConfig::Local { .. }));
+        assert_eq!(config.queue.kind, QueueKind::Database);
+        assert_eq!(config.fleet.kind, FleetKind::Process);
+        assert_eq!(config.listen.to_string(), "127.0.0.1:3000");
+        assert!(
+            config
+                .database_url()
+                .expose_secret()
+                .starts_with("sqlite://")
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_an_extra_file_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.toml");
+        std::fs::write(&file, "[fleet]\nmax_workers = 0\n").unwrap();
+        let err = Config::load_from("local", Some(&file), None).unwrap_err();
+        assert!(err.to_string().contains("fleet.max_workers"), "{err}");
+
+        std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
+        let err = Config::load_from("local", Some(&file), None).unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_environment_is_refused_with_the_choices() {
+        let err = Config::load_from("qa", None, None).unwrap_err();
+        assert!(
+            err.to_string().contains("local, staging or production"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! The datasets repository: metadata rows whose files live in the blob store.
+
+use crate::auth::Principal;
+use crate::clock::{now_ms, rfc3339};
+use crate::db::Db;
+use crate::error::{Error, Result, is_unique_violation};
+use anyhow::Context as _;
+use quarry_domain::{ColumnInfo, Dataset, DatasetFormat};
+
+/// What the upload path learned about a new dataset, ready to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub format: DatasetFormat,
+    pub blob_key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// A stored dataset with what the server needs beyond the API view.
+#[derive(Debug, Clone)]
+pub struct StoredDataset {
+    pub view: Dataset,
+    pub owner_id: String,
+    pub blob_key: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    owner_id: String,
+    owner: String,
+    name: String,
+    format: String,
+    blob_key: String,
+    row_count: i64,
+    byte_count: i64,
+    columns_json: String,
+    created_at: i64,
+}
+
+impl Row {
+    fn into_stored(self) -> Result<StoredDataset> {
+        let format = self
+            .format
+            .parse::<DatasetFormat>()
+            .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
+        let columns = serde_json::from_str(&self.columns_json).context("columns_json")?;
+        Ok(StoredDataset {
+            view: Dataset {
+                id: self.id,
+                name: self.name,
+                format,
+                rows: u64::try_from(self.row_count).unwrap_or(0),
+                bytes: u64::try_from(self.byte_count).unwrap_or(0),
+                columns,
+                created_at: rfc3339(self.created_at),
+                owner: self.owner,
+            },
+            owner_id: self.owner_id,
+            blob_key: self.blob_key,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT d.id, d.owner_id, u.name AS owner, d.name, d.format, d.blob_key, \
+     d.row_count, d.byte_count, d.columns_json, d.created_at \
+     FROM datasets d JOIN users u ON u.id = d.owner_id";
+
+/// Checks a dataset name: 1 to 200 printable characters, no slashes.
+pub fn validate_name(name: &str) -> Result<()> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(
+            "missing_name",
+            "give the dataset a name: `?name=sales-2024`",
+        ));
+    }
+    if trimmed.len() > 200
+        || name
+            .chars()
+            .any(|c| c.is_control() || c == '/' || c == '\\')
+    {
+        return Err(Error::invalid(
+            "invalid_name",
+            "a dataset name has at most 200 characters and no slashes or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The error for a name the owner already uses.
+pub fn duplicate_name(name: &str) -> Error {
+    Error::Conflict(format!(
+        "you already have a dataset named `{name}`: pick another name or delete the old one"
+    ))
+}
+
+/// Whether `owner_id` already has a dataset called `name`.
+pub async fn name_taken(db: &Db, owner_id: &str, name: &str) -> Result<bool> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM datasets WHERE owner_id = $1 AND name = $2")
+            .bind(owner_id)
+            .bind(name)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.is_some())
+}
+
+/// Records a dataset whose file is already stored.
+pub async fn insert(db: &Db, new: &NewDataset) -> Result<()> {
+    let columns = serde_json::to_string(&new.columns).context("columns")?;
+    let result = sqlx::query(
+        "INSERT INTO datasets (id, owner_id, name, format, blob_key, row_count, byte_count, \
+         columns_json, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&new.id)
+    .bind(&new.owner_id)
+    .bind(&new.name)
+    .bind(new.format.as_str())
+    .bind(&new.blob_key)
+    .bind(i64::try_from(new.rows).context("row count")?)
+    .bind(i64::try_from(new.bytes).context("byte count")?)
+    .bind(columns)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(duplicate_name(&new.name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A dataset the principal may see; others' datasets are "not found" to non-admins.
+pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<StoredDataset> {
+    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    match row {
+        Some(row) if who.is_admin() || row.owner_id == who.user_id => row.into_stored(),
+        _ => Err(Error::NotFound(format!(
+            "no dataset with id `{id}`: list yours with GET /api/v1/datasets"
+        ))),
+    }
+}
+
+/// The datasets the principal may see, newest first.
+pub async fn list(db: &Db, who: &Principal) -> Result<Vec<StoredDataset>> {
+    let rows: Vec<Row> = if who.is_admin() {
+        sqlx::query_as(&format!("{SELECT} ORDER BY d.created_at DESC, d.name"))
+            .fetch_all(db.pool())
+            .await?
+    } else {
+        sqlx::query_as(&format!(
+            "{SELECT} WHERE d.owner_id = $1 ORDER BY d.created_at DESC, d.name"
+        ))
+        .bind(&who.user_id)
+        .fetch_all(db.pool())
+        .await?
+    };
+    rows.into_iter().map(Row::into_stored).collect()
+}
+
+/// Removes the row; the caller removes the blob afterwards.
+pub async fn delete(db: &Db, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM datasets WHERE id = $1")
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// A dataset by id regardless of owner (workers).
+pub async fn find(db: &Db, id: &str) -> Result<Option<StoredDataset>> {
+    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(Row::into_stored).transpose()
+}

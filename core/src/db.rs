@@ -1,0 +1,146 @@
+//! The database: one `sqlx::AnyPool` for SQLite (embedded) and Postgres (cloud), so
+//! every repository is written once in portable SQL (`$1` placeholders, `RETURNING`,
+//! INTEGER milliseconds for time, TEXT ids and JSON).
+
+use anyhow::Context as _;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+/// Which SQL dialect the pool speaks, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A connected, migrated database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Db {
+    /// Connects and applies the migrations of the URL's dialect.
+    pub async fn connect(url: &SecretString) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let raw = url.expose_secret();
+        let dialect = if raw.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if raw.starts_with("postgres:") || raw.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            anyhow::bail!("database.url must start with sqlite:// or postgres://");
+        };
+        if dialect == Dialect::Sqlite
+            && let Some(parent) = sqlite_file(raw).and_then(|p| p.parent().map(ToOwned::to_owned))
+        {
+            std::fs::create_dir_all(&parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        conn.execute(
+                            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                             PRAGMA synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(raw)
+            .await
+            .context("connecting to the database")?;
+        let db = Db { pool, dialect };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                // WAL lets worker processes read while the server writes; it is a
+                // property of the file, set once outside any transaction.
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&self.pool)
+                    .await
+                    .context("enabling WAL")?;
+                sqlx::migrate!("../migrations/sqlite")
+                    .run(&self.pool)
+                    .await
+                    .context("applying migrations/sqlite")?;
+            }
+            Dialect::Postgres => {
+                anyhow::bail!("the Postgres dialect is not migrated yet: use a sqlite:// URL")
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Starts a transaction that takes the write lock at once on SQLite, so two
+    /// processes racing for the same row serialise instead of failing mid-way.
+    pub async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
+}
+
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_file("sqlite:///tmp/q/quarry.db?mode=rwc"),
+            Some("/tmp/q/quarry.db".into())
+        );
+        assert_eq!(
+            sqlite_file("sqlite://.quarry/quarry.db"),
+            Some(".quarry/quarry.db".into())
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_database_is_migrated_and_reopening_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = SecretString::from(format!(
+            "sqlite://{}/sub/q.db?mode=rwc",
+            dir.path().display()
+        ));
+        let db = Db::connect(&url).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+        drop(db);
+        Db::connect(&url).await.unwrap();
+    }
+}

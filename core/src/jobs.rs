@@ -1,0 +1,373 @@
+//! The jobs repository: the user-visible record of each analysis run.
+//!
+//! Delivery is at least once, so every transition is guarded by the job's current
+//! status, and a result is committed at most once (`job_results.job_id` is the
+//! primary key): a duplicate delivery of a finished job changes nothing.
+
+use crate::auth::Principal;
+use crate::clock::{now_ms, rfc3339};
+use crate::db::Db;
+use crate::error::{Error, Result, is_unique_violation};
+use anyhow::Context as _;
+use quarry_domain::{ColumnInfo, Job, JobStatus};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    owner_id: String,
+    dataset_id: String,
+    analysis_json: String,
+    status: String,
+    attempts: i64,
+    progress: f64,
+    error: Option<String>,
+    dead_letter: i64,
+    cancel_requested: i64,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+/// A stored job with what the server and worker need beyond the API view.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub view: Job,
+    pub owner_id: String,
+    pub cancel_requested: bool,
+}
+
+impl Row {
+    fn into_stored(self) -> Result<StoredJob> {
+        let status: JobStatus = self
+            .status
+            .parse()
+            .map_err(|e: String| Error::Internal(anyhow::anyhow!(e)))?;
+        let analysis = serde_json::from_str(&self.analysis_json).context("analysis_json")?;
+        Ok(StoredJob {
+            view: Job {
+                id: self.id,
+                dataset_id: self.dataset_id,
+                analysis,
+                status,
+                attempts: u32::try_from(self.attempts).unwrap_or(0),
+                progress: self.progress,
+                error: self.error,
+                dead_letter: self.dead_letter != 0,
+                created_at: rfc3339(self.created_at),
+                started_at: self.started_at.map(rfc3339),
+                finished_at: self.finished_at.map(rfc3339),
+            },
+            owner_id: self.owner_id,
+            cancel_requested: self.cancel_requested != 0,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
+     dead_letter, cancel_requested, created_at, started_at, finished_at FROM jobs";
+
+/// Records a new queued job.
+pub async fn insert(
+    db: &Db,
+    id: &str,
+    owner_id: &str,
+    dataset_id: &str,
+    analysis_json: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, created_at) \
+         VALUES ($1, $2, $3, $4, 'queued', $5)",
+    )
+    .bind(id)
+    .bind(owner_id)
+    .bind(dataset_id)
+    .bind(analysis_json)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Removes a job that could not be enqueued (so it is never shown as queued forever).
+pub async fn remove(db: &Db, id: &str) -> Result<()> {
+    sqlx::query("DELETE FROM jobs WHERE id = $1")
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// A job by id, regardless of owner (workers, orchestrator).
+pub async fn find(db: &Db, id: &str) -> Result<Option<StoredJob>> {
+    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.map(Row::into_stored).transpose()
+}
+
+/// A job the principal may see.
+pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<StoredJob> {
+    match find(db, id).await? {
+        Some(job) if who.is_admin() || job.owner_id == who.user_id => Ok(job),
+        _ => Err(Error::NotFound(format!(
+            "no job with id `{id}`: list yours with GET /api/v1/jobs"
+        ))),
+    }
+}
+
+/// The principal's jobs (an admin's: everyone's), newest first, optionally by status.
+pub async fn list(
+    db: &Db,
+    who: &Principal,
+    status: Option<JobStatus>,
+    limit: u32,
+) -> Result<Vec<StoredJob>> {
+    let mut sql = format!("{SELECT} WHERE 1 = 1");
+    let mut n = 0;
+    if !who.is_admin() {
+        n += 1;
+        sql.push_str(&format!(" AND owner_id = ${n}"));
+    }
+    if status.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND status = ${n}"));
+    }
+    sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT ${}", n + 1));
+    let mut query = sqlx::query_as::<_, Row>(&sql);
+    if !who.is_admin() {
+        query = query.bind(who.user_id.clone());
+    }
+    if let Some(s) = status {
+        query = query.bind(s.as_str());
+    }
+    let rows = query.bind(i64::from(limit)).fetch_all(db.pool()).await?;
+    rows.into_iter().map(Row::into_stored).collect()
+}
+
+/// What a worker may do with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Run it; this is attempt number `attempt`.
+    Run,
+    /// The job already finished (or was cancelled): acknowledge the message, do nothing.
+    AlreadyFinished(JobStatus),
+    /// The job no longer exists (its dataset was deleted).
+    Gone,
+}
+
+/// Marks a delivered job running, unless it is already finished.
+pub async fn start(db: &Db, id: &str, worker_id: &str, attempt: u32) -> Result<Start> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'running', attempts = $1, progress = 0, worker_id = $2, \
+         started_at = COALESCE(started_at, $3) \
+         WHERE id = $4 AND status IN ('queued', 'running') AND cancel_requested = 0",
+    )
+    .bind(i64::from(attempt))
+    .bind(worker_id)
+    .bind(now)
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Start::Run);
+    }
+    match find(db, id).await? {
+        None => Ok(Start::Gone),
+        Some(job) if job.cancel_requested && !job.view.status.is_terminal() => {
+            finish_cancelled(db, id).await?;
+            Ok(Start::AlreadyFinished(JobStatus::Cancelled))
+        }
+        Some(job) => Ok(Start::AlreadyFinished(job.view.status)),
+    }
+}
+
+/// Records progress (0..1) of a running job.
+pub async fn set_progress(db: &Db, id: &str, progress: f64) -> Result<()> {
+    sqlx::query("UPDATE jobs SET progress = $1 WHERE id = $2 AND status = 'running'")
+        .bind(progress.clamp(0.0, 1.0))
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Whether cancellation was asked for.
+pub async fn cancel_requested(db: &Db, id: &str) -> Result<bool> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT cancel_requested FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.is_none_or(|(c,)| c != 0))
+}
+
+/// A committed result's description.
+#[derive(Debug, Clone)]
+pub struct ResultMeta {
+    pub blob_key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// Commits a result exactly once. Returns `false` if another delivery already did
+/// (the caller then discards its own blob).
+pub async fn commit_success(db: &Db, id: &str, result: &ResultMeta) -> Result<bool> {
+    let now = now_ms();
+    let mut tx = db.begin_write().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, columns_json, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(&result.blob_key)
+    .bind(i64::try_from(result.rows).context("rows")?)
+    .bind(i64::try_from(result.bytes).context("bytes")?)
+    .bind(serde_json::to_string(&result.columns).context("columns")?)
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => return Ok(false),
+        other => {
+            other?;
+        }
+    }
+    let updated = sqlx::query(
+        "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = $1 \
+         WHERE id = $2 AND status IN ('queued', 'running')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        // Cancelled or failed meanwhile: keep that outcome, drop the result row.
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Records a failed attempt. With `last_attempt` the job is failed for good (its
+/// dead-letter state); otherwise it goes back to `queued` to be retried.
+pub async fn fail_attempt(db: &Db, id: &str, error: &str, last_attempt: bool) -> Result<()> {
+    let query = if last_attempt {
+        sqlx::query(
+            "UPDATE jobs SET status = 'failed', error = $1, dead_letter = 1, finished_at = $2 \
+             WHERE id = $3 AND status IN ('queued', 'running')",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+    } else {
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', error = $1, progress = 0 \
+             WHERE id = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(error)
+        .bind(id)
+    };
+    query.execute(db.pool()).await?;
+    Ok(())
+}
+
+/// Hands a running job back to the queue (worker shutting down).
+pub async fn requeue(db: &Db, id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', progress = 0 WHERE id = $1 AND status = 'running'",
+    )
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Asks for cancellation: a queued job is cancelled at once, a running one is
+/// flagged and stopped by its worker. Returns the job afterwards.
+pub async fn request_cancel(db: &Db, who: &Principal, id: &str) -> Result<StoredJob> {
+    let job = get(db, who, id).await?;
+    if job.view.status.is_terminal() {
+        return Err(Error::Conflict(format!(
+            "job `{id}` already {}: there is nothing to cancel",
+            job.view.status
+        )));
+    }
+    sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1")
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', finished_at = $1 WHERE id = $2 AND status = 'queued'",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    get(db, who, id).await
+}
+
+/// Marks a job cancelled (its worker stopped it).
+pub async fn finish_cancelled(db: &Db, id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', finished_at = $1 WHERE id = $2 AND status IN ('queued', 'running')",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// The committed result of a job.
+pub async fn result(db: &Db, id: &str) -> Result<Option<ResultMeta>> {
+    let row: Option<(String, i64, i64, String)> = sqlx::query_as(
+        "SELECT blob_key, row_count, byte_count, columns_json FROM job_results WHERE job_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|(blob_key, rows, bytes, columns)| {
+        Ok(ResultMeta {
+            blob_key,
+            rows: u64::try_from(rows).unwrap_or(0),
+            bytes: u64::try_from(bytes).unwrap_or(0),
+            columns: serde_json::from_str(&columns).context("columns_json")?,
+        })
+    })
+    .transpose()
+}
+
+/// Job activity in a time window, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Activity {
+    pub started: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Mean run time of the jobs that finished in the window, in seconds.
+    pub mean_duration_secs: Option<f64>,
+}
+
+/// What happened to jobs since `since_ms`.
+pub async fn activity_since(db: &Db, since_ms: i64) -> Result<Activity> {
+    let (started, succeeded, failed, mean_ms): (i64, i64, i64, Option<f64>) = sqlx::query_as(
+        "SELECT \
+           COALESCE(SUM(CASE WHEN started_at >= $1 THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN finished_at >= $1 AND status = 'succeeded' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN finished_at >= $1 AND status = 'failed' THEN 1 ELSE 0 END), 0), \
+           AVG(CASE WHEN finished_at >= $1 AND started_at IS NOT NULL \
+               THEN CAST(finished_at - started_at AS REAL) END) \
+         FROM jobs WHERE started_at >= $1 OR finished_at >= $1",
+    )
+    .bind(since_ms)
+    .fetch_one(db.pool())
+    .await?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Activity {
+        started: n(started),
+        succeeded: n(succeeded),
+        failed: n(failed),
+        mean_duration_secs: mean_ms.map(|ms| ms / 1000.0),
+    })
+}

@@ -1,0 +1,193 @@
+//! The behaviour every [`JobQueue`] adapter must have, as runnable checks. Adapters
+//! call [`run_all`] from their tests with a queue configured with [`VISIBILITY`] and
+//! [`MAX_ATTEMPTS`]. Each check leaves no live message behind and measures dead
+//! letters as differences, so they run in sequence against one queue.
+//!
+//! These panic on failure, like test assertions.
+
+use super::JobQueue;
+use crate::error::Error;
+use std::time::Duration;
+
+/// The visibility timeout the queue under test must have.
+pub const VISIBILITY: Duration = Duration::from_millis(1200);
+/// The max attempts the queue under test must have.
+pub const MAX_ATTEMPTS: u32 = 2;
+
+/// Runs every check.
+pub async fn run_all(q: &dyn JobQueue) {
+    assert_eq!(
+        q.visibility_timeout(),
+        VISIBILITY,
+        "configure the queue with conformance::VISIBILITY"
+    );
+    assert_eq!(
+        q.max_attempts(),
+        MAX_ATTEMPTS,
+        "configure the queue with conformance::MAX_ATTEMPTS"
+    );
+    sent_message_is_received_once_and_deleted(q).await;
+    expired_lease_redelivers_with_a_new_receipt(q).await;
+    heartbeat_keeps_the_lease(q).await;
+    hand_back_makes_the_message_visible_at_once(q).await;
+    message_is_dead_lettered_after_max_attempts(q).await;
+    explicit_dead_letter_moves_the_message(q).await;
+    long_poll_returns_a_message_sent_while_waiting(q).await;
+}
+
+async fn live(q: &dyn JobQueue) -> (u64, u64) {
+    let c = q.counts().await.expect("counts");
+    (c.visible, c.in_flight)
+}
+
+pub async fn sent_message_is_received_once_and_deleted(q: &dyn JobQueue) {
+    let id = q.send("one").await.expect("send");
+    assert_eq!(live(q).await, (1, 0));
+    assert!(q.oldest_age().await.expect("oldest").is_some());
+    let d = q
+        .receive(Duration::from_secs(2))
+        .await
+        .expect("receive")
+        .expect("a message");
+    assert_eq!(
+        (d.message_id.as_str(), d.body.as_str(), d.receive_count),
+        (id.as_str(), "one", 1)
+    );
+    assert_eq!(live(q).await, (0, 1));
+    assert!(
+        q.receive(Duration::ZERO).await.expect("receive").is_none(),
+        "leased: not delivered twice"
+    );
+    q.delete(&d.receipt).await.expect("delete");
+    assert_eq!(live(q).await, (0, 0));
+    assert!(q.oldest_age().await.expect("oldest").is_none());
+    q.delete(&d.receipt)
+        .await
+        .expect("deleting twice is harmless");
+}
+
+pub async fn expired_lease_redelivers_with_a_new_receipt(q: &dyn JobQueue) {
+    q.send("lost").await.expect("send");
+    let first = q
+        .receive(Duration::from_secs(2))
+        .await
+        .expect("receive")
+        .expect("a message");
+    let second = q
+        .receive(VISIBILITY * 3)
+        .await
+        .expect("receive")
+        .expect("redelivered after the lease");
+    assert_eq!((second.body.as_str(), second.receive_count), ("lost", 2));
+    assert_ne!(first.receipt, second.receipt);
+    let stale = q.change_visibility(&first.receipt, VISIBILITY).await;
+    assert!(
+        matches!(stale, Err(Error::Conflict(_))),
+        "a stale receipt cannot extend: {stale:?}"
+    );
+    q.delete(&second.receipt).await.expect("delete");
+    assert_eq!(live(q).await, (0, 0));
+}
+
+pub async fn heartbeat_keeps_the_lease(q: &dyn JobQueue) {
+    q.send("long").await.expect("send");
+    let d = q
+        .receive(Duration::from_secs(2))
+        .await
+        .expect("receive")
+        .expect("a message");
+    for _ in 0..3 {
+        tokio::time::sleep(VISIBILITY / 2).await;
+        q.change_visibility(&d.receipt, VISIBILITY)
+            .await
+            .expect("heartbeat");
+    }
+    assert!(
+        q.receive(Duration::ZERO).await.expect("receive").is_none(),
+        "1.5 leases later it is still ours"
+    );
+    q.delete(&d.receipt).await.expect("delete");
+    assert_eq!(live(q).await, (0, 0));
+}
+
+pub async fn hand_back_makes_the_message_visible_at_once(q: &dyn JobQueue) {
+    q.send("back").await.expect("send");
+    let d = q
+        .receive(Duration::from_secs(2))
+        .await
+        .expect("receive")
+        .expect("a message");
+    q.change_visibility(&d.receipt, Duration::ZERO)
+        .await
+        .expect("hand back");
+    let again = q
+        .receive(Duration::from_millis(500))
+        .await
+        .expect("receive")
+        .expect("visible again");
+    assert_eq!(again.receive_count, 2);
+    q.delete(&again.receipt).await.expect("delete");
+}
+
+pub async fn message_is_dead_lettered_after_max_attempts(q: &dyn JobQueue) {
+    let dead_before = q.counts().await.expect("counts").dead;
+    let id = q.send("poison").await.expect("send");
+    for attempt in 1..=MAX_ATTEMPTS {
+        let d = q
+            .receive(Duration::from_secs(2))
+            .await
+            .expect("receive")
+            .expect("delivered");
+        assert_eq!(d.receive_count, attempt);
+        q.change_visibility(&d.receipt, Duration::ZERO)
+            .await
+            .expect("hand back");
+    }
+    assert!(
+        q.receive(Duration::from_millis(300))
+            .await
+            .expect("receive")
+            .is_none(),
+        "not delivered again"
+    );
+    let counts = q.counts().await.expect("counts");
+    assert_eq!(
+        (counts.visible, counts.in_flight, counts.dead),
+        (0, 0, dead_before + 1)
+    );
+    let dead = q.dead_letters(1000).await.expect("dead letters");
+    let letter = dead
+        .iter()
+        .find(|l| l.message_id == id)
+        .expect("listed as dead");
+    assert_eq!(
+        (letter.body.as_str(), letter.receive_count),
+        ("poison", MAX_ATTEMPTS)
+    );
+}
+
+pub async fn explicit_dead_letter_moves_the_message(q: &dyn JobQueue) {
+    let dead_before = q.counts().await.expect("counts").dead;
+    q.send("unparseable").await.expect("send");
+    let d = q
+        .receive(Duration::from_secs(2))
+        .await
+        .expect("receive")
+        .expect("a message");
+    q.dead_letter(&d.receipt).await.expect("dead letter");
+    let counts = q.counts().await.expect("counts");
+    assert_eq!(
+        (counts.visible, counts.in_flight, counts.dead),
+        (0, 0, dead_before + 1)
+    );
+}
+
+pub async fn long_poll_returns_a_message_sent_while_waiting(q: &dyn JobQueue) {
+    let (got, ()) = tokio::join!(q.receive(Duration::from_secs(5)), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        q.send("late").await.expect("send");
+    });
+    let d = got.expect("receive").expect("the late message");
+    assert_eq!(d.body, "late");
+    q.delete(&d.receipt).await.expect("delete");
+}

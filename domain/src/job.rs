@@ -1,0 +1,147 @@
+//! Jobs: an analysis of a dataset, run by a worker.
+
+use crate::dataset::ColumnInfo;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a job is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|j| j.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown job status `{s}`: use queued, running, succeeded, failed or cancelled"
+                )
+            })
+    }
+}
+
+/// A job as the API shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub dataset_id: String,
+    /// The analysis as submitted.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub analysis: serde_json::Value,
+    pub status: JobStatus,
+    /// Deliveries so far (1 on the first run).
+    pub attempts: u32,
+    /// 0.0 to 1.0.
+    pub progress: f64,
+    /// Why the last attempt failed, if it did.
+    pub error: Option<String>,
+    /// Whether the job gave up after its maximum attempts (the dead-letter state).
+    pub dead_letter: bool,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// A page of a job's result.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultPage {
+    pub columns: Vec<ColumnInfo>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<Object>>))]
+    pub rows: Vec<Vec<serde_json::Value>>,
+    pub offset: u64,
+    pub limit: u64,
+    pub total_rows: u64,
+}
+
+/// Queue counts, SQS style.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCounts {
+    /// Waiting to be received.
+    pub visible: u64,
+    /// Received and leased by a worker.
+    pub in_flight: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+}
+
+/// Workers by state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetCounts {
+    pub running: u64,
+    pub starting: u64,
+}
+
+/// What the orchestrator decided on one tick.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub at: String,
+    pub visible: u64,
+    pub in_flight: u64,
+    pub running: u64,
+    pub starting: u64,
+    pub launch: u64,
+    pub reason: String,
+}
+
+/// `GET /api/v1/system`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemStatus {
+    pub environment: String,
+    pub queue: QueueCounts,
+    pub workers: FleetCounts,
+    pub max_workers: u64,
+    pub jobs_per_worker: u64,
+    pub last_decision: Option<Decision>,
+}

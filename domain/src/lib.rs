@@ -1,0 +1,17 @@
+//! Quarry's shared vocabulary.
+//!
+//! Everything here is plain data with serde: it is used by the server, the worker and
+//! the browser (WASM) build alike, so this crate must never depend on I/O, polars,
+//! sqlx or the AWS SDKs.
+
+pub mod analysis;
+pub mod dataset;
+pub mod error;
+pub mod job;
+pub mod role;
+
+pub use analysis::{AggOp, Aggregation, Analysis, OrderKey};
+pub use dataset::{ColumnInfo, Dataset, DatasetFormat};
+pub use error::{ErrorBody, ErrorDetail};
+pub use job::{Decision, FleetCounts, Job, JobStatus, QueueCounts, ResultPage, SystemStatus};
+pub use role::Role;

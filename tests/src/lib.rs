@@ -1,0 +1,187 @@
+//! Helpers for the integration tests: start the real `quarry` binary on port 0 with a
+//! temporary data directory, talk to it over HTTP, and stop it.
+
+pub mod fixtures;
+
+use anyhow::{Context as _, bail};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `quarry` binary: `$QUARRY_BIN`, or `<target>/<profile>/quarry` next to this test.
+pub fn quarry_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("QUARRY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // <target>/<profile>/deps/<test> -> <target>/<profile>/quarry
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("quarry"))
+        .expect("target directory")
+}
+
+/// A running `quarry up` with its own data directory.
+#[derive(Debug)]
+pub struct Quarry {
+    child: Child,
+    pub base: String,
+    pub data_dir: tempfile::TempDir,
+    pub admin_token: String,
+    pub http: reqwest::Client,
+    env: Vec<(String, String)>,
+}
+
+impl Quarry {
+    /// Starts with the local environment's defaults.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra `QUARRY_*` variables.
+    pub async fn start_with(vars: &[(&str, &str)]) -> Self {
+        match Self::try_start(vars).await {
+            Ok(q) => q,
+            Err(e) => panic!("starting quarry: {e:#}"),
+        }
+    }
+
+    async fn try_start(vars: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let mut env: Vec<(String, String)> = vec![
+            ("QUARRY_LISTEN".into(), "127.0.0.1:0".into()),
+            (
+                "QUARRY_DATA_DIR".into(),
+                data_dir.path().display().to_string(),
+            ),
+            ("QUARRY_LOG".into(), "warn".into()),
+        ];
+        env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut cmd = Command::new(quarry_bin());
+        cmd.arg("up")
+            .envs(env.iter().cloned())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", quarry_bin().display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+                .await
+                .context("quarry did not print its address within 60 s")??
+                .context("quarry exited before printing its address")?;
+            if let Some(url) = line.strip_prefix("Quarry is up at ") {
+                break url.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let admin_token = std::fs::read_to_string(data_dir.path().join("admin.token"))
+            .context("reading admin.token")?
+            .trim()
+            .to_owned();
+        Ok(Self {
+            child,
+            base,
+            data_dir,
+            admin_token,
+            http: reqwest::Client::new(),
+            env,
+        })
+    }
+
+    /// The process id of `quarry up`.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("quarry is running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Runs `quarry <args>` against this instance's data directory.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let out = Command::new(quarry_bin())
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .output()
+            .await
+            .context("running quarry")?;
+        Ok(out)
+    }
+
+    /// Creates a user and returns their token.
+    pub async fn add_user(&self, name: &str, role: &str) -> String {
+        let out = self
+            .cli(&["user", "add", name, "--role", role])
+            .await
+            .expect("quarry user add");
+        if !out.status.success() {
+            panic!(
+                "quarry user add failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8(out.stdout)
+            .expect("utf-8 token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Every file under the blob store, for "nothing left behind" checks.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir.path().join("blobs"), &mut out);
+        out.sort();
+        out
+    }
+
+    /// Stops the server with SIGTERM and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+            if !status.success() {
+                bail!("kill -TERM {pid} failed");
+            }
+        }
+        Ok(tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await??)
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

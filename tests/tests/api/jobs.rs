@@ -1,0 +1,613 @@
+//! The job engine end to end: real `quarry up`, real worker processes.
+
+use quarry_tests::fixtures::{CATEGORIES, mixed_csv};
+use quarry_tests::{Quarry, eventually};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Fast leases and idling so the tests run in seconds.
+const FAST: [(&str, &str); 4] = [
+    ("QUARRY_QUEUE__VISIBILITY_TIMEOUT_SECS", "3"),
+    ("QUARRY_WORKER__HEARTBEAT_SECS", "1"),
+    ("QUARRY_WORKER__IDLE_TIMEOUT_SECS", "3"),
+    ("QUARRY_FLEET__TICK_SECS", "1"),
+];
+
+fn env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    FAST.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+async fn upload_csv(q: &Quarry, name: &str, csv: String) -> String {
+    let r = q
+        .http
+        .post(q.url(&format!("/api/v1/datasets?name={name}")))
+        .bearer_auth(&q.admin_token)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn submit(q: &Quarry, dataset_id: &str, analysis: Value) -> reqwest::Response {
+    q.http
+        .post(q.url("/api/v1/jobs"))
+        .bearer_auth(&q.admin_token)
+        .json(&json!({"dataset_id": dataset_id, "analysis": analysis}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn submit_ok(q: &Quarry, dataset_id: &str, analysis: Value) -> String {
+    let r = submit(q, dataset_id, analysis).await;
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    assert_eq!(job["status"], "queued");
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn job(q: &Quarry, id: &str) -> Value {
+    q.http
+        .get(q.url(&format!("/api/v1/jobs/{id}")))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_status(q: &Quarry, id: &str, status: &str, within: Duration) -> Value {
+    eventually(within, &format!("job {id} to be {status}"), || async {
+        let j = job(q, id).await;
+        (j["status"] == status).then_some(j)
+    })
+    .await
+}
+
+async fn system(q: &Quarry) -> Value {
+    q.http
+        .get(q.url("/api/v1/system"))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// PIDs of `quarry worker` processes whose parent is this `quarry up`.
+fn worker_pids(q: &Quarry) -> Vec<u32> {
+    let parent = q.pid().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let is_worker = cmdline.split(|b| *b == 0).nth(1) == Some(b"worker".as_slice());
+        // stat: pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
+        if is_worker && ppid.as_deref() == Some(parent.as_str()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+async fn result_page(q: &Quarry, id: &str, query: &str) -> Value {
+    let r = q
+        .http
+        .get(q.url(&format!("/api/v1/jobs/{id}/result{query}")))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The mean of `amount` per category, computed by folding over the CSV text.
+fn expected_means(csv: &str) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        if let Ok(amount) = fields[2].parse::<f64>() {
+            let entry = sums.entry(fields[1].to_owned()).or_default();
+            entry.0 += amount;
+            entry.1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|(k, (sum, n))| (k, sum / n as f64))
+        .collect()
+}
+
+#[tokio::test]
+async fn aggregate_mean_by_category_matches_an_independent_fold() {
+    let q = Quarry::start_with(&env(&[])).await;
+    let csv = mixed_csv(300_000, 11);
+    let expected = expected_means(&csv);
+    assert_eq!(expected.len(), CATEGORIES.len());
+    let dataset = upload_csv(&q, "sales", csv).await;
+    let id = submit_ok(
+        &q,
+        &dataset,
+        json!({"kind": "aggregate", "group_by": ["category"],
+               "aggregations": [{"column": "amount", "op": "mean"}, {"column": "amount", "op": "count"}],
+               "order_by": ["category"]}),
+    )
+    .await;
+    let done = wait_status(&q, &id, "succeeded", Duration::from_secs(120)).await;
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["progress"], 1.0);
+    assert!(done["started_at"].is_string() && done["finished_at"].is_string());
+
+    let page = result_page(&q, &id, "?limit=100").await;
+    let names: Vec<&str> = page["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["category", "amount_mean", "amount_count"]);
+    assert_eq!(page["total_rows"], expected.len());
+    let got: BTreeMap<String, f64> = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (k, want) in &expected {
+        let have = got[k];
+        assert!(
+            (have - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{k}: {have} vs {want}"
+        );
+    }
+
+    let csv_download = q
+        .http
+        .get(q.url(&format!("/api/v1/jobs/{id}/result?format=csv")))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv_download.headers()["content-type"], "text/csv");
+    let text = csv_download.text().await.unwrap();
+    assert!(
+        text.starts_with("category,amount_mean,amount_count\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), expected.len() + 1);
+    let parquet = q
+        .http
+        .get(q.url(&format!("/api/v1/jobs/{id}/result?format=parquet")))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let bytes = parquet.bytes().await.unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+}
+
+#[tokio::test]
+async fn killed_worker_job_is_redelivered_and_committed_once() {
+    let q = Quarry::start_with(&env(&[("QUARRY_FLEET__MAX_WORKERS", "1")])).await;
+    let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
+    let id = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 4})).await;
+    wait_status(&q, &id, "running", Duration::from_secs(30)).await;
+    let pids = worker_pids(&q);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    signal(pids[0], "-KILL");
+
+    let done = wait_status(&q, &id, "succeeded", Duration::from_secs(60)).await;
+    assert_eq!(done["attempts"], 2, "{done}");
+    let page = result_page(&q, &id, "").await;
+    assert_eq!(page["total_rows"], 1);
+    let results: Vec<_> = q
+        .blob_files()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&id))
+        .collect();
+    assert_eq!(results.len(), 1, "exactly one result blob: {results:?}");
+}
+
+#[tokio::test]
+async fn a_job_that_always_fails_is_failed_after_exactly_max_attempts() {
+    let q = Quarry::start_with(&env(&[("QUARRY_QUEUE__MAX_ATTEMPTS", "3")])).await;
+    let dataset = upload_csv(&q, "d", "word\nhello\nworld\n".into()).await;
+    // Valid SQL that fails at run time on this data: a strict cast of text to a number.
+    let id = submit_ok(
+        &q,
+        &dataset,
+        json!({"kind": "sql", "query": "SELECT CAST(word AS INTEGER) AS n FROM data"}),
+    )
+    .await;
+    let failed = wait_status(&q, &id, "failed", Duration::from_secs(60)).await;
+    assert_eq!(failed["attempts"], 3, "{failed}");
+    assert_eq!(failed["dead_letter"], true);
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.to_lowercase().contains("cast") || error.to_lowercase().contains("conversion"),
+        "{error}"
+    );
+    let r = q
+        .http
+        .get(q.url(&format!("/api/v1/jobs/{id}/result")))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let listed: Vec<Value> = q
+        .http
+        .get(q.url("/api/v1/jobs?status=failed"))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(system(&q).await["queue"]["dead"], 1);
+}
+
+#[tokio::test]
+async fn twenty_spin_jobs_never_exceed_max_workers_and_the_fleet_drains() {
+    let q = Quarry::start_with(&env(&[("QUARRY_FLEET__MAX_WORKERS", "4")])).await;
+    let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 0.5})).await);
+    }
+    let mut most = 0;
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let pids = worker_pids(&q);
+        most = most.max(pids.len());
+        seen.extend(pids);
+        let reported = system(&q).await;
+        let fleet = reported["workers"]["running"].as_u64().unwrap()
+            + reported["workers"]["starting"].as_u64().unwrap();
+        assert!(fleet <= 4, "fleet {fleet}: {reported}");
+        let mut done = 0;
+        for id in &ids {
+            if job(&q, id).await["status"] == "succeeded" {
+                done += 1;
+            }
+        }
+        if done == ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done}/20 done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most <= 4, "at most 4 workers ever ran, saw {most}");
+    assert!(seen.len() >= 2, "the orchestrator scaled out: {seen:?}");
+    for id in &ids {
+        assert_eq!(
+            job(&q, id).await["attempts"],
+            1,
+            "no job was interrupted by scaling"
+        );
+    }
+    // idle_timeout (3 s) + a tick (1 s), with slack for a loaded machine.
+    let drained = Instant::now();
+    eventually(Duration::from_secs(10), "every worker to exit", || async {
+        worker_pids(&q).is_empty().then_some(())
+    })
+    .await;
+    assert!(drained.elapsed() <= Duration::from_secs(10));
+    let after = system(&q).await;
+    assert_eq!(after["workers"]["running"], 0, "{after}");
+    assert_eq!(after["queue"]["visible"], 0);
+    assert!(after["last_decision"]["reason"].is_string());
+}
+
+#[tokio::test]
+async fn sigterm_hands_a_busy_workers_job_back_to_another_worker() {
+    let q = Quarry::start_with(&env(&[("QUARRY_WORKER__STOP_TIMEOUT_SECS", "1")])).await;
+    let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
+    let id = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 5})).await;
+    wait_status(&q, &id, "running", Duration::from_secs(30)).await;
+    let first = worker_pids(&q);
+    assert_eq!(first.len(), 1);
+    signal(first[0], "-TERM");
+    let done = wait_status(&q, &id, "succeeded", Duration::from_secs(60)).await;
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert!(
+        !worker_pids(&q).contains(&first[0]),
+        "the signalled worker exited"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_it_within_seconds() {
+    let q = Quarry::start_with(&env(&[])).await;
+    let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
+    let id = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 60})).await;
+    wait_status(&q, &id, "running", Duration::from_secs(30)).await;
+    let asked = Instant::now();
+    let r = q
+        .http
+        .post(q.url(&format!("/api/v1/jobs/{id}/cancel")))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_status(&q, &id, "cancelled", Duration::from_secs(10)).await;
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    let again = q
+        .http
+        .post(q.url(&format!("/api/v1/jobs/{id}/cancel")))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+}
+
+#[tokio::test]
+async fn bad_job_requests_get_a_helpful_4xx_and_nothing_is_enqueued() {
+    let q = Quarry::start_with(&env(&[])).await;
+    let dataset = upload_csv(&q, "d", "category,amount\na,1.5\nb,2\n".into()).await;
+    let cases = [
+        (
+            json!({"dataset_id": "nope", "analysis": {"kind": "profile"}}),
+            404,
+            "not_found",
+            "nope",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "aggregate", "group_by": ["colour"], "aggregations": [{"column": "amount", "op": "mean"}]}}),
+            400,
+            "unknown_column",
+            "colour",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "aggregate", "aggregations": [{"column": "amount", "op": "average"}]}}),
+            400,
+            "bad_analysis",
+            "average",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "aggregate", "aggregations": [{"column": "category", "op": "mean"}]}}),
+            400,
+            "bad_op",
+            "numeric",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "sql", "query": "SELECT * FROM read_csv('/etc/passwd')"}}),
+            400,
+            "bad_sql",
+            "table functions",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "sql", "query": "SELEC * FROM data"}}),
+            400,
+            "bad_sql",
+            "syntax",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "sql", "query": "SELECT missing FROM data"}}),
+            400,
+            "bad_sql",
+            "missing",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "pivot"}}),
+            400,
+            "bad_analysis",
+            "pivot",
+        ),
+        (json!({"dataset_id": dataset}), 400, "bad_json", "analysis"),
+    ];
+    for (body, status, code, mention) in cases {
+        let r = q
+            .http
+            .post(q.url("/api/v1/jobs"))
+            .bearer_auth(&q.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"]["code"], code, "{body} -> {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(mention),
+            "{err} should mention {mention}"
+        );
+    }
+    let r = q
+        .http
+        .post(q.url("/api/v1/jobs"))
+        .bearer_auth(&q.admin_token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let jobs: Vec<Value> = q
+        .http
+        .get(q.url("/api/v1/jobs"))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(jobs.is_empty(), "{jobs:?}");
+    let s = system(&q).await;
+    assert_eq!(
+        (
+            s["queue"]["visible"].as_u64(),
+            s["queue"]["in_flight"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn profile_histogram_and_correlation_match_independent_computations() {
+    let q = Quarry::start_with(&env(&[])).await;
+    let mut csv = String::from("x,y,label\n");
+    for i in 0..1000_i64 {
+        let label = if i % 3 == 0 {
+            "fizz".to_owned()
+        } else if i % 10 == 0 {
+            String::new()
+        } else {
+            format!("n{}", i % 4)
+        };
+        csv.push_str(&format!("{i},{},{label}\n", 2 * i + 1));
+    }
+    let dataset = upload_csv(&q, "p", csv).await;
+
+    let profile = submit_ok(&q, &dataset, json!({"kind": "profile"})).await;
+    let hist = submit_ok(
+        &q,
+        &dataset,
+        json!({"kind": "histogram", "column": "x", "bins": 4}),
+    )
+    .await;
+    let corr = submit_ok(
+        &q,
+        &dataset,
+        json!({"kind": "correlation", "columns": ["x", "y"]}),
+    )
+    .await;
+    for id in [&profile, &hist, &corr] {
+        wait_status(&q, id, "succeeded", Duration::from_secs(60)).await;
+    }
+
+    let p = result_page(&q, &profile, "").await;
+    let cols: Vec<&str> = p["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let field =
+        |row: &Value, name: &str| row[cols.iter().position(|c| *c == name).unwrap()].clone();
+    let x = &p["rows"][0];
+    assert_eq!(field(x, "column"), "x");
+    assert_eq!(field(x, "count"), 1000);
+    assert_eq!(field(x, "nulls"), 0);
+    assert_eq!(field(x, "distinct"), 1000);
+    assert_eq!(field(x, "mean"), 499.5);
+    assert_eq!(field(x, "q50"), 499.5);
+    assert_eq!(field(x, "min"), "0");
+    // sample std of 0..999 = sqrt(n(n+1)/12) with n = 1000
+    let std = (1000.0_f64 * 1001.0 / 12.0).sqrt();
+    assert!((field(x, "std").as_f64().unwrap() - std).abs() < 1e-9);
+    let label = &p["rows"][2];
+    assert_eq!(
+        field(label, "nulls"),
+        66,
+        "100 multiples of 10, less the 34 multiples of 30"
+    );
+    assert!(
+        field(label, "top_values")
+            .as_str()
+            .unwrap()
+            .starts_with("fizz (334)"),
+        "{label}"
+    );
+
+    let h = result_page(&q, &hist, "").await;
+    let counts: Vec<i64> = h["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[3].as_i64().unwrap())
+        .collect();
+    // width = 999 / 4 = 249.75: bins hold x in [0,249.75), [249.75,499.5), [499.5,749.25), [749.25,999]
+    assert_eq!(counts, vec![250, 250, 250, 250]);
+
+    let c = result_page(&q, &corr, "").await;
+    assert!(
+        (c["rows"][0][2].as_f64().unwrap() - 1.0).abs() < 1e-12,
+        "y = 2x + 1 correlates perfectly: {c}"
+    );
+}
+
+#[tokio::test]
+async fn a_dataset_larger_than_the_worker_memory_limit_streams_through() {
+    let q = Quarry::start_with(&env(&[("QUARRY_WORKER__MEMORY_LIMIT_MB", "192")])).await;
+    let csv = mixed_csv(6_500_000, 3);
+    assert!(
+        csv.len() > 200 * 1024 * 1024,
+        "the file ({} bytes) is larger than the limit",
+        csv.len()
+    );
+    let expected = expected_means(&csv);
+    let dataset = upload_csv(&q, "big", csv).await;
+
+    let agg = submit_ok(
+        &q,
+        &dataset,
+        json!({"kind": "aggregate", "group_by": ["category"], "aggregations": [{"column": "amount", "op": "mean"}]}),
+    )
+    .await;
+    let sql = submit_ok(
+        &q,
+        &dataset,
+        json!({"kind": "sql", "query": "SELECT category, COUNT(*) AS n, MAX(quantity) AS most FROM data GROUP BY category"}),
+    )
+    .await;
+    let done = wait_status(&q, &agg, "succeeded", Duration::from_secs(300)).await;
+    assert_eq!(
+        done["attempts"], 1,
+        "no attempt died of the memory limit: {done}"
+    );
+    let page = result_page(&q, &agg, "").await;
+    assert_eq!(page["total_rows"], expected.len(), "one row per category");
+    for row in page["rows"].as_array().unwrap() {
+        let (k, have) = (row[0].as_str().unwrap(), row[1].as_f64().unwrap());
+        let want = expected[k];
+        assert!(
+            (have - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{k}: {have} vs {want}"
+        );
+    }
+    let done = wait_status(&q, &sql, "succeeded", Duration::from_secs(300)).await;
+    assert_eq!(done["attempts"], 1);
+    let total: i64 = result_page(&q, &sql, "").await["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[1].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 6_500_000);
+}

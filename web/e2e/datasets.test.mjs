@@ -1,0 +1,96 @@
+// The datasets page in a real browser: sign in, upload through the form, see the
+// dataset after a reload, and prove hydration with clicks that only work in WASM.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startQuarry, launchBrowser, watchErrors, waitForHydration } from "./harness.mjs";
+
+let quarry;
+let browser;
+
+before(async () => {
+  quarry = await startQuarry();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await quarry?.stop();
+});
+
+function csv(rows) {
+  const lines = ["city,population,area"];
+  for (let i = 0; i < rows; i++) lines.push(`city${i},${1000 + i},${(i * 1.5).toFixed(1)}`);
+  return Buffer.from(lines.join("\n") + "\n");
+}
+
+test("a signed-out visitor is sent to sign in", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${quarry.base}/datasets`);
+  await page.getByRole("link", { name: "Sign in" }).first().waitFor();
+  await page.goto(`${quarry.base}/login`);
+  await page.fill("#token", "qry_wrong");
+  await page.click("button[type=submit]");
+  await page.waitForURL(/\/login\?error=/);
+  assert.match(await page.locator("[role=alert]").innerText(), /not valid/);
+  await page.close();
+});
+
+test("upload, reload, expand columns and delete in the browser", async () => {
+  const page = await browser.newPage();
+  const errors = watchErrors(page);
+
+  await page.goto(`${quarry.base}/login`);
+  await page.fill("#token", quarry.adminToken);
+  await page.click("button[type=submit]");
+  await page.waitForURL(/\/datasets$/);
+  await page.getByTestId("who").waitFor();
+  assert.match(await page.getByTestId("who").innerText(), /admin/);
+
+  await page.setInputFiles("input[type=file]", { name: "cities.csv", mimeType: "text/csv", buffer: csv(1234) });
+  await page.click("form.upload button[type=submit]");
+  await page.waitForURL(/uploaded=cities/);
+  const row = page.locator("tr[data-name='cities']");
+  await row.waitFor();
+  assert.equal(await row.getByTestId("rows").innerText(), "1234");
+
+  await page.goto(`${quarry.base}/datasets`);
+  await row.waitFor();
+  assert.equal(await row.getByTestId("rows").innerText(), "1234", "still there after a reload");
+
+  // Hydration: these buttons do nothing without the WASM bundle.
+  await waitForHydration(page);
+  await row.getByTestId("toggle-columns").click();
+  const columns = page.getByTestId("columns");
+  await columns.waitFor();
+  assert.match(await columns.innerText(), /population\s+int64/);
+  await row.getByTestId("toggle-columns").click();
+  await columns.waitFor({ state: "detached" });
+
+  await row.getByTestId("delete").click();
+  await row.waitFor({ state: "detached" });
+  assert.match(page.url(), /\/datasets/, "deleted in place, without leaving the page");
+  const api = await fetch(`${quarry.base}/api/v1/datasets`, {
+    headers: { authorization: `Bearer ${quarry.adminToken}` },
+  });
+  assert.deepEqual(await api.json(), []);
+
+  assert.deepEqual(errors, [], "no errors in the browser console");
+  await page.close();
+});
+
+test("a malformed upload shows the server's message on the page", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${quarry.base}/login`);
+  await page.fill("#token", quarry.adminToken);
+  await page.click("button[type=submit]");
+  await page.waitForURL(/\/datasets$/);
+  await page.setInputFiles("input[type=file]", {
+    name: "bad.csv",
+    mimeType: "text/csv",
+    buffer: Buffer.from("a,b\n1,2\n3,4,5,6\n"),
+  });
+  await page.click("form.upload button[type=submit]");
+  await page.waitForURL(/error=/);
+  assert.match(await page.locator("[role=alert]").first().innerText(), /not valid CSV/);
+  await page.close();
+});

@@ -1,0 +1,130 @@
+//! Project automation, so that a fresh machine needs two commands:
+//!
+//! * `cargo xtask up`   — install what is missing, build the app, start the embedded default;
+//! * `cargo xtask test` — install/start what the tests need and run the whole suite.
+//!
+//! Also: `cargo xtask build` (server + WASM bundle + styles), `cargo xtask lint`.
+//! The WASM bundle is built with cargo and `wasm-bindgen-cli-support` as a library,
+//! so no tool is downloaded from outside the package registries.
+
+#![expect(
+    clippy::print_stderr,
+    reason = "xtask reports its steps on stderr, like cargo"
+)]
+
+mod build;
+mod prereq;
+mod test;
+
+use anyhow::{Context as _, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(t, r)| (t.as_str(), r));
+    match task {
+        "up" => up(rest),
+        "build" => build::all(&Layout::discover()?).map(drop),
+        "test" => test::all(&Layout::discover()?, rest),
+        "lint" => test::lint(&Layout::discover()?),
+        "bench" => bench(&Layout::discover()?, rest),
+        "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <up | test | build | lint | bench engine>");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`: use up, test, build, lint or bench"),
+    }
+}
+
+/// Where things are.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+    pub target: PathBuf,
+}
+
+impl Layout {
+    fn discover() -> anyhow::Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask lives in the workspace")?
+            .to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|t| if t.is_absolute() { t } else { root.join(t) })
+            .unwrap_or_else(|| root.join("target"));
+        Ok(Self { root, target })
+    }
+
+    /// The `quarry` binary of the dev profile.
+    pub fn quarry_bin(&self) -> PathBuf {
+        self.target.join("debug").join("quarry")
+    }
+
+    /// Where the web bundle and styles go (`<target>/site`, found by the binary).
+    pub fn site(&self) -> PathBuf {
+        self.target.join("site")
+    }
+}
+
+/// Runs a command in the workspace, failing with its name if it fails.
+pub fn run(layout: &Layout, cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.current_dir(&layout.root);
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: {shown}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+/// `cargo` through the rustup proxy, exactly as a developer's shell runs it. Not
+/// `$CARGO`: that is the resolved toolchain path (`stable-...` behind the pinned
+/// `1.95.0` symlink), and cargo fingerprints the compiler by path, so the two would
+/// keep two copies of every dependency and rebuild polars whenever they alternate.
+pub fn cargo() -> Command {
+    Command::new("cargo")
+}
+
+fn up(args: &[String]) -> anyhow::Result<()> {
+    let layout = Layout::discover()?;
+    let started = Instant::now();
+    prereq::wasm_target(&layout)?;
+    build::all(&layout)?;
+    eprintln!(
+        "xtask: built in {:.0?}; starting `quarry up`",
+        started.elapsed()
+    );
+    let mut cmd = Command::new(layout.quarry_bin());
+    cmd.arg("up").args(args).current_dir(&layout.root);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let err = cmd.exec();
+        Err(err).context("starting quarry up")
+    }
+    #[cfg(not(unix))]
+    {
+        run(&layout, &mut cmd)
+    }
+}
+
+/// `cargo xtask bench engine`: builds the binary and runs the engine benchmark.
+fn bench(layout: &Layout, args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("engine") => {
+            build::host(layout)?;
+            let bench = layout.target.join("debug").join("bench-engine");
+            run(
+                layout,
+                Command::new(bench).env("QUARRY_BIN", layout.quarry_bin()),
+            )
+        }
+        _ => bail!("usage: cargo xtask bench engine"),
+    }
+}
