@@ -174,7 +174,11 @@ const JOB_QUEUE: &str = "jobs";
 
 async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
     let fleet: Arc<dyn Fleet> = match services.config.fleet.kind {
-        FleetKind::Process => Arc::new(ProcessFleet::new(services.db.clone()).await?),
+        FleetKind::Process => Arc::new(
+            ProcessFleet::new(services.db.clone())
+                .await?
+                .with_env(services.config.worker.process_env()),
+        ),
         FleetKind::Ecs => anyhow::bail!("the ECS fleet is not available in this build yet"),
     };
     let config = &services.config;
@@ -192,7 +196,6 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
 
 async fn worker() -> anyhow::Result<()> {
     let config = Config::load()?;
-    quarry_worker::limits::limit_memory(config.worker.memory_limit_mb)?;
     let services = open_services(config).await?;
     let id = std::env::var("QUARRY_WORKER_ID")
         .unwrap_or_else(|_| format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));

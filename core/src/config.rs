@@ -118,8 +118,25 @@ pub struct WorkerConfig {
     /// On SIGTERM a running job may finish if it can within this time.
     pub stop_timeout_secs: u64,
     pub heartbeat_secs: u64,
-    /// The memory an analysis may use; polars streams beyond it.
+    /// The memory an analysis may use; polars streams beyond it, and an analysis
+    /// that needs more fails with a message naming this limit.
     pub memory_limit_mb: u64,
+    /// Threads polars may use in one worker; 0 = one per CPU.
+    #[serde(default)]
+    pub threads: u32,
+}
+
+impl WorkerConfig {
+    /// The environment a worker process starts with, whatever launches it (child
+    /// process or ECS task): polars' thread count, and few malloc arenas so freed
+    /// memory goes back to the system instead of lingering per thread.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("MALLOC_ARENA_MAX".to_owned(), "2".to_owned())];
+        if self.threads > 0 {
+            env.push(("POLARS_MAX_THREADS".to_owned(), self.threads.to_string()));
+        }
+        env
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

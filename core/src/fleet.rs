@@ -60,6 +60,7 @@ pub async fn registry_counts(db: &Db) -> Result<FleetCounts> {
 pub struct ProcessFleet {
     db: Db,
     exe: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl ProcessFleet {
@@ -67,9 +68,20 @@ impl ProcessFleet {
     /// previous process that no longer exist are marked exited.
     pub async fn new(db: Db) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the quarry binary")?;
-        let fleet = Self { db, exe };
+        let fleet = Self {
+            db,
+            exe,
+            env: Vec::new(),
+        };
         fleet.forget_dead().await?;
         Ok(fleet)
+    }
+
+    /// Extra environment for every worker process (see `WorkerConfig::process_env`).
+    #[must_use]
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Self {
+        self.env = env;
+        self
     }
 
     async fn forget_dead(&self) -> anyhow::Result<()> {
@@ -100,6 +112,7 @@ impl Fleet for ProcessFleet {
             let spawned = tokio::process::Command::new(&self.exe)
                 .arg("worker")
                 .env("QUARRY_WORKER_ID", &id)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .kill_on_drop(false)
                 .spawn();
             let mut child = match spawned {

@@ -7,6 +7,7 @@
 //! within `stop_timeout`. A panic in an analysis fails that attempt only.
 
 use crate::analysis::{self, RunContext, RunError};
+use crate::limits::{self, MemoryGuard};
 use crate::scan::scan_dataset;
 use anyhow::Context as _;
 use polars::prelude::*;
@@ -119,17 +120,16 @@ impl Worker {
                 Ok(Outcome::Continue)
             }
             Ok(Executed::Failed(message)) => {
-                tracing::warn!(%job_id, attempt = d.receive_count, last, error = %message, "job attempt failed");
-                jobs::fail_attempt(&self.db, &job_id, &message, last).await?;
-                if last {
-                    self.queue.dead_letter(&d.receipt).await?;
-                } else {
-                    let _ = self
-                        .queue
-                        .change_visibility(&d.receipt, Duration::from_secs(1))
-                        .await;
-                }
+                self.fail_attempt(&job_id, &d, &message, last).await?;
                 Ok(Outcome::Continue)
+            }
+            Ok(Executed::OverMemory { peak_bytes }) => {
+                let limit_mb = self.config.worker.memory_limit_mb;
+                tracing::warn!(%job_id, limit_mb, peak_mb = peak_bytes >> 20, "analysis went over the memory limit");
+                self.fail_attempt(&job_id, &d, &limits::exceeded_message(limit_mb), last)
+                    .await?;
+                // The analysis thread may still hold the memory: give it back by exiting.
+                Ok(Outcome::ExitNow(Exit::Abandoned))
             }
             Ok(Executed::Cancelled { thread_done }) => {
                 jobs::finish_cancelled(&self.db, &job_id).await?;
@@ -157,6 +157,28 @@ impl Worker {
                 Ok(Outcome::ExitNow(Exit::Abandoned))
             }
         }
+    }
+
+    /// Records a failed attempt; the last one dead-letters the message, the others
+    /// make it visible again soon for the next attempt.
+    async fn fail_attempt(
+        &self,
+        job_id: &str,
+        d: &Delivery,
+        message: &str,
+        last: bool,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(%job_id, attempt = d.receive_count, last, error = %message, "job attempt failed");
+        jobs::fail_attempt(&self.db, job_id, message, last).await?;
+        if last {
+            self.queue.dead_letter(&d.receipt).await?;
+        } else {
+            let _ = self
+                .queue
+                .change_visibility(&d.receipt, Duration::from_secs(1))
+                .await;
+        }
+        Ok(())
     }
 
     async fn commit(&self, job_id: &str, d: &Delivery, produced: Produced) -> anyhow::Result<()> {
@@ -224,6 +246,13 @@ impl Worker {
                 .context("starting the analysis thread")?;
         }
 
+        let guard = MemoryGuard::start(
+            self.config
+                .worker
+                .memory_limit_mb
+                .saturating_mul(1024 * 1024),
+            stop.clone(),
+        );
         let visibility = self.queue.visibility_timeout();
         let heartbeat = Duration::from_secs(self.config.worker.heartbeat_secs);
         let mut last_beat = Instant::now();
@@ -234,6 +263,10 @@ impl Worker {
             tokio::select! {
                 outcome = &mut rx => {
                     let outcome = outcome.context("the analysis thread vanished")?;
+                    tracing::debug!(%job_id, peak_mb = guard.peak_bytes() >> 20, "analysis finished");
+                    if guard.exceeded() {
+                        return Ok(Executed::OverMemory { peak_bytes: guard.peak_bytes() });
+                    }
                     return Ok(match outcome {
                         Ok(Ok(produced)) => Executed::Done(produced),
                         Ok(Err(RunError::Failed(m))) => Executed::Failed(m),
@@ -248,6 +281,9 @@ impl Worker {
                     stop_deadline = Some(Instant::now() + grace);
                 }
                 _ = tick.tick() => {
+                    if guard.exceeded() {
+                        return Ok(Executed::OverMemory { peak_bytes: guard.peak_bytes() });
+                    }
                     if stop_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                         stop.store(true, Ordering::Relaxed);
                         return Ok(Executed::HandedBack);
@@ -277,7 +313,13 @@ impl Worker {
 enum Executed {
     Done(Produced),
     Failed(String),
-    Cancelled { thread_done: bool },
+    /// The memory guard tripped; the analysis thread may still be running.
+    OverMemory {
+        peak_bytes: u64,
+    },
+    Cancelled {
+        thread_done: bool,
+    },
     HandedBack,
 }
 

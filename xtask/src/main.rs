@@ -71,9 +71,12 @@ impl Layout {
     }
 }
 
-/// Runs a command in the workspace, failing with its name if it fails.
+/// Runs a command (in the workspace root unless it has a directory of its own),
+/// failing with its name if it fails.
 pub fn run(layout: &Layout, cmd: &mut Command) -> anyhow::Result<()> {
-    cmd.current_dir(&layout.root);
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(&layout.root);
+    }
     let shown = format!("{cmd:?}");
     eprintln!("xtask: {shown}");
     let status = cmd.status().with_context(|| format!("starting {shown}"))?;
@@ -87,8 +90,28 @@ pub fn run(layout: &Layout, cmd: &mut Command) -> anyhow::Result<()> {
 /// `$CARGO`: that is the resolved toolchain path (`stable-...` behind the pinned
 /// `1.95.0` symlink), and cargo fingerprints the compiler by path, so the two would
 /// keep two copies of every dependency and rebuild polars whenever they alternate.
+///
+/// The variables `cargo run` set for xtask itself (`CARGO_PKG_NAME=xtask`,
+/// `CARGO_MANIFEST_DIR`, …) are removed too: build scripts such as ring's declare
+/// `rerun-if-env-changed` on those names, so inheriting them would make every build
+/// from xtask differ from a shell build and recompile ring, rustls, reqwest and all
+/// of polars behind them.
 pub fn cargo() -> Command {
-    Command::new("cargo")
+    let mut command = Command::new("cargo");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let injected = name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                &*name,
+                "CARGO" | "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "LD_LIBRARY_PATH"
+            );
+        if injected {
+            command.env_remove(&*name);
+        }
+    }
+    command
 }
 
 fn up(args: &[String]) -> anyhow::Result<()> {

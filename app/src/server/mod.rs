@@ -76,7 +76,15 @@ pub fn app(services: Arc<Services>, addr: SocketAddr) -> Router {
             },
             move || shell(leptos_options.clone()),
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Unknown paths render the app's "not found" page, which asks who is signed
+        // in: it needs the services like every other page.
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
+            {
+                let services = services.clone();
+                move || provide_context(services.clone())
+            },
+            shell,
+        ))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -27,7 +27,11 @@ mod backend {
     }
 
     pub async fn caller() -> Result<(Arc<Services>, Principal), ServerFnError> {
-        let services = expect_context::<Arc<Services>>();
+        let services = use_context::<Arc<Services>>().ok_or_else(|| {
+            fail(AppError::from(anyhow::anyhow!(
+                "server function called without the services in context"
+            )))
+        })?;
         let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
         let who = session_principal(&services.db, &headers)
             .await

@@ -16,6 +16,17 @@ async fn healthz_answers_without_a_token() {
     let r = q.http.get(q.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "ok");
+
+    // Unknown pages and files (a browser asks for /favicon.ico) get the app's own
+    // "not found" page, signed in or not.
+    for path in ["/favicon.ico", "/no/such/page"] {
+        let r = q.http.get(q.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(
+            r.text().await.unwrap().contains("There is no page here"),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]

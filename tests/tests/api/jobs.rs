@@ -68,6 +68,13 @@ async fn job(q: &Quarry, id: &str) -> Value {
 async fn wait_status(q: &Quarry, id: &str, status: &str, within: Duration) -> Value {
     eventually(within, &format!("job {id} to be {status}"), || async {
         let j = job(q, id).await;
+        let finished =
+            ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap());
+        assert!(
+            j["status"] == status || !finished,
+            "job {id} finished {} instead of {status}: {j}",
+            j["status"]
+        );
         (j["status"] == status).then_some(j)
     })
     .await
@@ -564,7 +571,13 @@ async fn profile_histogram_and_correlation_match_independent_computations() {
 
 #[tokio::test]
 async fn a_dataset_larger_than_the_worker_memory_limit_streams_through() {
-    let q = Quarry::start_with(&env(&[("QUARRY_WORKER__MEMORY_LIMIT_MB", "192")])).await;
+    // Two polars threads, whatever the machine: the limit must hold on a CI runner
+    // with many cores as on a laptop.
+    let q = Quarry::start_with(&env(&[
+        ("QUARRY_WORKER__MEMORY_LIMIT_MB", "192"),
+        ("QUARRY_WORKER__THREADS", "2"),
+    ]))
+    .await;
     let csv = mixed_csv(6_500_000, 3);
     assert!(
         csv.len() > 200 * 1024 * 1024,
@@ -610,4 +623,20 @@ async fn a_dataset_larger_than_the_worker_memory_limit_streams_through() {
         .map(|r| r[1].as_i64().unwrap())
         .sum();
     assert_eq!(total, 6_500_000);
+
+    // Keeping every row cannot stream: the guard stops it, and the user is told why.
+    let all = submit_ok(
+        &q,
+        &dataset,
+        json!({"kind": "sql", "query": "SELECT * FROM data"}),
+    )
+    .await;
+    let failed = wait_status(&q, &all, "failed", Duration::from_secs(300)).await;
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("memory limit of 192 MB"), "{failed}");
+    assert_eq!(failed["dead_letter"], true, "{failed}");
+    assert_eq!(
+        failed["attempts"], 3,
+        "every attempt met the same limit: {failed}"
+    );
 }
