@@ -49,13 +49,20 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Create a user and print their API token.
+    /// Create a user and print their API token. With --password-stdin they can also
+    /// sign in to the web app with their name and that password.
     Add {
         name: String,
         /// analyst, lead, operator or admin.
         #[arg(long, default_value = "analyst")]
         role: Role,
+        /// Read the user's web password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
     },
+    /// Set or change a user's web password (read from the first line of stdin); their
+    /// open sessions end.
+    Password { name: String },
     /// Issue another API token for an existing user and print it.
     Token {
         name: String,
@@ -100,11 +107,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await
         }
         Command::User {
-            command: UserCommand::Add { name, role },
+            command:
+                UserCommand::Add {
+                    name,
+                    role,
+                    password_stdin,
+                },
         } => {
             let config = Config::load()?;
             let db = Db::connect(&config.database_url()).await?;
+            let password = if password_stdin {
+                let password = read_password_line()?;
+                quarry_core::sessions::validate_password(&password)?;
+                Some(password)
+            } else {
+                None
+            };
             let (user, token) = create_user(&db, &name, role).await?;
+            if let Some(password) = password {
+                quarry_core::sessions::set_password(&db, &user.id, &password).await?;
+                eprintln!(
+                    "`{}` can sign in to the web app with that password",
+                    user.name
+                );
+            }
             eprintln!(
                 "created {} `{}`; their API token (shown once):",
                 user.role, user.name
@@ -125,6 +151,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let token = issue_token(&db, &user.id, "cli", expires_at).await?;
             eprintln!("new API token for `{}` (shown once):", user.name);
             println!("{}", token.expose_secret());
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Password { name },
+        } => {
+            let config = Config::load()?;
+            let db = Db::connect(&config.database_url()).await?;
+            let user = find_user(&db, &name)
+                .await?
+                .with_context(|| format!("no user named `{name}`"))?;
+            let password = read_password_line()?;
+            quarry_core::sessions::set_password(&db, &user.id, &password).await?;
+            eprintln!("password of `{}` set; their open sessions ended", user.name);
             Ok(())
         }
         Command::Worker => worker().await,
@@ -160,11 +199,13 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
         )),
         QueueKind::Sqs => anyhow::bail!("the SQS queue is not available in this build yet"),
     };
+    let metrics = Arc::new(DbMetrics::new(db.clone(), &config.environment));
     Ok(Arc::new(Services {
         config,
         db,
         blobs,
         queue,
+        metrics,
         nudge: Arc::new(Notify::new()),
     }))
 }
@@ -186,12 +227,23 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
         db: services.db.clone(),
         queue: services.queue.clone(),
         fleet,
-        metrics: Arc::new(DbMetrics::new(services.db.clone(), &config.environment)),
+        metrics: services.metrics.clone(),
         jobs_per_worker: u64::from(config.fleet.jobs_per_worker),
         max_workers: u64::from(config.fleet.max_workers),
         tick: Duration::from_secs(config.fleet.tick_secs),
         nudge: services.nudge.clone(),
     })
+}
+
+/// The first line of stdin, without its line ending.
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on stdin");
+    Ok(password)
 }
 
 async fn worker() -> anyhow::Result<()> {

@@ -23,9 +23,33 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// What each role may do. Every page, server function and API route asks these,
+/// on the server: hiding a button is never the enforcement.
+///
+/// | role     | own datasets & jobs | others' jobs | others' datasets | system page |
+/// |----------|---------------------|--------------|------------------|-------------|
+/// | analyst  | read, write         | —            | —                | —           |
+/// | lead     | read, write         | read         | —                | read        |
+/// | operator | read, write         | read, write  | read, write      | read        |
+/// | admin    | read, write         | read, write  | read, write      | read        |
 impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// Operators and admins see and change everything.
+    pub fn sees_everything(&self) -> bool {
+        matches!(self.role, Role::Operator | Role::Admin)
+    }
+
+    /// Leads, operators and admins read everyone's jobs (leads read-only).
+    pub fn reads_all_jobs(&self) -> bool {
+        self.role != Role::Analyst
+    }
+
+    /// Leads, operators and admins see the system page and its metrics.
+    pub fn sees_system(&self) -> bool {
+        self.role != Role::Analyst
     }
 }
 

@@ -135,14 +135,15 @@ pub async fn insert(db: &Db, new: &NewDataset) -> Result<()> {
     }
 }
 
-/// A dataset the principal may see; others' datasets are "not found" to non-admins.
+/// A dataset the principal may see; others' datasets are "not found" to
+/// analysts and leads.
 pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<StoredDataset> {
     let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
         .bind(id)
         .fetch_optional(db.pool())
         .await?;
     match row {
-        Some(row) if who.is_admin() || row.owner_id == who.user_id => row.into_stored(),
+        Some(row) if who.sees_everything() || row.owner_id == who.user_id => row.into_stored(),
         _ => Err(Error::NotFound(format!(
             "no dataset with id `{id}`: list yours with GET /api/v1/datasets"
         ))),
@@ -151,7 +152,7 @@ pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<StoredDataset> {
 
 /// The datasets the principal may see, newest first.
 pub async fn list(db: &Db, who: &Principal) -> Result<Vec<StoredDataset>> {
-    let rows: Vec<Row> = if who.is_admin() {
+    let rows: Vec<Row> = if who.sees_everything() {
         sqlx::query_as(&format!("{SELECT} ORDER BY d.created_at DESC, d.name"))
             .fetch_all(db.pool())
             .await?
@@ -182,4 +183,12 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<StoredDataset>> {
         .fetch_optional(db.pool())
         .await?;
     row.map(Row::into_stored).transpose()
+}
+
+/// Every dataset's name by id (for lists of jobs, which may show others' jobs to leads).
+pub async fn names(db: &Db) -> Result<std::collections::HashMap<String, String>> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, name FROM datasets")
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.into_iter().collect())
 }

@@ -109,14 +109,14 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<StoredJob>> {
 /// A job the principal may see.
 pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<StoredJob> {
     match find(db, id).await? {
-        Some(job) if who.is_admin() || job.owner_id == who.user_id => Ok(job),
+        Some(job) if who.reads_all_jobs() || job.owner_id == who.user_id => Ok(job),
         _ => Err(Error::NotFound(format!(
             "no job with id `{id}`: list yours with GET /api/v1/jobs"
         ))),
     }
 }
 
-/// The principal's jobs (an admin's: everyone's), newest first, optionally by status.
+/// The principal's jobs (a lead's, operator's or admin's: everyone's), newest first, optionally by status.
 pub async fn list(
     db: &Db,
     who: &Principal,
@@ -125,7 +125,7 @@ pub async fn list(
 ) -> Result<Vec<StoredJob>> {
     let mut sql = format!("{SELECT} WHERE 1 = 1");
     let mut n = 0;
-    if !who.is_admin() {
+    if !who.reads_all_jobs() {
         n += 1;
         sql.push_str(&format!(" AND owner_id = ${n}"));
     }
@@ -135,7 +135,7 @@ pub async fn list(
     }
     sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT ${}", n + 1));
     let mut query = sqlx::query_as::<_, Row>(&sql);
-    if !who.is_admin() {
+    if !who.reads_all_jobs() {
         query = query.bind(who.user_id.clone());
     }
     if let Some(s) = status {
@@ -288,6 +288,13 @@ pub async fn requeue(db: &Db, id: &str) -> Result<()> {
 /// flagged and stopped by its worker. Returns the job afterwards.
 pub async fn request_cancel(db: &Db, who: &Principal, id: &str) -> Result<StoredJob> {
     let job = get(db, who, id).await?;
+    if job.owner_id != who.user_id && !who.sees_everything() {
+        return Err(Error::Forbidden(
+            "leads see everyone's jobs read-only: only the job's owner, an operator or an \
+             admin can cancel it"
+                .to_owned(),
+        ));
+    }
     if job.view.status.is_terminal() {
         return Err(Error::Conflict(format!(
             "job `{id}` already {}: there is nothing to cancel",
@@ -347,6 +354,18 @@ pub struct Activity {
     pub failed: u64,
     /// Mean run time of the jobs that finished in the window, in seconds.
     pub mean_duration_secs: Option<f64>,
+    /// Median and 95th percentile of those run times, in seconds.
+    pub p50_duration_secs: Option<f64>,
+    pub p95_duration_secs: Option<f64>,
+}
+
+/// The `q`-quantile (0..=1) of sorted values, nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 /// What happened to jobs since `since_ms`.
@@ -363,11 +382,71 @@ pub async fn activity_since(db: &Db, since_ms: i64) -> Result<Activity> {
     .bind(since_ms)
     .fetch_one(db.pool())
     .await?;
+    let durations: Vec<(i64,)> = sqlx::query_as(
+        "SELECT finished_at - started_at FROM jobs \
+         WHERE finished_at >= $1 AND started_at IS NOT NULL",
+    )
+    .bind(since_ms)
+    .fetch_all(db.pool())
+    .await?;
+    let mut secs: Vec<f64> = durations
+        .into_iter()
+        .map(|(ms,)| ms.max(0) as f64 / 1000.0)
+        .collect();
+    secs.sort_by(f64::total_cmp);
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(Activity {
         started: n(started),
         succeeded: n(succeeded),
         failed: n(failed),
         mean_duration_secs: mean_ms.map(|ms| ms / 1000.0),
+        p50_duration_secs: quantile(&secs, 0.5),
+        p95_duration_secs: quantile(&secs, 0.95),
     })
+}
+
+/// The position of a queued job among all queued jobs, oldest first (1 = next), or
+/// `None` if it is not queued.
+pub async fn queue_position(db: &Db, id: &str) -> Result<Option<u64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM jobs o WHERE o.status = 'queued' \
+                 AND (o.created_at < j.created_at OR (o.created_at = j.created_at AND o.id <= j.id))) \
+         FROM jobs j WHERE j.id = $1 AND j.status = 'queued'",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|(n,)| u64::try_from(n).unwrap_or(0)))
+}
+
+/// How many jobs are running now.
+pub async fn running_count(db: &Db) -> Result<u64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE status = 'running'")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The median run time, in seconds, of the last `n` jobs that succeeded.
+pub async fn recent_median_secs(db: &Db, n: u32) -> Result<Option<f64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT finished_at - started_at FROM jobs \
+         WHERE status = 'succeeded' AND started_at IS NOT NULL AND finished_at IS NOT NULL \
+         ORDER BY finished_at DESC LIMIT $1",
+    )
+    .bind(i64::from(n))
+    .fetch_all(db.pool())
+    .await?;
+    let mut ms: Vec<i64> = rows.into_iter().map(|(d,)| d.max(0)).collect();
+    if ms.is_empty() {
+        return Ok(None);
+    }
+    ms.sort_unstable();
+    let mid = ms.len() / 2;
+    let median = if ms.len().is_multiple_of(2) {
+        (ms[mid - 1] + ms[mid]) as f64 / 2.0
+    } else {
+        ms[mid] as f64
+    };
+    Ok(Some(median / 1000.0))
 }

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod metrics;
 pub mod queue;
+pub mod sessions;
 
 pub use config::Config;
 pub use db::Db;

@@ -14,10 +14,12 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Where samples go.
+/// Where samples go, and where the dashboards read them back.
 #[async_trait]
 pub trait Metrics: Send + Sync + fmt::Debug {
     async fn record(&self, samples: &[Sample]) -> Result<()>;
+    /// The samples of one series since `since_ms`, oldest first.
+    async fn series(&self, name: &str, since_ms: i64) -> Result<Vec<(i64, f64)>>;
 }
 
 /// The embedded adapter: rows in `metric_samples`.
@@ -33,18 +35,6 @@ impl DbMetrics {
             db,
             environment: environment.to_owned(),
         }
-    }
-
-    /// The samples of one series since `since_ms`, oldest first.
-    pub async fn series(&self, name: &str, since_ms: i64) -> Result<Vec<(i64, f64)>> {
-        Ok(sqlx::query_as(
-            "SELECT at, value FROM metric_samples WHERE environment = $1 AND name = $2 AND at >= $3 ORDER BY at",
-        )
-        .bind(&self.environment)
-        .bind(name)
-        .bind(since_ms)
-        .fetch_all(self.db.pool())
-        .await?)
     }
 }
 
@@ -66,5 +56,16 @@ impl Metrics for DbMetrics {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn series(&self, name: &str, since_ms: i64) -> Result<Vec<(i64, f64)>> {
+        Ok(sqlx::query_as(
+            "SELECT at, value FROM metric_samples WHERE environment = $1 AND name = $2 AND at >= $3 ORDER BY at",
+        )
+        .bind(&self.environment)
+        .bind(name)
+        .bind(since_ms)
+        .fetch_all(self.db.pool())
+        .await?)
     }
 }

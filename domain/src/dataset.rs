@@ -108,6 +108,31 @@ pub struct ColumnInfo {
     pub r#type: String,
 }
 
+/// Whether a column type (as Quarry names it) holds numbers; booleans count as 0/1.
+pub fn is_numeric_type(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "int8"
+            | "int16"
+            | "int32"
+            | "int64"
+            | "uint8"
+            | "uint16"
+            | "uint32"
+            | "uint64"
+            | "float32"
+            | "float64"
+            | "bool"
+    )
+}
+
+impl ColumnInfo {
+    /// Whether the column holds numbers (see [`is_numeric_type`]).
+    pub fn is_numeric(&self) -> bool {
+        is_numeric_type(&self.r#type)
+    }
+}
+
 /// A dataset as the API shows it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

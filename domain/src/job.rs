@@ -145,3 +145,78 @@ pub struct SystemStatus {
     pub jobs_per_worker: u64,
     pub last_decision: Option<Decision>,
 }
+
+/// Why a queued job is waiting, and roughly for how long.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// 1 = next to start.
+    pub position: u64,
+    pub workers_running: u64,
+    pub workers_starting: u64,
+    pub max_workers: u64,
+    /// A rough estimate: jobs ahead, spread over the fleet, times the median duration
+    /// of recent jobs. `None` until some job has finished.
+    pub estimated_start_secs: Option<u64>,
+}
+
+/// One message of `GET /api/v1/jobs/{id}/events` (server-sent events, `event: job`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job: Job,
+    /// Present while the job is queued.
+    pub waiting: Option<Waiting>,
+}
+
+impl Waiting {
+    /// Estimates the wait of the job at `position`, given the fleet and the median
+    /// duration of recent jobs. Workers that are starting take the first jobs; after
+    /// that, every `capacity` jobs ahead cost one median duration.
+    pub fn estimate(
+        position: u64,
+        busy: u64,
+        capacity: u64,
+        median_secs: Option<f64>,
+    ) -> Option<u64> {
+        let median = median_secs?;
+        let capacity = capacity.max(1);
+        let free = capacity.saturating_sub(busy);
+        if position <= free {
+            return Some(0);
+        }
+        let waves = (position - free).div_ceil(capacity);
+        Some((waves as f64 * median).ceil() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_estimate_counts_waves_of_the_fleet() {
+        assert_eq!(
+            Waiting::estimate(3, 0, 4, Some(10.0)),
+            Some(0),
+            "free slots"
+        );
+        assert_eq!(Waiting::estimate(1, 4, 4, Some(10.0)), Some(10), "one wave");
+        assert_eq!(
+            Waiting::estimate(5, 4, 4, Some(10.0)),
+            Some(20),
+            "two waves"
+        );
+        assert_eq!(Waiting::estimate(2, 3, 4, Some(7.5)), Some(8));
+        assert_eq!(
+            Waiting::estimate(9, 4, 4, None),
+            None,
+            "nothing measured yet"
+        );
+        assert_eq!(
+            Waiting::estimate(1, 0, 0, Some(1.0)),
+            Some(0),
+            "capacity floor"
+        );
+    }
+}

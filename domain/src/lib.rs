@@ -13,5 +13,7 @@ pub mod role;
 pub use analysis::{AggOp, Aggregation, Analysis, OrderKey};
 pub use dataset::{ColumnInfo, Dataset, DatasetFormat};
 pub use error::{ErrorBody, ErrorDetail};
-pub use job::{Decision, FleetCounts, Job, JobStatus, QueueCounts, ResultPage, SystemStatus};
+pub use job::{
+    Decision, FleetCounts, Job, JobEvent, JobStatus, QueueCounts, ResultPage, SystemStatus, Waiting,
+};
 pub use role::Role;

@@ -135,12 +135,21 @@ impl Orchestrator {
                 value: activity.failed as f64,
             },
         ];
-        if let Some(mean) = activity.mean_duration_secs {
-            samples.push(Sample {
-                name: "job_duration_seconds",
-                value: mean,
-            });
+        for (name, value) in [
+            ("job_duration_seconds", activity.mean_duration_secs),
+            ("job_duration_p50_seconds", activity.p50_duration_secs),
+            ("job_duration_p95_seconds", activity.p95_duration_secs),
+        ] {
+            if let Some(value) = value {
+                samples.push(Sample { name, value });
+            }
         }
+        // Worker time used since the last tick: what the fleet costs.
+        let elapsed_secs = (now_ms() - since_ms).max(0) as f64 / 1000.0;
+        samples.push(Sample {
+            name: "worker_seconds",
+            value: (fleet.running + fleet.starting) as f64 * elapsed_secs,
+        });
         self.metrics.record(&samples).await?;
         Ok(plan)
     }

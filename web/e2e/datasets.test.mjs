@@ -2,7 +2,7 @@
 // dataset after a reload, and prove hydration with clicks that only work in WASM.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startQuarry, launchBrowser, watchErrors, waitForHydration } from "./harness.mjs";
+import { startQuarry, launchBrowser, watchErrors, waitForHydration, signInWithToken, screenshot } from "./harness.mjs";
 
 let quarry;
 let browser;
@@ -28,10 +28,12 @@ test("a signed-out visitor is sent to sign in", async () => {
   await page.goto(`${quarry.base}/datasets`);
   await page.getByRole("link", { name: "Sign in" }).first().waitFor();
   await page.goto(`${quarry.base}/login`);
-  await page.fill("#token", "qry_wrong");
-  await page.click("button[type=submit]");
+  await page.fill("#name", "admin");
+  await page.fill("#password", "not the password");
+  await page.click("[data-testid=password-form] button[type=submit]");
   await page.waitForURL(/\/login\?error=/);
-  assert.match(await page.locator("[role=alert]").innerText(), /not valid/);
+  assert.match(await page.locator("[role=alert]").innerText(), /name or password is not right/);
+  await screenshot(page, "login-refused");
   await page.close();
 });
 
@@ -39,10 +41,7 @@ test("upload, reload, expand columns and delete in the browser", async () => {
   const page = await browser.newPage();
   const errors = watchErrors(page);
 
-  await page.goto(`${quarry.base}/login`);
-  await page.fill("#token", quarry.adminToken);
-  await page.click("button[type=submit]");
-  await page.waitForURL(/\/datasets$/);
+  await signInWithToken(page, quarry.base, quarry.adminToken);
   await page.getByTestId("who").waitFor();
   assert.match(await page.getByTestId("who").innerText(), /admin/);
 
@@ -66,6 +65,7 @@ test("upload, reload, expand columns and delete in the browser", async () => {
   await row.getByTestId("toggle-columns").click();
   await columns.waitFor({ state: "detached" });
 
+  page.once("dialog", (d) => d.accept());
   await row.getByTestId("delete").click();
   await row.waitFor({ state: "detached" });
   assert.match(page.url(), /\/datasets/, "deleted in place, without leaving the page");
@@ -75,15 +75,13 @@ test("upload, reload, expand columns and delete in the browser", async () => {
   assert.deepEqual(await api.json(), []);
 
   assert.deepEqual(errors, [], "no errors in the browser console");
+  await screenshot(page, "datasets-after-delete");
   await page.close();
 });
 
 test("a malformed upload shows the server's message on the page", async () => {
   const page = await browser.newPage();
-  await page.goto(`${quarry.base}/login`);
-  await page.fill("#token", quarry.adminToken);
-  await page.click("button[type=submit]");
-  await page.waitForURL(/\/datasets$/);
+  await signInWithToken(page, quarry.base, quarry.adminToken);
   await page.setInputFiles("input[type=file]", {
     name: "bad.csv",
     mimeType: "text/csv",
@@ -92,5 +90,6 @@ test("a malformed upload shows the server's message on the page", async () => {
   await page.click("form.upload button[type=submit]");
   await page.waitForURL(/error=/);
   assert.match(await page.locator("[role=alert]").first().innerText(), /not valid CSV/);
+  await screenshot(page, "upload-refused");
   await page.close();
 });

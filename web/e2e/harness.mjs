@@ -1,7 +1,7 @@
 // Shared helpers for the browser tests: start the real `quarry up` on port 0 with a
 // temporary data directory, and launch Debian's Chromium through playwright-core.
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -11,14 +11,15 @@ export async function startQuarry(extraEnv = {}) {
   const bin = process.env.QUARRY_BIN;
   if (!bin) throw new Error("QUARRY_BIN is not set: run these through `cargo xtask test`");
   const dataDir = mkdtempSync(join(tmpdir(), "quarry-e2e-"));
+  const env = {
+    ...process.env,
+    QUARRY_LISTEN: "127.0.0.1:0",
+    QUARRY_DATA_DIR: dataDir,
+    QUARRY_LOG: "warn",
+    ...extraEnv,
+  };
   const child = spawn(bin, ["up"], {
-    env: {
-      ...process.env,
-      QUARRY_LISTEN: "127.0.0.1:0",
-      QUARRY_DATA_DIR: dataDir,
-      QUARRY_LOG: "warn",
-      ...extraEnv,
-    },
+    env,
     stdio: ["ignore", "pipe", "inherit"],
   });
   const base = await new Promise((resolve, reject) => {
@@ -37,6 +38,16 @@ export async function startQuarry(extraEnv = {}) {
     base,
     adminToken,
     dataDir,
+    // `quarry user add NAME --role ROLE --password-stdin`; returns the user's API token.
+    addUser(name, role, password) {
+      const r = spawnSync(bin, ["user", "add", name, "--role", role, "--password-stdin"], {
+        env,
+        input: `${password}\n`,
+        encoding: "utf8",
+      });
+      if (r.status !== 0) throw new Error(`user add ${name} failed: ${r.stderr}`);
+      return r.stdout.trim();
+    },
     async stop() {
       child.kill("SIGTERM");
       await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
@@ -68,9 +79,36 @@ export function watchErrors(page) {
   page.on("console", (m) => {
     if (m.type() === "error") errors.push(`console: ${m.text()}`);
   });
+  // Name the URL of any failed request (the console message does not).
+  page.on("response", (r) => {
+    if (r.status() >= 400) errors.push(`${r.status()} ${r.request().method()} ${r.url()}`);
+  });
   return errors;
 }
 
 export async function waitForHydration(page) {
   await page.waitForSelector("body[data-hydrated='true']", { timeout: 30_000 });
+}
+
+export async function signIn(page, base, name, password) {
+  await page.goto(`${base}/login`);
+  await page.fill("#name", name);
+  await page.fill("#password", password);
+  await page.click("[data-testid=password-form] button[type=submit]");
+  await page.waitForURL(/\/datasets$/);
+}
+
+export async function signInWithToken(page, base, token) {
+  await page.goto(`${base}/login`);
+  await page.click("details.alt-signin summary");
+  await page.fill("#token", token);
+  await page.click("[data-testid=token-form] button[type=submit]");
+  await page.waitForURL(/\/datasets$/);
+}
+
+// Every test leaves a picture of its last page in web/test-output/.
+export const OUTPUT = new URL("../test-output/", import.meta.url).pathname;
+export async function screenshot(page, name) {
+  mkdirSync(OUTPUT, { recursive: true });
+  await page.screenshot({ path: join(OUTPUT, `${name}.png`), fullPage: true });
 }

@@ -17,6 +17,10 @@ pub fn page(path: &Path, offset: u64, limit: u64) -> PolarsResult<ResultPage> {
     let df = ParquetReader::new(std::fs::File::open(path)?)
         .with_slice(Some((start as usize, limit as usize)))
         .finish()?;
+    to_page(&df, start, limit, total_rows)
+}
+
+fn to_page(df: &DataFrame, offset: u64, limit: u64, total_rows: u64) -> PolarsResult<ResultPage> {
     let columns = crate::scan::columns(df.schema());
     let mut rows = Vec::with_capacity(df.height());
     for i in 0..df.height() {
@@ -29,10 +33,55 @@ pub fn page(path: &Path, offset: u64, limit: u64) -> PolarsResult<ResultPage> {
     Ok(ResultPage {
         columns,
         rows,
-        offset: start,
+        offset,
         limit,
         total_rows,
     })
+}
+
+/// A page of the result sorted by one of its columns (nulls last). An unknown column
+/// is an error naming the columns there are.
+pub fn sorted_page(
+    path: &Path,
+    offset: u64,
+    limit: u64,
+    by: &str,
+    descending: bool,
+) -> PolarsResult<ResultPage> {
+    let limit = limit.min(MAX_PAGE);
+    let mut lf = crate::scan::scan(path, quarry_domain::DatasetFormat::Parquet, None)?;
+    let schema = lf.collect_schema()?;
+    if schema.get(by).is_none() {
+        let names: Vec<&str> = schema.iter_names().map(|n| n.as_str()).collect();
+        polars_bail!(ColumnNotFound: "the result has no column `{by}`; it has {}", names.join(", "));
+    }
+    let total_rows = ParquetReader::new(std::fs::File::open(path)?).num_rows()? as u64;
+    let start = offset.min(total_rows);
+    let df = lf
+        .sort(
+            [by],
+            SortMultipleOptions::default()
+                .with_order_descending(descending)
+                .with_nulls_last(true)
+                .with_maintain_order(true),
+        )
+        .slice(start as i64, limit as IdxSize)
+        .collect()?;
+    to_page(&df, start, limit, total_rows)
+}
+
+/// The first `n` rows of a dataset, for its schema preview.
+pub fn preview(
+    path: &Path,
+    format: quarry_domain::DatasetFormat,
+    columns: &[quarry_domain::ColumnInfo],
+    n: u64,
+) -> PolarsResult<ResultPage> {
+    let df = crate::scan::scan_dataset(path, format, columns)?
+        .limit(n as IdxSize)
+        .collect()?;
+    let height = df.height() as u64;
+    to_page(&df, 0, n, height)
 }
 
 /// Writes the whole result as CSV.

@@ -43,6 +43,10 @@ impl AppError {
         AppError::Core(Error::Unauthorized(message.into()))
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        AppError::Core(Error::Forbidden(message.into()))
+    }
+
     /// The status, the stable code and the client-safe message.
     pub fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod graphs;
 pub mod state;
 pub mod uploads;
 pub mod web;
@@ -63,9 +64,9 @@ pub fn app(services: Arc<Services>, addr: SocketAddr) -> Router {
     };
     let routes = generate_route_list(App);
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .route("/healthz", get(healthz))
-        .nest("/api/v1", api::router())
+    // Pages, forms and server functions authenticate with the session cookie, so they
+    // sit behind the CSRF guard; the REST API takes bearer tokens and does not need it.
+    let pages = Router::new()
         .merge(web::router())
         .leptos_routes_with_context(
             &state,
@@ -76,6 +77,11 @@ pub fn app(services: Arc<Services>, addr: SocketAddr) -> Router {
             },
             move || shell(leptos_options.clone()),
         )
+        .layer(axum::middleware::from_fn(auth::same_origin_only));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api::router())
+        .merge(pages)
         // Unknown paths render the app's "not found" page, which asks who is signed
         // in: it needs the services like every other page.
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(

@@ -3,6 +3,7 @@
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use quarry_core::blob::BlobStore;
+use quarry_core::metrics::Metrics;
 use quarry_core::queue::JobQueue;
 use quarry_core::{Config, Db};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ pub struct Services {
     pub db: Db,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
+    /// Time series for the system page (written by the orchestrator).
+    pub metrics: Arc<dyn Metrics>,
     /// Wakes an in-process orchestrator right after an enqueue.
     pub nudge: Arc<Notify>,
 }

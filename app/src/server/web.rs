@@ -1,20 +1,28 @@
 //! Plain HTML form endpoints for the web app. They work without JavaScript, answer
 //! with redirects, and carry errors back to the page in the query string.
 
-use super::auth::{session_cookie, session_principal};
+use super::auth::{session_cookie, session_id, session_principal};
 use super::state::AppState;
 use super::uploads::{self, UploadHints};
 use axum::Form;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use quarry_core::auth::authenticate;
+use quarry_core::sessions::{check_password, create_session, end_session};
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
+/// Sign-in: a name and password, or (for scripts and the first admin) an API token.
 #[derive(Debug, Deserialize)]
 struct LoginForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
     token: String,
 }
 
@@ -31,17 +39,40 @@ fn with_query(path: &str, key: &str, value: &str) -> String {
     format!("{path}?{key}={encoded}")
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+fn redirect_with_cookie(to: &str, cookie: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    if let Ok(cookie) = HeaderValue::from_str(cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let db = &state.services.db;
     let token = form.token.trim();
-    match authenticate(&state.services.db, token).await {
-        Ok(who) => {
-            tracing::info!(user = %who.name, "signed in");
-            let mut response = Redirect::to("/datasets").into_response();
-            if let Ok(cookie) = HeaderValue::from_str(&session_cookie(Some(token))) {
-                response.headers_mut().insert(header::SET_COOKIE, cookie);
-            }
-            response
+    let user_id = if token.is_empty() {
+        check_password(db, form.name.trim(), &form.password)
+            .await
+            .map(|u| (u.id, u.name))
+    } else {
+        authenticate(db, token).await.map(|p| (p.user_id, p.name))
+    };
+    let session = match user_id {
+        Ok((id, name)) => {
+            tracing::info!(user = %name, "signed in");
+            create_session(db, &id).await
         }
+        Err(e) => Err(e),
+    };
+    match session {
+        Ok(session) => redirect_with_cookie(
+            "/datasets",
+            &session_cookie(Some(session.expose_secret()), &headers),
+        ),
         Err(e) => {
             let (_, _, message) = super::error::AppError::from(e).parts();
             Redirect::to(&with_query("/login", "error", &message)).into_response()
@@ -49,12 +80,13 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
     }
 }
 
-async fn logout() -> Response {
-    let mut response = Redirect::to("/login").into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(None)) {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_id(&headers)
+        && let Err(e) = end_session(&state.services.db, &id).await
+    {
+        tracing::warn!(error = %e, "could not end a session");
     }
-    response
+    redirect_with_cookie("/login", &session_cookie(None, &headers))
 }
 
 async fn upload(State(state): State<AppState>, request: Request) -> Response {

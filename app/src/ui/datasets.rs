@@ -22,6 +22,22 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Asks the user to confirm in the browser (always yes while rendering on the server,
+/// where nothing is clicked).
+fn confirm(message: &str) -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        web_sys::window()
+            .and_then(|w| w.confirm_with_message(message).ok())
+            .unwrap_or(false)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = message;
+        true
+    }
+}
+
 #[component]
 pub fn DatasetsPage() -> impl IntoView {
     let query = use_query_map();
@@ -90,11 +106,12 @@ fn DatasetTable(list: Vec<Dataset>, delete: ServerAction<DeleteDataset>) -> impl
 fn DatasetRow(d: Dataset, delete: ServerAction<DeleteDataset>) -> impl IntoView {
     let open = RwSignal::new(false);
     let id = d.id.clone();
+    let name = d.name.clone();
     let column_count = d.columns.len();
     let columns = d.columns.clone();
     view! {
         <tr data-testid="dataset-row" data-name=d.name.clone()>
-            <td class="name">{d.name.clone()}</td>
+            <td class="name"><a href=format!("/datasets/{}", d.id) data-testid="open">{d.name.clone()}</a></td>
             <td>{d.format.to_string()}</td>
             <td class="num" data-testid="rows">{d.rows}</td>
             <td class="num">{human_bytes(d.bytes)}</td>
@@ -108,7 +125,11 @@ fn DatasetRow(d: Dataset, delete: ServerAction<DeleteDataset>) -> impl IntoView 
             <td><time datetime=d.created_at.clone()>{d.created_at.replace('T', " ").chars().take(19).collect::<String>()}</time></td>
             <td>
                 <button type="button" class="danger" data-testid="delete"
-                    on:click=move |_| { delete.dispatch(DeleteDataset { id: id.clone() }); }>
+                    on:click=move |_| {
+                        if confirm(&format!("Delete the dataset {name}? Its file is removed for good.")) {
+                            delete.dispatch(DeleteDataset { id: id.clone() });
+                        }
+                    }>
                     "Delete"
                 </button>
             </td>

@@ -1,13 +1,18 @@
 //! Pages and components, shared by the server (SSR) and the browser (hydration).
 
+pub mod charts;
+mod dataset;
 mod datasets;
+mod jobs;
 mod login;
+mod results;
 pub mod server_fns;
+mod system;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{A, Redirect, Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{SsrMode, path};
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -17,6 +22,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -27,7 +33,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The app: navigation plus the routed pages.
+/// The app: navigation plus the routed pages. Pages that read data render
+/// asynchronously on the server: the response waits for their data, so its status
+/// says what happened (401 signed out, 403 not your role, 404 not yours or gone).
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
@@ -39,6 +47,8 @@ pub fn App() -> impl IntoView {
                 <A href="/" attr:class="brand">"Quarry"</A>
                 <nav>
                     <A href="/datasets">"Datasets"</A>
+                    <A href="/jobs">"Jobs"</A>
+                    <SystemLink/>
                 </nav>
                 <UserBadge/>
             </header>
@@ -46,10 +56,29 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <section class="page"><h1>"Not found"</h1><p>"There is no page here."</p></section> }>
                     <Route path=path!("") view=|| view! { <Redirect path="/datasets"/> }/>
                     <Route path=path!("/login") view=login::LoginPage/>
-                    <Route path=path!("/datasets") view=datasets::DatasetsPage/>
+                    <Route path=path!("/datasets") view=datasets::DatasetsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/datasets/:id") view=dataset::DatasetPage ssr=SsrMode::Async/>
+                    <Route path=path!("/jobs") view=jobs::JobsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/jobs/:id") view=jobs::JobPage ssr=SsrMode::Async/>
+                    <Route path=path!("/system") view=system::SystemPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// The system page's link, for the roles that may open it (the server checks again).
+#[component]
+fn SystemLink() -> impl IntoView {
+    let me = Resource::new(|| (), |_| server_fns::current_user());
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                me.await.ok().flatten().filter(|u| u.role != quarry_domain::Role::Analyst).map(|_| view! {
+                    <A href="/system">"System"</A>
+                })
+            })}
+        </Suspense>
     }
 }
 
@@ -62,13 +91,13 @@ fn UserBadge() -> impl IntoView {
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {
                     match me.await {
-                        Ok(user) => view! {
+                        Ok(Some(user)) => view! {
                             <span class="who" data-testid="who">{user.name}" · "{user.role.to_string()}</span>
                             <form method="post" action="/session/logout">
                                 <button type="submit" class="link">"Sign out"</button>
                             </form>
                         }.into_any(),
-                        Err(_) => view! { <A href="/login">"Sign in"</A> }.into_any(),
+                        Ok(None) | Err(_) => view! { <A href="/login">"Sign in"</A> }.into_any(),
                     }
                 })}
             </Suspense>

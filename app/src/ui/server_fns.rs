@@ -1,9 +1,12 @@
 //! Server functions: the web app's calls into the server. Their bodies run on the
-//! server only; the browser gets a typed HTTP stub. Errors carry client-safe text only
-//! (see `quarry_app::server::error`).
+//! server only; the browser gets a typed HTTP stub. Every one authenticates the
+//! session and applies the same role rules as the REST API (they call the same code).
+//! Errors carry client-safe text only (see `quarry_app::server::error`) and the same
+//! HTTP status as the REST API. Each has a stable endpoint, `/api/<name>`.
 
+use crate::ui::charts::Series;
 use leptos::prelude::*;
-use quarry_domain::{Dataset, Role};
+use quarry_domain::{Dataset, Job, JobEvent, ResultPage, Role};
 use serde::{Deserialize, Serialize};
 
 /// The signed-in user as the pages show them.
@@ -11,6 +14,39 @@ use serde::{Deserialize, Serialize};
 pub struct SessionUser {
     pub name: String,
     pub role: Role,
+}
+
+/// A dataset with its first rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetView {
+    pub dataset: Dataset,
+    pub preview: ResultPage,
+}
+
+/// A job as the jobs list shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub job: Job,
+    pub dataset_name: Option<String>,
+    /// Run time so far (running) or in total (finished), in seconds.
+    pub duration_secs: Option<f64>,
+}
+
+/// One graph of the system page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    pub title: String,
+    pub unit: String,
+    pub series: Vec<Series>,
+}
+
+/// The system page's graphs over one time range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemCharts {
+    pub environment: String,
+    pub from: i64,
+    pub to: i64,
+    pub graphs: Vec<Graph>,
 }
 
 #[cfg(feature = "ssr")]
@@ -22,16 +58,30 @@ mod backend {
     use quarry_core::auth::Principal;
     use std::sync::Arc;
 
-    pub fn fail(e: AppError) -> ServerFnError {
-        ServerFnError::new(e.parts().2)
+    /// The client-safe message as the function's error, and the matching HTTP
+    /// status on its response (401, 403, 404… as the REST API would answer).
+    pub fn fail(e: impl Into<AppError>) -> ServerFnError {
+        let e = e.into();
+        let (status, _, message) = e.parts();
+        if let crate::server::error::AppError::Core(quarry_core::Error::Internal(inner)) = &e {
+            tracing::error!(error = format!("{inner:#}"), "server function failed");
+        }
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(status);
+        }
+        ServerFnError::new(message)
     }
 
-    pub async fn caller() -> Result<(Arc<Services>, Principal), ServerFnError> {
-        let services = use_context::<Arc<Services>>().ok_or_else(|| {
+    pub fn services() -> Result<Arc<Services>, ServerFnError> {
+        use_context::<Arc<Services>>().ok_or_else(|| {
             fail(AppError::from(anyhow::anyhow!(
                 "server function called without the services in context"
             )))
-        })?;
+        })
+    }
+
+    pub async fn caller() -> Result<(Arc<Services>, Principal), ServerFnError> {
+        let services = services()?;
         let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
         let who = session_principal(&services.db, &headers)
             .await
@@ -40,31 +90,152 @@ mod backend {
     }
 }
 
-/// Who is signed in.
-#[server]
-pub async fn current_user() -> Result<SessionUser, ServerFnError> {
-    let (_, who) = backend::caller().await?;
-    Ok(SessionUser {
-        name: who.name,
-        role: who.role,
-    })
+/// Who is signed in, if anyone (not an error: every page asks, the login page too).
+#[server(endpoint = "current_user")]
+pub async fn current_user() -> Result<Option<SessionUser>, ServerFnError> {
+    let services = backend::services()?;
+    let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
+    Ok(
+        crate::server::auth::session_principal(&services.db, &headers)
+            .await
+            .ok()
+            .map(|who| SessionUser {
+                name: who.name,
+                role: who.role,
+            }),
+    )
 }
 
 /// The caller's datasets, newest first.
-#[server]
+#[server(endpoint = "list_datasets")]
 pub async fn list_datasets() -> Result<Vec<Dataset>, ServerFnError> {
     let (services, who) = backend::caller().await?;
     let all = quarry_core::datasets::list(&services.db, &who)
         .await
-        .map_err(|e| backend::fail(e.into()))?;
+        .map_err(backend::fail)?;
     Ok(all.into_iter().map(|d| d.view).collect())
 }
 
+/// One dataset and its first rows.
+#[server(endpoint = "dataset_detail")]
+pub async fn dataset_detail(id: String) -> Result<DatasetView, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    let stored = quarry_core::datasets::get(&services.db, &who, &id)
+        .await
+        .map_err(backend::fail)?;
+    let file = services
+        .blobs
+        .local_file(&stored.blob_key)
+        .await
+        .map_err(backend::fail)?;
+    let (format, columns) = (stored.view.format, stored.view.columns.clone());
+    let preview = tokio::task::spawn_blocking(move || {
+        quarry_worker::results::preview(file.path(), format, &columns, 10)
+    })
+    .await
+    .map_err(|e| backend::fail(anyhow::anyhow!("preview task: {e}")))?
+    .map_err(|e| backend::fail(anyhow::anyhow!("preview: {e}")))?;
+    Ok(DatasetView {
+        dataset: stored.view,
+        preview,
+    })
+}
+
 /// Deletes one of the caller's datasets.
-#[server]
+#[server(endpoint = "delete_dataset")]
 pub async fn delete_dataset(id: String) -> Result<(), ServerFnError> {
     let (services, who) = backend::caller().await?;
     crate::server::uploads::delete(&services, &who, &id)
+        .await
+        .map_err(backend::fail)
+}
+
+/// Submits an analysis (JSON, as in `POST /api/v1/jobs`); returns the job's id.
+#[server(endpoint = "submit_job")]
+pub async fn submit_job(dataset_id: String, analysis: String) -> Result<String, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    let analysis: serde_json::Value = serde_json::from_str(&analysis).map_err(|e| {
+        backend::fail(crate::server::error::AppError::invalid(
+            "bad_json",
+            format!("the analysis is not valid JSON: {e}"),
+        ))
+    })?;
+    let job = crate::server::api::jobs::submit_analysis(&services, &who, &dataset_id, analysis)
+        .await
+        .map_err(backend::fail)?;
+    Ok(job.id)
+}
+
+/// The jobs the caller may see, newest first, optionally with one status.
+#[server(endpoint = "list_jobs")]
+pub async fn list_jobs(status: Option<String>) -> Result<Vec<JobRow>, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    let status = status
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<quarry_domain::JobStatus>())
+        .transpose()
+        .map_err(|m| backend::fail(crate::server::error::AppError::invalid("bad_status", m)))?;
+    let jobs = quarry_core::jobs::list(&services.db, &who, status, 500)
+        .await
+        .map_err(backend::fail)?;
+    let names = quarry_core::datasets::names(&services.db)
+        .await
+        .map_err(backend::fail)?;
+    let now = quarry_core::clock::now_ms();
+    Ok(jobs
+        .into_iter()
+        .map(|j| {
+            let ms = |s: &Option<String>| s.as_deref().and_then(quarry_core::clock::parse_rfc3339);
+            let duration_secs = ms(&j.view.started_at)
+                .map(|start| (ms(&j.view.finished_at).unwrap_or(now) - start) as f64 / 1000.0);
+            JobRow {
+                dataset_name: names.get(&j.view.dataset_id).cloned(),
+                duration_secs,
+                job: j.view,
+            }
+        })
+        .collect())
+}
+
+/// A job, and why it waits if it is queued.
+#[server(endpoint = "job_detail")]
+pub async fn job_detail(id: String) -> Result<JobEvent, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    crate::server::api::jobs::job_event(&services, &who, &id)
+        .await
+        .map_err(backend::fail)
+}
+
+/// Cancels a job (its owner, an operator or an admin).
+#[server(endpoint = "cancel_job")]
+pub async fn cancel_job(id: String) -> Result<(), ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    quarry_core::jobs::request_cancel(&services.db, &who, &id)
+        .await
+        .map_err(backend::fail)?;
+    Ok(())
+}
+
+/// A page of a job's result, optionally sorted (`-column` for descending).
+#[server(endpoint = "job_result")]
+pub async fn job_result(
+    id: String,
+    offset: u64,
+    limit: u64,
+    sort: Option<String>,
+) -> Result<ResultPage, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    crate::server::api::jobs::result_page(&services, &who, &id, offset, limit, sort.as_deref())
+        .await
+        .map_err(backend::fail)
+}
+
+/// The system page's graphs for the last `minutes` (15, 60 or 1440).
+#[server(endpoint = "system_graphs")]
+pub async fn system_graphs(minutes: u32) -> Result<SystemCharts, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    crate::server::api::jobs::require_system(&who).map_err(backend::fail)?;
+    crate::server::graphs::system_graphs(&services, minutes)
         .await
         .map_err(backend::fail)
 }

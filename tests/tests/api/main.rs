@@ -4,3 +4,4 @@ mod auth;
 mod datasets;
 
 mod jobs;
+mod roles;

@@ -56,20 +56,7 @@ pub fn dtype_of(name: &str) -> DataType {
 }
 
 fn is_numeric(type_name: &str) -> bool {
-    matches!(
-        type_name,
-        "int8"
-            | "int16"
-            | "int32"
-            | "int64"
-            | "uint8"
-            | "uint16"
-            | "uint32"
-            | "uint64"
-            | "float32"
-            | "float64"
-            | "bool"
-    )
+    quarry_domain::dataset::is_numeric_type(type_name)
 }
 
 fn column<'a>(

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use quarry_core::{Error, datasets, decisions, fleet, jobs};
-use quarry_domain::{Analysis, Job, JobStatus, ResultPage, SystemStatus};
+use quarry_domain::{Analysis, Job, JobEvent, JobStatus, ResultPage, SystemStatus, Waiting};
 use quarry_worker::analysis::validate::validate;
 use quarry_worker::run::JobMessage;
 use serde::Deserialize;
@@ -40,19 +40,30 @@ pub async fn submit(
     Auth(who): Auth,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let s = &state.services;
     let request: NewJob = serde_json::from_slice(&body).map_err(|e| {
         bad_json(format!(
             "the body must be {{\"dataset_id\", \"analysis\": {{\"kind\", ...}}}}: {e}"
         ))
     })?;
-    let analysis: Analysis = serde_json::from_value(request.analysis.clone()).map_err(|e| {
+    let job = submit_analysis(&state.services, &who, &request.dataset_id, request.analysis).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// Validates an analysis against the dataset's schema, records the job and enqueues
+/// it. Shared by the REST API and the web app's launch form.
+pub async fn submit_analysis(
+    s: &crate::server::state::Services,
+    who: &quarry_core::auth::Principal,
+    dataset_id: &str,
+    analysis: serde_json::Value,
+) -> ApiResult<Job> {
+    let analysis: Analysis = serde_json::from_value(analysis).map_err(|e| {
         AppError::invalid(
             "bad_analysis",
             format!("the analysis is not valid: {e}; kinds are profile, aggregate, sql, histogram, correlation, spin"),
         )
     })?;
-    let dataset = datasets::get(&s.db, &who, &request.dataset_id).await?;
+    let dataset = datasets::get(&s.db, who, dataset_id).await?;
     validate(
         &analysis,
         &dataset.view.columns,
@@ -71,10 +82,7 @@ pub async fn submit(
     }
     s.nudge.notify_one();
     tracing::info!(job_id = %id, dataset_id = %dataset.view.id, kind = analysis.kind(), "job queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(jobs::get(&s.db, &who, &id).await?.view),
-    ))
+    Ok(jobs::get(&s.db, who, &id).await?.view)
 }
 
 /// `GET /api/v1/jobs` query.
@@ -86,7 +94,7 @@ pub struct ListParams {
     pub limit: Option<u32>,
 }
 
-/// Your jobs (an admin: everyone's), newest first.
+/// Your jobs (a lead, operator or admin: everyone's), newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListParams),
     responses((status = 200, body = Vec<Job>), (status = 400, body = quarry_domain::ErrorBody)))]
 pub async fn list(
@@ -134,6 +142,94 @@ pub async fn cancel(
     ))
 }
 
+/// A job with, while it is queued, why it waits.
+pub async fn job_event(
+    services: &crate::server::state::Services,
+    who: &quarry_core::auth::Principal,
+    id: &str,
+) -> ApiResult<JobEvent> {
+    let job = jobs::get(&services.db, who, id).await?.view;
+    let waiting = if job.status == JobStatus::Queued {
+        waiting(services, id).await?
+    } else {
+        None
+    };
+    Ok(JobEvent { job, waiting })
+}
+
+async fn waiting(
+    services: &crate::server::state::Services,
+    id: &str,
+) -> ApiResult<Option<Waiting>> {
+    let Some(position) = jobs::queue_position(&services.db, id).await? else {
+        return Ok(None);
+    };
+    let fleet = fleet::registry_counts(&services.db).await?;
+    let busy = jobs::running_count(&services.db).await?;
+    let capacity = u64::from(services.config.fleet.max_workers)
+        * u64::from(services.config.fleet.jobs_per_worker);
+    let median = jobs::recent_median_secs(&services.db, 50).await?;
+    Ok(Some(Waiting {
+        position,
+        workers_running: fleet.running,
+        workers_starting: fleet.starting,
+        max_workers: u64::from(services.config.fleet.max_workers),
+        estimated_start_secs: Waiting::estimate(position, busy, capacity, median),
+    }))
+}
+
+/// A job's changes as server-sent events: an `event: job` with a [`JobEvent`] now and
+/// on every change, until the job has finished. The browser follows a job with this
+/// instead of polling.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, description = "text/event-stream of `job` events carrying a JobEvent", body = JobEvent),
+        (status = 404, body = quarry_domain::ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let services = state.services.clone();
+    let first = job_event(&services, &who, &id).await?;
+    let stream = futures::stream::unfold(
+        (Some(first), None::<String>, false),
+        move |(next, last, done)| {
+            let (services, who, id) = (services.clone(), who.clone(), id.clone());
+            async move {
+                if done {
+                    return None;
+                }
+                let mut next = next;
+                loop {
+                    let event = match next.take() {
+                        Some(e) => e,
+                        None => {
+                            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                            match job_event(&services, &who, &id).await {
+                                Ok(e) => e,
+                                // The job was deleted with its dataset: end the stream.
+                                Err(_) => return None,
+                            }
+                        }
+                    };
+                    let json = serde_json::to_string(&event).unwrap_or_default();
+                    if last.as_deref() == Some(json.as_str()) {
+                        continue;
+                    }
+                    let finished = event.job.status.is_terminal();
+                    let sse = Event::default().event("job").data(json.clone());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(sse),
+                        (None, Some(json), finished),
+                    ));
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
 /// `GET /api/v1/jobs/{id}/result` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ResultParams {
@@ -142,6 +238,8 @@ pub struct ResultParams {
     pub limit: Option<u64>,
     /// `json` (default, paged), `csv` or `parquet` (the whole result as a download).
     pub format: Option<String>,
+    /// Sort the JSON pages by this column; a leading `-` sorts descending.
+    pub sort: Option<String>,
 }
 
 /// A job's result: a JSON page, or the whole result as CSV or Parquet.
@@ -157,31 +255,22 @@ pub async fn result(
     Query(p): Query<ResultParams>,
 ) -> ApiResult<Response> {
     let s = &state.services;
-    let job = jobs::get(&s.db, &who, &id).await?;
-    if job.view.status != JobStatus::Succeeded {
-        return Err(Error::Conflict(format!(
-            "job `{id}` is {}: a result exists once it has succeeded",
-            job.view.status
-        ))
-        .into());
-    }
-    let meta = jobs::result(&s.db, &id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("succeeded job {id} has no result row"))?;
-    let file = s.blobs.local_file(&meta.blob_key).await?;
-    let path = file.path().to_owned();
     let format = p.format.as_deref().unwrap_or("json");
+    if format == "json" {
+        let page = result_page(
+            s,
+            &who,
+            &id,
+            p.offset.unwrap_or(0),
+            p.limit.unwrap_or(100),
+            p.sort.as_deref(),
+        )
+        .await?;
+        return Ok(Json(page).into_response());
+    }
+    let (meta, file) = result_file(s, &who, &id).await?;
+    let path = file.path().to_owned();
     match format {
-        "json" => {
-            let (offset, limit) = (p.offset.unwrap_or(0), p.limit.unwrap_or(100).max(1));
-            let page = tokio::task::spawn_blocking(move || {
-                quarry_worker::results::page(&path, offset, limit)
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("result page task: {e}"))?
-            .map_err(|e| anyhow::anyhow!("reading result: {e}"))?;
-            Ok(Json(page).into_response())
-        }
         "parquet" => {
             let stream = s.blobs.get_stream(&meta.blob_key).await?;
             Ok(download(
@@ -215,6 +304,72 @@ pub async fn result(
     }
 }
 
+/// The committed result of a job the principal may read, as a local file.
+async fn result_file(
+    s: &crate::server::state::Services,
+    who: &quarry_core::auth::Principal,
+    id: &str,
+) -> ApiResult<(jobs::ResultMeta, quarry_core::blob::LocalFile)> {
+    let job = jobs::get(&s.db, who, id).await?;
+    if job.view.status != JobStatus::Succeeded {
+        return Err(Error::Conflict(format!(
+            "job `{id}` is {}: a result exists once it has succeeded",
+            job.view.status
+        ))
+        .into());
+    }
+    let meta = jobs::result(&s.db, id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("succeeded job {id} has no result row"))?;
+    let file = s.blobs.local_file(&meta.blob_key).await?;
+    Ok((meta, file))
+}
+
+/// One page of a job's result, optionally sorted (`sort`: a column, `-column` for
+/// descending).
+pub async fn result_page(
+    s: &crate::server::state::Services,
+    who: &quarry_core::auth::Principal,
+    id: &str,
+    offset: u64,
+    limit: u64,
+    sort: Option<&str>,
+) -> ApiResult<ResultPage> {
+    let (meta, file) = result_file(s, who, id).await?;
+    let path = file.path().to_owned();
+    let limit = limit.max(1);
+    let sort = sort
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.strip_prefix('-') {
+            Some(column) => (column.to_owned(), true),
+            None => (s.to_owned(), false),
+        });
+    if let Some((by, _)) = &sort
+        && !meta.columns.iter().any(|c| &c.name == by)
+    {
+        let names: Vec<&str> = meta.columns.iter().map(|c| c.name.as_str()).collect();
+        return Err(AppError::invalid(
+            "unknown_column",
+            format!(
+                "cannot sort by `{by}`: the result's columns are {}",
+                names.join(", ")
+            ),
+        ));
+    }
+    let page = tokio::task::spawn_blocking(move || {
+        let _keep = file;
+        match sort {
+            None => quarry_worker::results::page(&path, offset, limit),
+            Some((by, descending)) => {
+                quarry_worker::results::sorted_page(&path, offset, limit, &by, descending)
+            }
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("result page task: {e}"))?;
+    Ok(page.map_err(|e| anyhow::anyhow!("reading result: {e}"))?)
+}
+
 fn download(body: Body, content_type: &'static str, file_name: &str) -> Response {
     (
         [
@@ -229,12 +384,24 @@ fn download(body: Body, content_type: &'static str, file_name: &str) -> Response
         .into_response()
 }
 
+/// Leads, operators and admins only.
+pub fn require_system(who: &quarry_core::auth::Principal) -> ApiResult<()> {
+    if who.sees_system() {
+        Ok(())
+    } else {
+        Err(AppError::forbidden(
+            "the system view is for leads, operators and admins; ask an admin for the lead role",
+        ))
+    }
+}
+
 /// The engine's state: queue counts, workers, limits and the orchestrator's last decision.
-#[utoipa::path(get, path = "/api/v1/system", tag = "system", responses((status = 200, body = SystemStatus)))]
+#[utoipa::path(get, path = "/api/v1/system", tag = "system", responses((status = 200, body = SystemStatus), (status = 403, body = quarry_domain::ErrorBody)))]
 pub async fn system(
     State(state): State<AppState>,
-    Auth(_who): Auth,
+    Auth(who): Auth,
 ) -> ApiResult<Json<SystemStatus>> {
+    require_system(&who)?;
     let s = &state.services;
     Ok(Json(SystemStatus {
         environment: s.config.environment.clone(),

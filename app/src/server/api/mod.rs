@@ -1,4 +1,5 @@
-//! The REST API under `/api/v1`. Every route requires `Authorization: Bearer <token>`.
+//! The REST API under `/api/v1`. Every route requires `Authorization: Bearer <token>`
+//! (read-only routes also accept the web app's session cookie).
 
 pub mod datasets;
 pub mod jobs;
@@ -11,8 +12,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use quarry_domain::{
     AggOp, Aggregation, Analysis, ColumnInfo, Dataset, DatasetFormat, Decision, ErrorBody,
-    ErrorDetail, FleetCounts, Job, JobStatus, OrderKey, QueueCounts, ResultPage, Role,
-    SystemStatus,
+    ErrorDetail, FleetCounts, Job, JobEvent, JobStatus, OrderKey, QueueCounts, ResultPage, Role,
+    SystemStatus, Waiting,
 };
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -22,9 +23,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 #[openapi(
     info(title = "Quarry", description = "Upload datasets, run analyses, read results."),
     paths(datasets::upload, datasets::list, datasets::get, datasets::delete, jobs::submit, jobs::list,
-        jobs::get, jobs::cancel, jobs::result, jobs::system, openapi_json),
+        jobs::get, jobs::cancel, jobs::result, jobs::events, jobs::system, openapi_json),
     components(schemas(Dataset, DatasetFormat, ColumnInfo, ErrorBody, ErrorDetail, Role, Job, JobStatus,
-        ResultPage, SystemStatus, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob)),
+        ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -69,6 +70,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/cancel", axum::routing::post(jobs::cancel))
         .route("/jobs/{id}/result", get(jobs::result))
+        .route("/jobs/{id}/events", get(jobs::events))
         .route("/system", get(jobs::system))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
