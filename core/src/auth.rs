@@ -223,6 +223,47 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Principal> {
     })
 }
 
+/// An API token as its owner sees it (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub label: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A user's tokens, newest first.
+pub async fn list_tokens(db: &Db, user_id: &str) -> Result<Vec<TokenInfo>> {
+    Ok(sqlx::query_as(
+        "SELECT id, label, created_at, expires_at, revoked_at FROM api_tokens \
+         WHERE user_id = $1 ORDER BY created_at DESC, id",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?)
+}
+
+/// Revokes one of the user's tokens; someone else's token is "not found".
+pub async fn revoke_token(db: &Db, user_id: &str, token_id: &str) -> Result<()> {
+    let mut tx = db.begin_write().await?;
+    let done = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND user_id = $3",
+    )
+    .bind(now_ms())
+    .bind(token_id)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!(
+            "you have no token with id `{token_id}`"
+        )));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The file the embedded default writes the admin's token to.
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")
@@ -310,6 +351,35 @@ mod tests {
         assert!(err.to_string().contains("not valid"), "{err}");
         let err = authenticate(&db, "hunter2").await.unwrap_err();
         assert!(err.to_string().contains("qry_"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn tokens_are_listed_without_secrets_and_revoked_only_by_their_owner() {
+        let (_dir, db) = db().await;
+        let (ana, first) = create_user(&db, "ana", Role::Analyst).await.unwrap();
+        let (bo, _) = create_user(&db, "bo", Role::Analyst).await.unwrap();
+        let second = issue_token(&db, &ana.id, "laptop", None).await.unwrap();
+        let tokens = list_tokens(&db, &ana.id).await.unwrap();
+        assert_eq!(tokens.len(), 2);
+        let laptop = tokens.iter().find(|t| t.label == "laptop").unwrap();
+
+        let err = revoke_token(&db, &bo.id, &laptop.id).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        assert!(authenticate(&db, second.expose_secret()).await.is_ok());
+
+        revoke_token(&db, &ana.id, &laptop.id).await.unwrap();
+        let err = authenticate(&db, second.expose_secret()).await.unwrap_err();
+        assert!(err.to_string().contains("revoked"), "{err}");
+        assert!(
+            authenticate(&db, first.expose_secret()).await.is_ok(),
+            "others still work"
+        );
+        let after = list_tokens(&db, &ana.id).await.unwrap();
+        assert!(
+            after
+                .iter()
+                .any(|t| t.id == laptop.id && t.revoked_at.is_some())
+        );
     }
 
     #[tokio::test]

@@ -161,3 +161,28 @@ test("a lead sees the system graphs with data points; an analyst is refused", as
   await page.close();
   await lead.close();
 });
+
+test("an analyst creates an API token on the settings page, uses it, and revokes it", async () => {
+  const page = await browser.newPage();
+  const errors = watchErrors(page);
+  await signIn(page, quarry.base, "ana", PASSWORD.ana);
+  await page.getByTestId("who").click();
+  await page.waitForURL(/\/settings$/);
+  await waitForHydration(page);
+  await page.fill("[data-testid=create-token] input[name=label]", "script");
+  await page.click("[data-testid=create-token] button[type=submit]");
+  const token = (await page.getByTestId("new-token").innerText()).trim();
+  assert.match(token, /^qry_[0-9a-f]{64}$/);
+  const use = () => fetch(`${quarry.base}/api/v1/datasets`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal((await use()).status, 200);
+
+  const row = page.locator("tr[data-label=script]");
+  await row.getByTestId("revoke").click();
+  await row.getByText("revoked").waitFor();
+  const refused = await use();
+  assert.equal(refused.status, 401);
+  assert.match((await refused.json()).error.message, /revoked/);
+  assert.deepEqual(errors, [], "no errors in the browser console");
+  await screenshot(page, "settings");
+  await page.close();
+});

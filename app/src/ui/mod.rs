@@ -7,6 +7,7 @@ mod jobs;
 mod login;
 mod results;
 pub mod server_fns;
+mod settings;
 mod system;
 
 use leptos::prelude::*;
@@ -61,6 +62,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs") view=jobs::JobsPage ssr=SsrMode::Async/>
                     <Route path=path!("/jobs/:id") view=jobs::JobPage ssr=SsrMode::Async/>
                     <Route path=path!("/system") view=system::SystemPage ssr=SsrMode::Async/>
+                    <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
@@ -92,7 +94,7 @@ fn UserBadge() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match me.await {
                         Ok(Some(user)) => view! {
-                            <span class="who" data-testid="who">{user.name}" · "{user.role.to_string()}</span>
+                            <a href="/settings" class="who" data-testid="who" title="Settings and API tokens">{user.name}" · "{user.role.to_string()}</a>
                             <form method="post" action="/session/logout">
                                 <button type="submit" class="link">"Sign out"</button>
                             </form>

@@ -23,6 +23,16 @@ pub struct DatasetView {
     pub preview: ResultPage,
 }
 
+/// One of the caller's API tokens (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub label: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked: bool,
+}
+
 /// A job as the jobs list shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRow {
@@ -236,6 +246,55 @@ pub async fn system_graphs(minutes: u32) -> Result<SystemCharts, ServerFnError> 
     let (services, who) = backend::caller().await?;
     crate::server::api::jobs::require_system(&who).map_err(backend::fail)?;
     crate::server::graphs::system_graphs(&services, minutes)
+        .await
+        .map_err(backend::fail)
+}
+
+/// The caller's API tokens, newest first.
+#[server(endpoint = "list_tokens")]
+pub async fn list_tokens() -> Result<Vec<ApiToken>, ServerFnError> {
+    use quarry_core::clock::rfc3339;
+    let (services, who) = backend::caller().await?;
+    let tokens = quarry_core::auth::list_tokens(&services.db, &who.user_id)
+        .await
+        .map_err(backend::fail)?;
+    Ok(tokens
+        .into_iter()
+        .map(|t| ApiToken {
+            id: t.id,
+            label: t.label,
+            created_at: rfc3339(t.created_at),
+            expires_at: t.expires_at.map(rfc3339),
+            revoked: t.revoked_at.is_some(),
+        })
+        .collect())
+}
+
+/// Creates an API token for the caller and returns it: the only time it is shown.
+#[server(endpoint = "create_token")]
+pub async fn create_token(label: String, expires_in_days: u32) -> Result<String, ServerFnError> {
+    use secrecy::ExposeSecret as _;
+    let (services, who) = backend::caller().await?;
+    let label = label.trim();
+    if label.is_empty() || label.chars().count() > 64 {
+        return Err(backend::fail(crate::server::error::AppError::invalid(
+            "bad_label",
+            "give the token a name of 1 to 64 characters, such as the machine it is for",
+        )));
+    }
+    let expires_at = (expires_in_days > 0)
+        .then(|| quarry_core::clock::now_ms() + i64::from(expires_in_days) * 24 * 3600 * 1000);
+    let token = quarry_core::auth::issue_token(&services.db, &who.user_id, label, expires_at)
+        .await
+        .map_err(backend::fail)?;
+    Ok(token.expose_secret().to_owned())
+}
+
+/// Revokes one of the caller's API tokens.
+#[server(endpoint = "revoke_token")]
+pub async fn revoke_token(id: String) -> Result<(), ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    quarry_core::auth::revoke_token(&services.db, &who.user_id, &id)
         .await
         .map_err(backend::fail)
 }

@@ -343,6 +343,55 @@ async fn every_role_gets_exactly_its_rights_on_every_route() {
         [401, 403, 403, 200, 200, 200]
     );
     row!(
+        "fn list_tokens",
+        "POST",
+        "/api/list_tokens",
+        Body::Form(vec![]),
+        [401, 200, 200, 200, 200, 200]
+    );
+    row!(
+        "fn create_token",
+        "POST",
+        "/api/create_token",
+        Body::Form(vec![
+            ("label", "ci".into()),
+            ("expires_in_days", "1".into())
+        ]),
+        [401, 200, 200, 200, 200, 200]
+    );
+    // Nobody revokes someone else's token: the owner's first token is "not found"
+    // to everyone else, admins included.
+    let (_, owner_tokens) = send(
+        &q,
+        &callers[1],
+        "POST",
+        "/api/list_tokens",
+        Body::Form(vec![]),
+    )
+    .await;
+    let owner_token_id = serde_json::from_str::<Value>(&owner_tokens).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (i, who) in callers.iter().enumerate().skip(2) {
+        let (got, text) = send(
+            &q,
+            who,
+            "POST",
+            "/api/revoke_token",
+            id_form(&owner_token_id),
+        )
+        .await;
+        check(
+            "fn revoke_token (others')",
+            got,
+            [401, 200, 404, 404, 404, 404][i],
+            i,
+            &text,
+        );
+        cells += 1;
+    }
+    row!(
         "fn current_user",
         "POST",
         "/api/current_user",
