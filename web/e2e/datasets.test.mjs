@@ -93,3 +93,38 @@ test("a malformed upload shows the server's message on the page", async () => {
   await screenshot(page, "upload-refused");
   await page.close();
 });
+
+test("a file dropped on the upload form is uploaded, with a progress bar", async () => {
+  const page = await browser.newPage();
+  const errors = watchErrors(page);
+  await signInWithToken(page, quarry.base, quarry.adminToken);
+  await waitForHydration(page);
+  // Drop a file the way a browser does: a drop event carrying a DataTransfer.
+  await page.evaluate(() => {
+    const lines = ["k,v"];
+    for (let i = 0; i < 20000; i++) lines.push(`k${i % 10},${i}`);
+    const file = new File([lines.join("\n") + "\n"], "dropped.csv", { type: "text/csv" });
+    const data = new DataTransfer();
+    data.items.add(file);
+    const form = document.querySelector("[data-testid=upload-form]");
+    form.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true }));
+    form.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+  });
+  assert.equal(await page.locator("input[type=file]").evaluate((i) => i.files[0]?.name), "dropped.csv");
+  // The progress bar shows while the file is sent; the page reloads afterwards, so
+  // the sighting is kept in sessionStorage.
+  await page.evaluate(() => {
+    new MutationObserver(() => {
+      if (document.querySelector("[data-testid=upload-progress]")) sessionStorage.setItem("sawProgress", "1");
+    }).observe(document.body, { subtree: true, childList: true });
+  });
+  await page.click("form.upload button[type=submit]");
+  await page.waitForURL(/uploaded=dropped/);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("sawProgress")), "1", "the progress bar showed");
+  const row = page.locator("tr[data-name='dropped']");
+  await row.waitFor();
+  assert.equal(await row.getByTestId("rows").innerText(), "20000");
+  assert.deepEqual(errors, [], "no errors in the browser console");
+  await screenshot(page, "dropped-upload");
+  await page.close();
+});

@@ -38,6 +38,84 @@ fn confirm(message: &str) -> bool {
     }
 }
 
+/// Sends the upload form with XMLHttpRequest so the page can show how much has been
+/// sent; the server answers as it does for the plain form (a redirect carrying the
+/// outcome), and the page follows it. Without the WASM bundle the form posts itself.
+#[cfg(feature = "hydrate")]
+fn upload_with_progress(
+    ev: leptos::ev::SubmitEvent,
+    form: NodeRef<leptos::html::Form>,
+    progress: RwSignal<Option<f64>>,
+) {
+    use wasm_bindgen::JsCast as _;
+    use wasm_bindgen::closure::Closure;
+    let Some(form) = form.get_untracked() else {
+        return;
+    };
+    let (Ok(data), Ok(xhr)) = (
+        web_sys::FormData::new_with_form(&form),
+        web_sys::XmlHttpRequest::new(),
+    ) else {
+        return; // the browser posts the form itself
+    };
+    if xhr.open("POST", "/datasets/upload").is_err() {
+        return;
+    }
+    ev.prevent_default();
+    progress.set(Some(0.0));
+    if let Ok(upload) = xhr.upload() {
+        let on_progress =
+            Closure::<dyn FnMut(web_sys::ProgressEvent)>::new(move |e: web_sys::ProgressEvent| {
+                if e.length_computable() && e.total() > 0.0 {
+                    progress.set(Some(e.loaded() / e.total()));
+                }
+            });
+        upload.set_onprogress(Some(on_progress.as_ref().unchecked_ref()));
+        on_progress.forget();
+    }
+    let done = xhr.clone();
+    let on_done = Closure::<dyn FnMut()>::new(move || {
+        // The final URL after the server's redirect says what happened.
+        let target = done.response_url();
+        let target = if target.is_empty() {
+            "/datasets".to_owned()
+        } else {
+            target
+        };
+        if let Some(window) = web_sys::window() {
+            let _ = window.location().assign(&target);
+        }
+    });
+    xhr.set_onloadend(Some(on_done.as_ref().unchecked_ref()));
+    on_done.forget();
+    if xhr.send_with_opt_form_data(Some(&data)).is_err() {
+        progress.set(None);
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn upload_with_progress(
+    _ev: leptos::ev::SubmitEvent,
+    _form: NodeRef<leptos::html::Form>,
+    _progress: RwSignal<Option<f64>>,
+) {
+}
+
+/// A file dropped on the upload form becomes the form's file.
+#[cfg(feature = "hydrate")]
+fn take_dropped_file(ev: leptos::ev::DragEvent, input: NodeRef<leptos::html::Input>) {
+    ev.prevent_default();
+    let files = ev.data_transfer().and_then(|d| d.files());
+    if let (Some(files), Some(input)) = (files, input.get_untracked())
+        && files.length() > 0
+    {
+        input.set_files(Some(&files));
+    }
+}
+
+#[cfg(not(feature = "hydrate"))]
+fn take_dropped_file(_ev: leptos::ev::DragEvent, _input: NodeRef<leptos::html::Input>) {}
+
 #[component]
 pub fn DatasetsPage() -> impl IntoView {
     let query = use_query_map();
@@ -48,6 +126,10 @@ pub fn DatasetsPage() -> impl IntoView {
         |_| list_datasets(),
     );
 
+    let form = NodeRef::<leptos::html::Form>::new();
+    let file_input = NodeRef::<leptos::html::Input>::new();
+    let progress = RwSignal::new(None::<f64>);
+    let dragging = RwSignal::new(false);
     view! {
         <Title text="Datasets"/>
         <section class="page">
@@ -59,11 +141,20 @@ pub fn DatasetsPage() -> impl IntoView {
             {move || delete.value().get().and_then(Result::err).map(|e| view! {
                 <p class="error" role="alert">{error_text(&e)}</p>
             })}
-            <form class="upload" method="post" action="/datasets/upload" enctype="multipart/form-data">
+            <form class="upload" class:dragging=move || dragging.get() method="post" action="/datasets/upload"
+                enctype="multipart/form-data" data-testid="upload-form" node_ref=form
+                on:submit=move |ev| upload_with_progress(ev, form, progress)
+                on:dragover=move |ev: leptos::ev::DragEvent| { ev.prevent_default(); dragging.set(true); }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=move |ev| { dragging.set(false); take_dropped_file(ev, file_input); }>
                 <input type="text" name="name" placeholder="Name (default: the file name)"/>
-                <input type="file" name="file" required accept=".csv,.parquet,.ndjson,.jsonl,.json"/>
-                <button type="submit">"Upload"</button>
-                <span class="hint">"CSV, Parquet or newline-delimited JSON"</span>
+                <input type="file" name="file" required accept=".csv,.parquet,.ndjson,.jsonl,.json" node_ref=file_input/>
+                <button type="submit" disabled=move || progress.get().is_some()>"Upload"</button>
+                <span class="hint">"or drop a file here · CSV, Parquet or newline-delimited JSON"</span>
+                {move || progress.get().map(|p| view! {
+                    <progress max="100" value={(p * 100.0).round()} data-testid="upload-progress"></progress>
+                    <span class="hint">{format!("{:.0}% sent", p * 100.0)}</span>
+                })}
             </form>
             <div class="toolbar">
                 <button type="button" data-testid="refresh" on:click=move |_| refreshes.update(|n| *n += 1)>
