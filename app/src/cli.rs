@@ -141,11 +141,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::User {
             command: UserCommand::Token { name, expires_in },
         } => {
-            let config = Config::load()?;
-            let db = Db::connect(&config.database_url()).await?;
-            let user = find_user(&db, &name)
-                .await?
-                .with_context(|| format!("no user named `{name}`"))?;
+            let (db, user) = existing_user(&name).await?;
             let expires_at = expires_in
                 .map(|s| now_ms() + i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX));
             let token = issue_token(&db, &user.id, "cli", expires_at).await?;
@@ -156,11 +152,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::User {
             command: UserCommand::Password { name },
         } => {
-            let config = Config::load()?;
-            let db = Db::connect(&config.database_url()).await?;
-            let user = find_user(&db, &name)
-                .await?
-                .with_context(|| format!("no user named `{name}`"))?;
+            let (db, user) = existing_user(&name).await?;
             let password = read_password_line()?;
             quarry_core::sessions::set_password(&db, &user.id, &password).await?;
             eprintln!("password of `{}` set; their open sessions ended", user.name);
@@ -233,6 +225,16 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
         tick: Duration::from_secs(config.fleet.tick_secs),
         nudge: services.nudge.clone(),
     })
+}
+
+/// The database of the configured environment, and the user called `name` in it.
+async fn existing_user(name: &str) -> anyhow::Result<(Db, quarry_core::auth::User)> {
+    let config = Config::load()?;
+    let db = Db::connect(&config.database_url()).await?;
+    let user = find_user(&db, name)
+        .await?
+        .with_context(|| format!("no user named `{name}`"))?;
+    Ok((db, user))
 }
 
 /// The first line of stdin, without its line ending.

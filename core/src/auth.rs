@@ -33,10 +33,6 @@ pub struct Principal {
 /// | operator | read, write         | read, write  | read, write      | read        |
 /// | admin    | read, write         | read, write  | read, write      | read        |
 impl Principal {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
     /// Operators and admins see and change everything.
     pub fn sees_everything(&self) -> bool {
         matches!(self.role, Role::Operator | Role::Admin)
@@ -70,13 +66,19 @@ struct TokenRow {
     revoked_at: Option<i64>,
 }
 
-fn new_token() -> SecretString {
+/// A fresh secret: `prefix` and 64 hex digits of randomness (API tokens, sessions).
+pub(crate) fn new_secret(prefix: &str) -> SecretString {
     let bytes: [u8; 32] = rand::random();
-    SecretString::from(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+    SecretString::from(format!("{prefix}{}", hex::encode(bytes)))
 }
 
-fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// What is stored instead of a secret: its SHA-256, in hex.
+pub(crate) fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn new_token() -> SecretString {
+    new_secret(TOKEN_PREFIX)
 }
 
 /// Checks a user name: 1 to 64 letters, digits, `.`, `_` or `-`.
@@ -173,7 +175,7 @@ async fn insert_token(
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(user_id)
-    .bind(hash_token(token.expose_secret()))
+    .bind(hash_secret(token.expose_secret()))
     .bind(label)
     .bind(now_ms())
     .bind(expires_at)
@@ -193,7 +195,7 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Principal> {
         "SELECT t.user_id, u.name, u.role, t.expires_at, t.revoked_at \
          FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
     )
-    .bind(hash_token(token))
+    .bind(hash_secret(token))
     .fetch_optional(db.pool())
     .await?;
     let row = row.ok_or_else(|| {
@@ -312,12 +314,7 @@ fn write_secret_file(path: &Path, contents: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    async fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = SecretString::from(format!("sqlite://{}/q.db?mode=rwc", dir.path().display()));
-        let db = Db::connect(&url).await.unwrap();
-        (dir, db)
-    }
+    use crate::db::tests::temp_db as db;
 
     #[tokio::test]
     async fn a_created_users_token_authenticates_as_that_user() {

@@ -111,8 +111,16 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A migrated SQLite database in a temporary directory (kept alive by the guard).
+    pub(crate) async fn temp_db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = SecretString::from(format!("sqlite://{}/q.db?mode=rwc", dir.path().display()));
+        let db = Db::connect(&url).await.unwrap();
+        (dir, db)
+    }
 
     #[test]
     fn sqlite_urls_name_their_file() {

@@ -437,16 +437,25 @@ pub async fn recent_median_secs(db: &Db, n: u32) -> Result<Option<f64>> {
     .bind(i64::from(n))
     .fetch_all(db.pool())
     .await?;
-    let mut ms: Vec<i64> = rows.into_iter().map(|(d,)| d.max(0)).collect();
-    if ms.is_empty() {
-        return Ok(None);
+    let mut secs: Vec<f64> = rows
+        .into_iter()
+        .map(|(ms,)| ms.max(0) as f64 / 1000.0)
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    Ok(quantile(&secs, 0.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_take_the_nearest_rank() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.5), Some(2.0));
+        assert_eq!(quantile(&v, 0.95), Some(4.0));
+        assert_eq!(quantile(&v, 0.0), Some(1.0));
+        assert_eq!(quantile(&[7.0], 0.95), Some(7.0));
+        assert_eq!(quantile(&[], 0.5), None);
     }
-    ms.sort_unstable();
-    let mid = ms.len() / 2;
-    let median = if ms.len().is_multiple_of(2) {
-        (ms[mid - 1] + ms[mid]) as f64 / 2.0
-    } else {
-        ms[mid] as f64
-    };
-    Ok(Some(median / 1000.0))
 }

@@ -5,7 +5,7 @@
 //! stored, so the database alone cannot be used to sign in. Sessions expire after
 //! [`SESSION_TTL_MS`] and end on logout, password change, or user deletion.
 
-use crate::auth::{Principal, User};
+use crate::auth::{Principal, User, hash_secret, new_secret};
 use crate::clock::now_ms;
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -13,17 +13,12 @@ use anyhow::Context as _;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
 const SESSION_PREFIX: &str = "qss_";
 /// A session lasts a working week.
 pub const SESSION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 10;
-
-fn hash_id(id: &str) -> String {
-    hex::encode(Sha256::digest(id.as_bytes()))
-}
 
 /// Checks a new password: at least [`MIN_PASSWORD_LEN`] characters, at most 1024.
 pub fn validate_password(password: &str) -> Result<()> {
@@ -126,8 +121,7 @@ fn dummy_hash() -> &'static str {
 
 /// Starts a session for a user; the returned value goes into the cookie, once.
 pub async fn create_session(db: &Db, user_id: &str) -> Result<SecretString> {
-    let bytes: [u8; 32] = rand::random();
-    let id = SecretString::from(format!("{SESSION_PREFIX}{}", hex::encode(bytes)));
+    let id = new_secret(SESSION_PREFIX);
     let now = now_ms();
     let mut tx = db.begin_write().await?;
     // Housekeeping: expired sessions of anyone go when someone signs in.
@@ -138,7 +132,7 @@ pub async fn create_session(db: &Db, user_id: &str) -> Result<SecretString> {
     sqlx::query(
         "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
     )
-    .bind(hash_id(id.expose_secret()))
+    .bind(hash_secret(id.expose_secret()))
     .bind(user_id)
     .bind(now)
     .bind(now + SESSION_TTL_MS)
@@ -148,18 +142,13 @@ pub async fn create_session(db: &Db, user_id: &str) -> Result<SecretString> {
     Ok(id)
 }
 
-/// True if the value looks like a session id (rather than an API token).
-pub fn is_session_id(value: &str) -> bool {
-    value.starts_with(SESSION_PREFIX)
-}
-
 /// The user behind a session cookie, or why there is none.
 pub async fn session_principal(db: &Db, id: &str) -> Result<Principal> {
     let row: Option<(String, String, String, i64)> = sqlx::query_as(
         "SELECT u.id, u.name, u.role, s.expires_at FROM sessions s \
          JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
     )
-    .bind(hash_id(id))
+    .bind(hash_secret(id))
     .fetch_optional(db.pool())
     .await?;
     let Some((user_id, name, role, expires_at)) = row else {
@@ -186,7 +175,7 @@ pub async fn session_principal(db: &Db, id: &str) -> Result<Principal> {
 pub async fn end_session(db: &Db, id: &str) -> Result<()> {
     let mut tx = db.begin_write().await?;
     sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-        .bind(hash_id(id))
+        .bind(hash_secret(id))
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -199,11 +188,7 @@ mod tests {
     use crate::auth::create_user;
     use quarry_domain::Role;
 
-    async fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = SecretString::from(format!("sqlite://{}/q.db?mode=rwc", dir.path().display()));
-        (dir, Db::connect(&url).await.unwrap())
-    }
+    use crate::db::tests::temp_db as db;
 
     #[tokio::test]
     async fn a_password_signs_in_and_a_wrong_one_or_unknown_name_does_not() {
@@ -253,7 +238,7 @@ mod tests {
         set_password(&db, &user.id, "first password").await.unwrap();
 
         let s = create_session(&db, &user.id).await.unwrap();
-        assert!(is_session_id(s.expose_secret()));
+        assert!(s.expose_secret().starts_with("qss_"));
         let who = session_principal(&db, s.expose_secret()).await.unwrap();
         assert_eq!((who.name.as_str(), who.role), ("bo", Role::Lead));
 

@@ -133,6 +133,28 @@ impl Quarry {
             .to_owned()
     }
 
+    /// Uploads a CSV as the token's user and returns the new dataset's id; anything
+    /// but `201 Created` fails the test.
+    pub async fn upload_csv(
+        &self,
+        token: &str,
+        name: &str,
+        csv: impl Into<reqwest::Body>,
+    ) -> String {
+        let r = self
+            .http
+            .post(self.url(&format!("/api/v1/datasets?name={name}")))
+            .bearer_auth(token)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .expect("upload request");
+        assert_eq!(r.status(), 201, "uploading {name}");
+        let dataset: serde_json::Value = r.json().await.expect("dataset JSON");
+        dataset["id"].as_str().expect("dataset id").to_owned()
+    }
+
     /// Every file under the blob store, for "nothing left behind" checks.
     pub fn blob_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -1,7 +1,7 @@
 //! The datasets page: upload a file, see your datasets and their columns, delete them.
 
-use super::error_text;
 use super::server_fns::{DeleteDataset, list_datasets};
+use super::{error_text, short_time};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -213,7 +213,7 @@ fn DatasetRow(d: Dataset, delete: ServerAction<DeleteDataset>) -> impl IntoView 
                 </button>
             </td>
             <td>{d.owner.clone()}</td>
-            <td><time datetime=d.created_at.clone()>{d.created_at.replace('T', " ").chars().take(19).collect::<String>()}</time></td>
+            <td><time datetime=d.created_at.clone()>{short_time(&d.created_at)}</time></td>
             <td>
                 <button type="button" class="danger" data-testid="delete"
                     on:click=move |_| {

@@ -1,9 +1,9 @@
 //! The jobs list and a job's page, whose status follows the server live (server-sent
 //! events) without reloading.
 
-use super::error_text;
 use super::results::ResultView;
 use super::server_fns::{CancelJob, JobRow, job_detail, list_jobs};
+use super::{error_text, short_time};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
@@ -28,10 +28,6 @@ fn kind_of(analysis: &serde_json::Value) -> String {
         .and_then(|k| k.as_str())
         .unwrap_or("?")
         .to_owned()
-}
-
-fn short_time(rfc3339: &str) -> String {
-    rfc3339.replace('T', " ").chars().take(19).collect()
 }
 
 #[component]

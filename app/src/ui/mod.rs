@@ -107,6 +107,11 @@ fn UserBadge() -> impl IntoView {
     }
 }
 
+/// An RFC 3339 timestamp as the pages show it: `2026-11-23 19:52:41` (UTC).
+pub fn short_time(rfc3339: &str) -> String {
+    rfc3339.replace('T', " ").chars().take(19).collect()
+}
+
 /// The message of a server function error, without the framework's prefix.
 pub fn error_text(e: &ServerFnError) -> String {
     match e {

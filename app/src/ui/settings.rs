@@ -1,13 +1,9 @@
 //! Settings: the caller's API tokens, created and revoked here.
 
-use super::error_text;
 use super::server_fns::{ApiToken, CreateToken, RevokeToken, list_tokens};
+use super::{error_text, short_time};
 use leptos::prelude::*;
 use leptos_meta::Title;
-
-fn short_time(rfc3339: &str) -> String {
-    rfc3339.replace('T', " ").chars().take(16).collect()
-}
 
 #[component]
 pub fn SettingsPage() -> impl IntoView {

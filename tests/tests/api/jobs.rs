@@ -19,20 +19,7 @@ fn env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static st
 }
 
 async fn upload_csv(q: &Quarry, name: &str, csv: String) -> String {
-    let r = q
-        .http
-        .post(q.url(&format!("/api/v1/datasets?name={name}")))
-        .bearer_auth(&q.admin_token)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    q.upload_csv(&q.admin_token, name, csv).await
 }
 
 async fn submit(q: &Quarry, dataset_id: &str, analysis: Value) -> reqwest::Response {
@@ -352,6 +339,73 @@ async fn sigterm_hands_a_busy_workers_job_back_to_another_worker() {
     assert!(
         !worker_pids(&q).contains(&first[0]),
         "the signalled worker exited"
+    );
+}
+
+/// The `data:` payloads of a server-sent event stream, read until the server ends it.
+async fn sse_events(q: &Quarry, path: &str) -> Vec<Value> {
+    let r = q
+        .http
+        .get(q.url(path))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(Duration::from_secs(60), r.text())
+        .await
+        .expect("the stream ends once the job has finished")
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_queued_job_says_why_it_waits_and_its_events_follow_it_to_the_end() {
+    let q = Quarry::start_with(&env(&[("QUARRY_FLEET__MAX_WORKERS", "1")])).await;
+    let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
+    // One finished job gives the estimate a median duration (about a second).
+    let first = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 1})).await;
+    wait_status(&q, &first, "succeeded", Duration::from_secs(60)).await;
+
+    // With the only worker busy, the next job waits first in line.
+    let busy = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 3})).await;
+    wait_status(&q, &busy, "running", Duration::from_secs(30)).await;
+    let waiting = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 1})).await;
+    let events = sse_events(&q, &format!("/api/v1/jobs/{waiting}/events")).await;
+
+    let opening = &events[0];
+    assert_eq!(opening["job"]["status"], "queued", "{opening}");
+    let w = &opening["waiting"];
+    assert_eq!(w["position"], 1, "first in line: {w}");
+    assert_eq!(w["max_workers"], 1);
+    assert!(w["workers_running"].as_u64().unwrap() + w["workers_starting"].as_u64().unwrap() <= 1);
+    let estimate = w["estimated_start_secs"]
+        .as_u64()
+        .expect("an estimate once a job has finished");
+    assert!(
+        (1..=5).contains(&estimate),
+        "one median duration: {estimate}"
+    );
+
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|e| e["job"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.last(), Some(&"succeeded"), "{statuses:?}");
+    assert!(
+        statuses.contains(&"running"),
+        "the start was sent too: {statuses:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .skip(1)
+            .all(|e| e["waiting"].is_null() || e["job"]["status"] == "queued"),
+        "only a queued job carries `waiting`"
     );
 }
 

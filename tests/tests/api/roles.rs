@@ -82,23 +82,6 @@ async fn send(q: &Quarry, who: &Caller, method: &str, path: &str, body: Body) ->
 
 const CSV: &str = "city,amount\nOslo,1.5\nRome,2.5\nOslo,3.0\n";
 
-async fn upload(q: &Quarry, token: &str, name: &str) -> String {
-    let r = q
-        .http
-        .post(q.url(&format!("/api/v1/datasets?name={name}")))
-        .bearer_auth(token)
-        .header("content-type", "text/csv")
-        .body(CSV)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn every_role_gets_exactly_its_rights_on_every_route() {
     let q = Quarry::start_with(&[("QUARRY_FLEET__TICK_SECS", "1")]).await;
@@ -116,14 +99,14 @@ async fn every_role_gets_exactly_its_rights_on_every_route() {
     ];
 
     // The owner's dataset and a finished job on it; one dataset per deleting role.
-    let d = upload(&q, &ana, "shared").await;
+    let d = q.upload_csv(&ana, "shared", CSV).await;
     let doomed = [
         d.clone(),
-        upload(&q, &ana, "for-owner").await,
+        q.upload_csv(&ana, "for-owner", CSV).await,
         d.clone(),
         d.clone(),
-        upload(&q, &ana, "for-operator").await,
-        upload(&q, &ana, "for-admin").await,
+        q.upload_csv(&ana, "for-operator", CSV).await,
+        q.upload_csv(&ana, "for-admin", CSV).await,
     ];
     let (status, job) = send(
         &q,
