@@ -4,11 +4,14 @@ use crate::server::{self, state::Services};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use quarry_core::auth::{create_user, ensure_admin, find_user, issue_token};
+use quarry_core::aws::{
+    self, cloudwatch::CloudWatchMetrics, ecs::EcsFleet, s3::S3BlobStore, sqs::SqsQueue,
+};
 use quarry_core::blob::{BlobStore, LocalBlobStore};
 use quarry_core::clock::now_ms;
-use quarry_core::config::{BlobStoreConfig, FleetKind, QueueKind};
+use quarry_core::config::{BlobStoreConfig, FleetKind, MetricsKind, QueueKind};
 use quarry_core::fleet::{self, Fleet, ProcessFleet};
-use quarry_core::metrics::DbMetrics;
+use quarry_core::metrics::{DbMetrics, Metrics};
 use quarry_core::queue::{DbQueue, JobQueue};
 use quarry_core::{Config, Db};
 use quarry_domain::Role;
@@ -170,17 +173,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Connects the database and the blob store the configuration selects.
+/// Whether any adapter the configuration selects is an AWS one.
+fn uses_aws(config: &Config) -> bool {
+    matches!(config.blob_store, BlobStoreConfig::S3 { .. })
+        || config.queue.kind == QueueKind::Sqs
+        || config.metrics.kind == MetricsKind::Cloudwatch
+        || config.fleet.kind == FleetKind::Ecs
+}
+
+/// Connects the database, blob store, queue and metrics the configuration selects:
+/// the embedded adapters or the AWS ones, behind the same ports.
 pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
     let db = Db::connect(&config.database_url()).await?;
+    let sdk = if uses_aws(&config) {
+        Some(aws::sdk_config(&config.aws.region).await)
+    } else {
+        None
+    };
+    let aws_sdk = || sdk.as_ref().context("AWS configuration");
     let blobs: Arc<dyn BlobStore> = match &config.blob_store {
         BlobStoreConfig::Local { .. } => {
             let dir = config.blob_dir().context("local blob store directory")?;
             Arc::new(LocalBlobStore::open(&dir)?)
         }
-        BlobStoreConfig::S3 { .. } => {
-            anyhow::bail!("the S3 blob store is not available in this build yet")
-        }
+        BlobStoreConfig::S3 { bucket, path_style } => Arc::new(S3BlobStore::new(
+            aws_sdk()?,
+            bucket,
+            *path_style,
+            &quarry_worker::run::tmp_dir(&config),
+        )),
     };
     let queue: Arc<dyn JobQueue> = match config.queue.kind {
         QueueKind::Database => Arc::new(DbQueue::new(
@@ -189,9 +210,30 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
             config.visibility_timeout(),
             config.queue.max_attempts,
         )),
-        QueueKind::Sqs => anyhow::bail!("the SQS queue is not available in this build yet"),
+        QueueKind::Sqs => {
+            anyhow::ensure!(
+                !config.queue.url.is_empty(),
+                "configuration: `queue.url` must be the SQS queue URL (the stack sets QUARRY_QUEUE__URL)"
+            );
+            let queue =
+                SqsQueue::open(aws_sdk()?, &config.queue.url, config.visibility_timeout()).await?;
+            if queue.max_attempts() != config.queue.max_attempts {
+                tracing::warn!(
+                    queue = queue.max_attempts(),
+                    config = config.queue.max_attempts,
+                    "the SQS RedrivePolicy's maxReceiveCount differs from queue.max_attempts: \
+                     the queue's value is used"
+                );
+            }
+            Arc::new(queue)
+        }
     };
-    let metrics = Arc::new(DbMetrics::new(db.clone(), &config.environment));
+    let metrics: Arc<dyn Metrics> = match config.metrics.kind {
+        MetricsKind::Database => Arc::new(DbMetrics::new(db.clone(), &config.environment)),
+        MetricsKind::Cloudwatch => {
+            Arc::new(CloudWatchMetrics::new(aws_sdk()?, &config.environment))
+        }
+    };
     Ok(Arc::new(Services {
         config,
         db,
@@ -212,7 +254,12 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
                 .await?
                 .with_env(services.config.worker.process_env()),
         ),
-        FleetKind::Ecs => anyhow::bail!("the ECS fleet is not available in this build yet"),
+        FleetKind::Ecs => {
+            let ecs = services.config.fleet.ecs.clone();
+            ecs.check()?;
+            let sdk = aws::sdk_config(&services.config.aws.region).await;
+            Arc::new(EcsFleet::new(&sdk, ecs, &services.config.environment))
+        }
     };
     let config = &services.config;
     Ok(Orchestrator {

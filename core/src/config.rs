@@ -50,6 +50,36 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub uploads: UploadsConfig,
     pub analyses: AnalysesConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub aws: AwsConfig,
+}
+
+/// Where the dashboards' samples go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsKind {
+    /// Rows in the database (embedded).
+    #[default]
+    Database,
+    /// CloudWatch, namespace `Quarry`, dimension `Environment`.
+    Cloudwatch,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub kind: MetricsKind,
+}
+
+/// Settings shared by the AWS adapters. Credentials never live here: they come from
+/// the environment, a profile or the ECS task role.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AwsConfig {
+    /// The region; empty = the SDK's usual chain (`AWS_REGION`, profile).
+    #[serde(default)]
+    pub region: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +88,11 @@ pub struct DatabaseConfig {
     /// Secret: it may carry a password.
     #[serde(default = "empty_secret")]
     pub url: SecretString,
+    /// The password, kept apart from the URL so the stack can hand it over from
+    /// Secrets Manager (`QUARRY_DATABASE__PASSWORD`) while the URL stays plain config.
+    /// When set it is put into the URL's user info.
+    #[serde(default = "empty_secret")]
+    pub password: SecretString,
 }
 
 fn empty_secret() -> SecretString {
@@ -74,6 +109,9 @@ pub enum BlobStoreConfig {
     },
     S3 {
         bucket: String,
+        /// Address the bucket in the path (`endpoint/bucket/key`), as emulators need.
+        #[serde(default)]
+        path_style: bool,
     },
 }
 
@@ -109,6 +147,77 @@ pub struct FleetConfig {
     pub max_workers: u32,
     pub jobs_per_worker: u32,
     pub tick_secs: u64,
+    /// The ECS fleet's settings (`kind = "ecs"`); names come from the stack.
+    #[serde(default)]
+    pub ecs: EcsConfig,
+}
+
+/// Where and how the ECS fleet runs workers. The stack hands the names to the
+/// orchestrator's task as `QUARRY_FLEET__ECS__*` variables.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EcsConfig {
+    #[serde(default)]
+    pub cluster: String,
+    /// The worker task definition (family, family:revision or ARN).
+    #[serde(default)]
+    pub task_definition: String,
+    /// Subnets of the workers (a list, or one comma-separated string).
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub subnets: Vec<String>,
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub assign_public_ip: bool,
+    /// Workers that always run on on-demand Fargate before any goes to Spot.
+    #[serde(default)]
+    pub on_demand_base: u32,
+    /// Percent of the workers beyond the base that run on Fargate Spot (0..=100).
+    #[serde(default = "all_spot")]
+    pub spot_share: u32,
+}
+
+fn all_spot() -> u32 {
+    100
+}
+
+impl EcsConfig {
+    /// What the ECS fleet cannot start without, named by key.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (key, missing) in [
+            ("fleet.ecs.cluster", self.cluster.is_empty()),
+            ("fleet.ecs.task_definition", self.task_definition.is_empty()),
+            ("fleet.ecs.subnets", self.subnets.is_empty()),
+            ("fleet.ecs.security_groups", self.security_groups.is_empty()),
+        ] {
+            if missing {
+                return Err(ConfigError(format!(
+                    "`{key}` must be set for the ECS fleet (the stack sets QUARRY_{})",
+                    key.to_uppercase().replace('.', "__")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A list given either as a TOML list or as one comma-separated string (environment
+/// variables).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(ToOwned::to_owned)
+            .collect(),
+        Either::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,22 +332,37 @@ impl Config {
         if self.uploads.max_bytes == 0 {
             return fail("uploads.max_bytes", "must be at least 1");
         }
-        if let BlobStoreConfig::S3 { bucket } = &self.blob_store
+        if let BlobStoreConfig::S3 { bucket, .. } = &self.blob_store
             && bucket.is_empty()
         {
             return fail("blob_store.bucket", "must name the S3 bucket");
         }
+        if self.fleet.ecs.spot_share > 100 {
+            return fail("fleet.ecs.spot_share", "is a percentage: 0 to 100");
+        }
         Ok(())
     }
 
-    /// The database URL, defaulting to a SQLite file in the data directory.
+    /// The database URL, defaulting to a SQLite file in the data directory, with
+    /// `database.password` put in when given.
     pub fn database_url(&self) -> SecretString {
         let url = self.database.url.expose_secret();
         if url.is_empty() {
             let path = self.data_dir.join("quarry.db");
-            SecretString::from(format!("sqlite://{}?mode=rwc", path.display()))
-        } else {
-            self.database.url.clone()
+            return SecretString::from(format!("sqlite://{}?mode=rwc", path.display()));
+        }
+        let password = self.database.password.expose_secret();
+        match url.split_once("://") {
+            Some((scheme, rest)) if !password.is_empty() => {
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let (user, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+                let user = user.split(':').next().unwrap_or("");
+                SecretString::from(format!(
+                    "{scheme}://{user}:{}@{host}{path}",
+                    percent_encode(password)
+                ))
+            }
+            _ => self.database.url.clone(),
         }
     }
 
@@ -254,6 +378,18 @@ impl Config {
     pub fn visibility_timeout(&self) -> Duration {
         Duration::from_secs(self.queue.visibility_timeout_secs)
     }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for user info.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Turns figment's error into one line naming the key, without leaking values.
@@ -304,6 +440,61 @@ mod tests {
         std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
         let err = Config::load_from("local", Some(&file), None).unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn staging_and_production_select_the_aws_adapters() {
+        for name in ["staging", "production"] {
+            let config = Config::load_from(name, None, None).unwrap();
+            assert!(matches!(config.blob_store, BlobStoreConfig::S3 { .. }));
+            assert_eq!(config.queue.kind, QueueKind::Sqs);
+            assert_eq!(config.fleet.kind, FleetKind::Ecs);
+            assert_eq!(config.metrics.kind, MetricsKind::Cloudwatch);
+            assert_eq!(config.fleet.ecs.spot_share, 100);
+            // The names come from the stack; without them the fleet says which key.
+            let err = config.fleet.ecs.check().unwrap_err();
+            assert!(
+                err.to_string().contains("QUARRY_FLEET__ECS__CLUSTER"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_separate_database_password_goes_into_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.toml");
+        std::fs::write(
+            &file,
+            "[database]\nurl = \"postgres://quarry@db.internal:5432/quarry\"\n\
+             password = \"p@ss/w:rd\"\n",
+        )
+        .unwrap();
+        let config = Config::load_from("staging", Some(&file), None).unwrap();
+        assert_eq!(
+            config.database_url().expose_secret(),
+            "postgres://quarry:p%40ss%2Fw%3Ard@db.internal:5432/quarry"
+        );
+    }
+
+    #[test]
+    fn ecs_lists_accept_comma_separated_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("extra.toml");
+        std::fs::write(
+            &file,
+            "[fleet.ecs]\ncluster = \"c\"\ntask_definition = \"t\"\n\
+             subnets = \"subnet-a, subnet-b\"\nsecurity_groups = [\"sg-1\"]\n",
+        )
+        .unwrap();
+        let config = Config::load_from("staging", Some(&file), None).unwrap();
+        assert_eq!(config.fleet.ecs.subnets, ["subnet-a", "subnet-b"]);
+        assert_eq!(config.fleet.ecs.security_groups, ["sg-1"]);
+        config.fleet.ecs.check().unwrap();
+
+        std::fs::write(&file, "[fleet.ecs]\nspot_share = 150\n").unwrap();
+        let err = Config::load_from("staging", Some(&file), None).unwrap_err();
+        assert!(err.to_string().contains("fleet.ecs.spot_share"), "{err}");
     }
 
     #[test]

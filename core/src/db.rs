@@ -2,6 +2,8 @@
 //! every repository is written once in portable SQL (`$1` placeholders, `RETURNING`,
 //! INTEGER milliseconds for time, TEXT ids and JSON).
 
+pub mod conformance;
+
 use anyhow::Context as _;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::AnyPoolOptions;
@@ -78,7 +80,10 @@ impl Db {
                     .context("applying migrations/sqlite")?;
             }
             Dialect::Postgres => {
-                anyhow::bail!("the Postgres dialect is not migrated yet: use a sqlite:// URL")
+                sqlx::migrate!("../migrations/postgres")
+                    .run(&self.pool)
+                    .await
+                    .context("applying migrations/postgres")?;
             }
         }
         Ok(())
@@ -100,6 +105,33 @@ impl Db {
             Dialect::Postgres => self.pool.begin().await,
         }
     }
+}
+
+/// Creates an empty database with a fresh name on the Postgres server that
+/// `admin_url` reaches, and returns the new database's URL. For tests: each gets its
+/// own database, as `#[sqlx::test]` would give it.
+pub async fn create_scratch_postgres(admin_url: &str) -> anyhow::Result<String> {
+    use sqlx::Connection as _;
+    let name = format!("quarry_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.with_context(
+        || "connecting to the test Postgres server (is it running? `cargo xtask test` starts one)",
+    )?;
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .context("creating a scratch database")?;
+    admin.close().await.ok();
+    let (without_query, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let (server, _) = without_query
+        .rsplit_once('/')
+        .filter(|(server, _)| server.contains("//") && !server.ends_with('/'))
+        .unwrap_or((without_query, ""));
+    let mut url = format!("{server}/{name}");
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(query);
+    }
+    Ok(url)
 }
 
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {

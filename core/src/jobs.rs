@@ -376,7 +376,7 @@ pub async fn activity_since(db: &Db, since_ms: i64) -> Result<Activity> {
            COALESCE(SUM(CASE WHEN finished_at >= $1 AND status = 'succeeded' THEN 1 ELSE 0 END), 0), \
            COALESCE(SUM(CASE WHEN finished_at >= $1 AND status = 'failed' THEN 1 ELSE 0 END), 0), \
            AVG(CASE WHEN finished_at >= $1 AND started_at IS NOT NULL \
-               THEN CAST(finished_at - started_at AS REAL) END) \
+               THEN CAST(finished_at - started_at AS DOUBLE PRECISION) END) \
          FROM jobs WHERE started_at >= $1 OR finished_at >= $1",
     )
     .bind(since_ms)
@@ -417,6 +417,19 @@ pub async fn queue_position(db: &Db, id: &str) -> Result<Option<u64>> {
     .fetch_optional(db.pool())
     .await?;
     Ok(row.map(|(n,)| u64::try_from(n).unwrap_or(0)))
+}
+
+/// How long the oldest job that has not finished (queued or running) has existed:
+/// the age of the oldest job, whichever queue carries it.
+pub async fn oldest_unfinished_age(db: &Db) -> Result<Option<std::time::Duration>> {
+    let (oldest,): (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(created_at) FROM jobs WHERE status IN ('queued', 'running')")
+            .fetch_one(db.pool())
+            .await?;
+    Ok(
+        oldest
+            .map(|at| std::time::Duration::from_millis(u64::try_from(now_ms() - at).unwrap_or(0))),
+    )
 }
 
 /// How many jobs are running now.

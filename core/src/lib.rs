@@ -5,6 +5,7 @@
 //! depend on this crate alone.
 
 pub mod auth;
+pub mod aws;
 pub mod blob;
 pub mod clock;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod metrics;
 pub mod queue;
+pub mod releases;
 pub mod sessions;
 
 pub use config::Config;

@@ -87,9 +87,7 @@ impl Orchestrator {
             reason: plan.reason.clone(),
         })
         .await?;
-        let oldest = self
-            .queue
-            .oldest_age()
+        let oldest = jobs::oldest_unfinished_age(&self.db)
             .await?
             .map_or(0.0, |d| d.as_secs_f64());
         let activity = jobs::activity_since(&self.db, since_ms).await?;

@@ -1,5 +1,7 @@
 //! Generated datasets with known contents.
 
+use std::collections::BTreeMap;
+
 /// A deterministic pseudo-random sequence (no external crate, same on every machine).
 #[derive(Debug, Clone)]
 pub struct Lcg(u64);
@@ -54,4 +56,21 @@ pub fn mixed_csv(rows: usize, seed: u64) -> String {
         ));
     }
     out
+}
+
+/// The mean `amount` per `category` of a [`mixed_csv`], folded by hand: the
+/// independent answer an aggregate analysis must match.
+pub fn expected_means(csv: &str) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        if let Ok(amount) = fields[2].parse::<f64>() {
+            let entry = sums.entry(fields[1].to_owned()).or_default();
+            entry.0 += amount;
+            entry.1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|(k, (sum, n))| (k, sum / n as f64))
+        .collect()
 }

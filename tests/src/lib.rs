@@ -1,6 +1,7 @@
 //! Helpers for the integration tests: start the real `quarry` binary on port 0 with a
 //! temporary data directory, talk to it over HTTP, and stop it.
 
+pub mod aws;
 pub mod fixtures;
 
 use anyhow::{Context as _, bail};
@@ -40,15 +41,36 @@ impl Quarry {
         Self::start_with(&[]).await
     }
 
-    /// Starts with extra `QUARRY_*` variables.
+    /// Starts `quarry up` with extra variables.
     pub async fn start_with(vars: &[(&str, &str)]) -> Self {
-        match Self::try_start(vars).await {
+        match Self::try_start("up", vars).await {
             Ok(q) => q,
             Err(e) => panic!("starting quarry: {e:#}"),
         }
     }
 
-    async fn try_start(vars: &[(&str, &str)]) -> anyhow::Result<Self> {
+    /// Starts `quarry serve` (the web server alone, as the cloud runs it) with extra
+    /// variables. There is no admin token: add users with [`Quarry::add_user`].
+    pub async fn serve_with(vars: &[(&str, &str)]) -> Self {
+        match Self::try_start("serve", vars).await {
+            Ok(q) => q,
+            Err(e) => panic!("starting quarry serve: {e:#}"),
+        }
+    }
+
+    /// Spawns another `quarry` process (a worker, the orchestrator) with this
+    /// instance's environment; it is killed when the handle is dropped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(quarry_bin())
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning quarry")
+    }
+
+    async fn try_start(role: &str, vars: &[(&str, &str)]) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut env: Vec<(String, String)> = vec![
             ("QUARRY_LISTEN".into(), "127.0.0.1:0".into()),
@@ -60,7 +82,7 @@ impl Quarry {
         ];
         env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let mut cmd = Command::new(quarry_bin());
-        cmd.arg("up")
+        cmd.arg(role)
             .envs(env.iter().cloned())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
@@ -75,16 +97,23 @@ impl Quarry {
                 .await
                 .context("quarry did not print its address within 60 s")??
                 .context("quarry exited before printing its address")?;
-            if let Some(url) = line.strip_prefix("Quarry is up at ") {
+            let url = line
+                .strip_prefix("Quarry is up at ")
+                .or_else(|| line.strip_prefix("Quarry is serving at "));
+            if let Some(url) = url {
                 break url.trim().to_owned();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let admin_token = std::fs::read_to_string(data_dir.path().join("admin.token"))
-            .context("reading admin.token")?
-            .trim()
-            .to_owned();
+        let admin_token = if role == "up" {
+            std::fs::read_to_string(data_dir.path().join("admin.token"))
+                .context("reading admin.token")?
+                .trim()
+                .to_owned()
+        } else {
+            String::new()
+        };
         Ok(Self {
             child,
             base,

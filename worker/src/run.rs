@@ -8,14 +8,14 @@
 
 use crate::analysis::{self, RunContext, RunError};
 use crate::limits::{self, MemoryGuard};
-use crate::scan::scan_dataset;
+use crate::scan::{Source, scan_source};
 use anyhow::Context as _;
 use polars::prelude::*;
 use quarry_core::blob::BlobStore;
 use quarry_core::jobs::{self, ResultMeta, Start};
 use quarry_core::queue::{Delivery, JobQueue};
 use quarry_core::{Config, Db, datasets};
-use quarry_domain::{Analysis, ColumnInfo};
+use quarry_domain::{Analysis, ColumnInfo, DatasetFormat};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,7 +93,7 @@ impl Worker {
     async fn process(&self, d: Delivery, shutdown: &CancellationToken) -> anyhow::Result<Outcome> {
         let Ok(message) = serde_json::from_str::<JobMessage>(&d.body) else {
             tracing::error!(message_id = %d.message_id, "unparseable queue message: dead-lettered");
-            self.queue.dead_letter(&d.receipt).await?;
+            self.queue.dead_letter(&d).await?;
             return Ok(Outcome::Continue);
         };
         let job_id = message.job_id;
@@ -171,7 +171,7 @@ impl Worker {
         tracing::warn!(%job_id, attempt = d.receive_count, last, error = %message, "job attempt failed");
         jobs::fail_attempt(&self.db, job_id, message, last).await?;
         if last {
-            self.queue.dead_letter(&d.receipt).await?;
+            self.queue.dead_letter(d).await?;
         } else {
             let _ = self
                 .queue
@@ -221,9 +221,17 @@ impl Worker {
         let Some(dataset) = datasets::find(&self.db, &job.view.dataset_id).await? else {
             return Ok(Executed::Failed("the dataset was deleted".to_owned()));
         };
-        let file = self.blobs.local_file(&dataset.blob_key).await?;
-        let path = file.path().to_owned();
         let format = dataset.view.format;
+        // Parquet in object storage is read in place, by byte ranges: polars fetches the
+        // footer and only the column chunks the analysis needs. Row formats (CSV,
+        // NDJSON) must be read whole anyway, so they are streamed to a local file.
+        let (source, _download) = match (format, self.blobs.polars_location(&dataset.blob_key)) {
+            (DatasetFormat::Parquet, Some(location)) => (Source::Cloud(location), None),
+            _ => {
+                let file = self.blobs.local_file(&dataset.blob_key).await?;
+                (Source::File(file.path().to_owned()), Some(file))
+            }
+        };
         let columns = dataset.view.columns.clone();
         let tmp_dir = tmp_dir(&self.config);
         std::fs::create_dir_all(&tmp_dir).context("creating the worker's temp directory")?;
@@ -238,7 +246,7 @@ impl Worker {
                 .spawn(move || {
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         produce(
-                            &analysis, &path, format, &columns, &tmp_dir, &stop, &progress,
+                            &analysis, &source, format, &columns, &tmp_dir, &stop, &progress,
                         )
                     }));
                     let _ = tx.send(outcome);
@@ -334,7 +342,7 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// Runs the analysis and writes its result as Parquet to a temporary file.
 fn produce(
     analysis: &Analysis,
-    path: &std::path::Path,
+    source: &Source,
     format: quarry_domain::DatasetFormat,
     columns: &[ColumnInfo],
     tmp_dir: &std::path::Path,
@@ -346,7 +354,7 @@ fn produce(
         stop,
         progress: &report,
     };
-    let data = scan_dataset(path, format, columns)?;
+    let data = scan_source(source, format, columns)?;
     let mut df = analysis::run(analysis, data, &ctx)?;
     let file = tempfile::Builder::new()
         .suffix(".parquet")

@@ -18,6 +18,48 @@ pub fn scan(
     scan_with(path, format, infer_rows, None)
 }
 
+/// Where an analysis reads its dataset from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file on this machine.
+    File(std::path::PathBuf),
+    /// Object storage that polars reads itself, by byte ranges (Parquet only).
+    Cloud(quarry_core::blob::PolarsLocation),
+}
+
+/// A lazy scan of a dataset wherever it is; see [`scan_dataset`].
+pub fn scan_source(
+    source: &Source,
+    format: DatasetFormat,
+    columns: &[ColumnInfo],
+) -> PolarsResult<LazyFrame> {
+    match source {
+        Source::File(path) => scan_dataset(path, format, columns),
+        Source::Cloud(location) => {
+            polars_ensure!(
+                format == DatasetFormat::Parquet,
+                ComputeError: "only Parquet is read from object storage in place"
+            );
+            let url = PlRefPath::new(location.url.as_str());
+            let options = cloud::CloudOptions::from_untyped_config(
+                url.scheme(),
+                location
+                    .options
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone())),
+            )?;
+            LazyFrame::scan_parquet(
+                url,
+                ScanArgsParquet {
+                    glob: false,
+                    cloud_options: Some(options),
+                    ..Default::default()
+                },
+            )
+        }
+    }
+}
+
 /// A lazy scan of a stored dataset with the column types recorded when it was
 /// uploaded, so an analysis reads exactly what the upload validated. Types that the
 /// API's names cannot express exactly (nested, temporal) fall back to inferring from

@@ -23,27 +23,51 @@ pub fn host(layout: &Layout) -> anyhow::Result<()> {
     )
 }
 
-/// `quarry_app` for the browser (`hydrate` only), then wasm-bindgen into `site/pkg`.
-pub fn wasm(layout: &Layout) -> anyhow::Result<()> {
-    crate::prereq::wasm_target(layout)?;
+/// The release build a container image ships (`cargo xtask dist`, used by the
+/// Dockerfile): the `quarry` binary in `<target>/release` and the site beside it.
+pub fn dist(layout: &Layout) -> anyhow::Result<PathBuf> {
     run(
         layout,
         cargo().args([
             "build",
+            "--release",
             "--package",
             "quarry-app",
-            "--lib",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--no-default-features",
-            "--features",
-            "hydrate",
+            "--bin",
+            "quarry",
         ]),
     )?;
+    wasm_profile(layout, true)?;
+    assets(layout)?;
+    Ok(layout.site())
+}
+
+/// `quarry_app` for the browser (`hydrate` only), then wasm-bindgen into `site/pkg`.
+pub fn wasm(layout: &Layout) -> anyhow::Result<()> {
+    wasm_profile(layout, false)
+}
+
+fn wasm_profile(layout: &Layout, release: bool) -> anyhow::Result<()> {
+    crate::prereq::wasm_target(layout)?;
+    let mut args = vec![
+        "build",
+        "--package",
+        "quarry-app",
+        "--lib",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--no-default-features",
+        "--features",
+        "hydrate",
+    ];
+    if release {
+        args.push("--release");
+    }
+    run(layout, cargo().args(args))?;
     let input = layout
         .target
         .join("wasm32-unknown-unknown")
-        .join("debug")
+        .join(if release { "release" } else { "debug" })
         .join("quarry_app.wasm");
     let pkg = layout.site().join("pkg");
     std::fs::create_dir_all(&pkg).with_context(|| format!("creating {}", pkg.display()))?;

@@ -29,14 +29,15 @@ fn main() -> anyhow::Result<()> {
     match task {
         "up" => up(rest),
         "build" => build::all(&Layout::discover()?).map(drop),
+        "dist" => build::dist(&Layout::discover()?).map(drop),
         "test" => test::all(&Layout::discover()?, rest),
         "lint" => test::lint(&Layout::discover()?),
         "bench" => bench(&Layout::discover()?, rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <up | test | build | lint | bench engine>");
+            println!("usage: cargo xtask <up | test | build | dist | lint | bench engine>");
             Ok(())
         }
-        other => bail!("unknown task `{other}`: use up, test, build, lint or bench"),
+        other => bail!("unknown task `{other}`: use up, test, build, dist, lint or bench"),
     }
 }
 

@@ -32,19 +32,7 @@ pub fn chromium(layout: &Layout) -> anyhow::Result<String> {
         }
     }
     eprintln!("xtask: installing Debian's chromium for the browser tests");
-    run(layout, Command::new("apt-get").args(["update", "-qq"]))?;
-    run(
-        layout,
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "chromium",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    apt_install(layout, "chromium")?;
     Ok("/usr/bin/chromium".to_owned())
 }
 
@@ -61,4 +49,101 @@ pub fn node_modules(layout: &Layout) -> anyhow::Result<()> {
             .current_dir(&web),
     )
     .context("installing the browser tests' npm packages (needs node and npm)")
+}
+
+/// The Postgres server the repository suite and the cloud tests use:
+/// `QUARRY_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/postgres`. If
+/// nothing answers on that port, Debian's PostgreSQL is installed if missing, told to
+/// trust loopback connections (a throwaway test machine), and started.
+pub fn postgres(layout: &Layout) -> anyhow::Result<String> {
+    let url = std::env::var("QUARRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    if answers("127.0.0.1:5432") {
+        return Ok(url);
+    }
+    eprintln!("xtask: no Postgres on 127.0.0.1:5432; starting one for the tests");
+    if !Path::new("/usr/lib/postgresql").exists() {
+        apt_install(layout, "postgresql")?;
+    }
+    for entry in std::fs::read_dir("/etc/postgresql").context("finding Postgres clusters")? {
+        let hba = entry?.path().join("main").join("pg_hba.conf");
+        let current = std::fs::read_to_string(&hba).unwrap_or_default();
+        if hba.exists() && !current.contains("quarry-tests") {
+            std::fs::write(
+                &hba,
+                format!("host all all 127.0.0.1/32 trust # quarry-tests\n{current}"),
+            )
+            .with_context(|| format!("trusting loopback in {}", hba.display()))?;
+        }
+    }
+    run(
+        layout,
+        Command::new("service").args(["postgresql", "restart"]),
+    )?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !answers("127.0.0.1:5432") {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "Postgres did not start on 127.0.0.1:5432"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(url)
+}
+
+fn answers(addr: &str) -> bool {
+    addr.parse()
+        .ok()
+        .and_then(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).ok()
+        })
+        .is_some()
+}
+
+/// The Python tools of the tests (moto's AWS emulator, the AWS CLI, cfn-lint), pinned
+/// in `tests/python/requirements.txt` and installed into a virtualenv beside the build
+/// cache; reinstalled when the pins change. Returns the virtualenv's `bin` directory.
+pub fn python_tools(layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
+    let requirements = layout
+        .root
+        .join("tests")
+        .join("python")
+        .join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let venv = layout.target.join("tools").join("venv");
+    let stamp = venv.join("quarry-requirements.txt");
+    let bin = venv.join("bin");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: installing the tests' Python tools into {}",
+        venv.display()
+    );
+    run(
+        layout,
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+    )
+    .context("creating a virtualenv (needs python3 with venv)")?;
+    run(
+        layout,
+        Command::new(bin.join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
+    )
+    .context("installing moto, awscli and cfn-lint from PyPI")?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(bin)
+}
+
+/// Installs one Debian package (and only what it needs).
+fn apt_install(layout: &Layout, package: &str) -> anyhow::Result<()> {
+    run(layout, Command::new("apt-get").args(["update", "-qq"]))?;
+    run(
+        layout,
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }

@@ -45,6 +45,8 @@ pub fn all(layout: &Layout, args: &[String]) -> anyhow::Result<()> {
     if !skip_lint {
         lint(layout)?;
     }
+    let postgres = prereq::postgres(layout)?;
+    let tools = prereq::python_tools(layout)?;
     run(
         layout,
         cargo()
@@ -60,7 +62,11 @@ pub fn all(layout: &Layout, args: &[String]) -> anyhow::Result<()> {
                 "never",
             ])
             .env("QUARRY_BIN", layout.quarry_bin())
-            .env("QUARRY_SITE_ROOT", &site),
+            .env("QUARRY_SITE_ROOT", &site)
+            .env("QUARRY_TEST_POSTGRES", &postgres)
+            .env("QUARRY_MOTO_SERVER", tools.join("moto_server"))
+            .env("QUARRY_AWS_CLI", tools.join("aws"))
+            .env("QUARRY_CFN_LINT", tools.join("cfn-lint")),
     )?;
     let chromium = prereq::chromium(layout)?;
     prereq::node_modules(layout)?;

@@ -1,6 +1,6 @@
 //! The job engine end to end: real `quarry up`, real worker processes.
 
-use quarry_tests::fixtures::{CATEGORIES, mixed_csv};
+use quarry_tests::fixtures::{CATEGORIES, expected_means, mixed_csv};
 use quarry_tests::{Quarry, eventually};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -122,21 +122,6 @@ async fn result_page(q: &Quarry, id: &str, query: &str) -> Value {
 }
 
 /// The mean of `amount` per category, computed by folding over the CSV text.
-fn expected_means(csv: &str) -> BTreeMap<String, f64> {
-    let mut sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
-    for line in csv.lines().skip(1) {
-        let fields: Vec<&str> = line.split(',').collect();
-        if let Ok(amount) = fields[2].parse::<f64>() {
-            let entry = sums.entry(fields[1].to_owned()).or_default();
-            entry.0 += amount;
-            entry.1 += 1;
-        }
-    }
-    sums.into_iter()
-        .map(|(k, (sum, n))| (k, sum / n as f64))
-        .collect()
-}
-
 #[tokio::test]
 async fn aggregate_mean_by_category_matches_an_independent_fold() {
     let q = Quarry::start_with(&env(&[])).await;

@@ -268,18 +268,29 @@ pub async fn result(
         .await?;
         return Ok(Json(page).into_response());
     }
-    let (meta, file) = result_file(s, &who, &id).await?;
-    let path = file.path().to_owned();
+    let meta = committed_result(s, &who, &id).await?;
     match format {
         "parquet" => {
+            let name = format!("job-{id}.parquet");
+            // From object storage the bytes go straight to the client, by a short-lived
+            // signed URL; the local store streams them through this server.
+            if let Some(url) = s
+                .blobs
+                .presigned_get(&meta.blob_key, DOWNLOAD_URL_TTL, &name)
+                .await?
+            {
+                return Ok(axum::response::Redirect::to(&url).into_response());
+            }
             let stream = s.blobs.get_stream(&meta.blob_key).await?;
             Ok(download(
                 Body::from_stream(stream),
                 "application/vnd.apache.parquet",
-                &format!("job-{id}.parquet"),
+                &name,
             ))
         }
         "csv" => {
+            let file = s.blobs.local_file(&meta.blob_key).await?;
+            let path = file.path().to_owned();
             let tmp = tempfile::NamedTempFile::new_in(quarry_worker::run::tmp_dir(&s.config))
                 .or_else(|_| tempfile::NamedTempFile::new())
                 .map_err(anyhow::Error::from)?;
@@ -304,12 +315,26 @@ pub async fn result(
     }
 }
 
+/// How long a signed download URL stays valid.
+const DOWNLOAD_URL_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The committed result of a job the principal may read, as a local file.
 async fn result_file(
     s: &crate::server::state::Services,
     who: &quarry_core::auth::Principal,
     id: &str,
 ) -> ApiResult<(jobs::ResultMeta, quarry_core::blob::LocalFile)> {
+    let meta = committed_result(s, who, id).await?;
+    let file = s.blobs.local_file(&meta.blob_key).await?;
+    Ok((meta, file))
+}
+
+/// The description of a job's committed result, if the principal may read it.
+async fn committed_result(
+    s: &crate::server::state::Services,
+    who: &quarry_core::auth::Principal,
+    id: &str,
+) -> ApiResult<jobs::ResultMeta> {
     let job = jobs::get(&s.db, who, id).await?;
     if job.view.status != JobStatus::Succeeded {
         return Err(Error::Conflict(format!(
@@ -321,8 +346,7 @@ async fn result_file(
     let meta = jobs::result(&s.db, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("succeeded job {id} has no result row"))?;
-    let file = s.blobs.local_file(&meta.blob_key).await?;
-    Ok((meta, file))
+    Ok(meta)
 }
 
 /// One page of a job's result, optionally sorted (`sort`: a column, `-column` for

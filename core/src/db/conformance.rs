@@ -1,0 +1,472 @@
+//! The behaviour every database dialect must give the repositories, as runnable checks.
+//! The same suite runs against SQLite and Postgres (see `core/tests/repositories.rs`),
+//! so a query that only one dialect accepts, or decodes differently, fails here.
+//!
+//! Each check creates its own users, so the checks share one fresh database. These
+//! panic on failure, like test assertions.
+
+use crate::auth::{self, Principal};
+use crate::clock::now_ms;
+use crate::datasets::{self, NewDataset};
+use crate::db::Db;
+use crate::error::Error;
+use crate::jobs::{self, ResultMeta, Start};
+use crate::metrics::{DbMetrics, Metrics, Sample};
+use crate::queue::{DbQueue, conformance as queue_conformance};
+use crate::releases::{self, NewRelease, Outcome};
+use crate::{decisions, fleet, sessions};
+use quarry_domain::{ColumnInfo, DatasetFormat, Decision, JobStatus, Role};
+use secrecy::ExposeSecret as _;
+
+/// Runs every check against `db`, a freshly migrated database.
+pub async fn run_all(db: &Db) {
+    users_and_tokens(db).await;
+    passwords_and_sessions(db).await;
+    datasets_are_private_and_unique_per_owner(db).await;
+    job_lifecycle_commits_a_result_once(db).await;
+    failed_and_cancelled_jobs(db).await;
+    activity_and_waiting(db).await;
+    worker_registry(db).await;
+    metric_series_and_decisions(db).await;
+    queue_table(db).await;
+    releases_are_recorded_once(db).await;
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+async fn user(db: &Db, role: Role) -> Principal {
+    let (user, _) = auth::create_user(db, &unique("user"), role)
+        .await
+        .expect("create user");
+    Principal {
+        user_id: user.id,
+        name: user.name,
+        role,
+    }
+}
+
+pub async fn users_and_tokens(db: &Db) {
+    let name = unique("ada");
+    let (user, token) = auth::create_user(db, &name, Role::Lead)
+        .await
+        .expect("create");
+    let again = auth::create_user(db, &name, Role::Analyst).await;
+    assert!(
+        matches!(again, Err(Error::Conflict(_))),
+        "duplicate names conflict: {again:?}"
+    );
+    assert_eq!(
+        auth::find_user(db, &name).await.expect("find"),
+        Some(user.clone())
+    );
+    let who = auth::authenticate(db, token.expose_secret())
+        .await
+        .expect("the first token signs in");
+    assert_eq!(
+        (who.user_id.as_str(), who.role),
+        (user.id.as_str(), Role::Lead)
+    );
+
+    let expired = auth::issue_token(db, &user.id, "old", Some(now_ms() - 1))
+        .await
+        .expect("issue");
+    assert!(matches!(
+        auth::authenticate(db, expired.expose_secret()).await,
+        Err(Error::Unauthorized(_))
+    ));
+    let tokens = auth::list_tokens(db, &user.id).await.expect("list");
+    assert_eq!(tokens.len(), 2);
+    for t in &tokens {
+        auth::revoke_token(db, &user.id, &t.id)
+            .await
+            .expect("revoke");
+    }
+    assert!(matches!(
+        auth::authenticate(db, token.expose_secret()).await,
+        Err(Error::Unauthorized(_))
+    ));
+    assert!(
+        auth::list_tokens(db, &user.id)
+            .await
+            .expect("list")
+            .iter()
+            .all(|t| t.revoked_at.is_some())
+    );
+}
+
+pub async fn passwords_and_sessions(db: &Db) {
+    let who = user(db, Role::Analyst).await;
+    sessions::set_password(db, &who.user_id, "correct horse battery")
+        .await
+        .expect("set password");
+    assert!(matches!(
+        sessions::check_password(db, &who.name, "wrong password!").await,
+        Err(Error::Unauthorized(_))
+    ));
+    let signed_in = sessions::check_password(db, &who.name, "correct horse battery")
+        .await
+        .expect("right password");
+    assert_eq!(signed_in.id, who.user_id);
+    let session = sessions::create_session(db, &who.user_id)
+        .await
+        .expect("session");
+    let principal = sessions::session_principal(db, session.expose_secret())
+        .await
+        .expect("session signs in");
+    assert_eq!(principal, who);
+    sessions::end_session(db, session.expose_secret())
+        .await
+        .expect("end");
+    assert!(matches!(
+        sessions::session_principal(db, session.expose_secret()).await,
+        Err(Error::Unauthorized(_))
+    ));
+}
+
+fn new_dataset(owner: &Principal, name: &str) -> NewDataset {
+    let id = uuid::Uuid::new_v4().to_string();
+    NewDataset {
+        blob_key: format!("datasets/{id}.csv"),
+        id,
+        owner_id: owner.user_id.clone(),
+        name: name.to_owned(),
+        format: DatasetFormat::Csv,
+        rows: 3_000_000_000, // beyond 32 bits: BIGINT on Postgres
+        bytes: 7,
+        columns: vec![ColumnInfo {
+            name: "x".into(),
+            r#type: "int64".into(),
+        }],
+    }
+}
+
+pub async fn datasets_are_private_and_unique_per_owner(db: &Db) {
+    let (ann, bob, ops) = (
+        user(db, Role::Analyst).await,
+        user(db, Role::Analyst).await,
+        user(db, Role::Operator).await,
+    );
+    let first = new_dataset(&ann, "sales");
+    datasets::insert(db, &first).await.expect("insert");
+    assert!(
+        datasets::name_taken(db, &ann.user_id, "sales")
+            .await
+            .expect("taken")
+    );
+    assert!(matches!(
+        datasets::insert(db, &new_dataset(&ann, "sales")).await,
+        Err(Error::Conflict(_))
+    ));
+    datasets::insert(db, &new_dataset(&bob, "sales"))
+        .await
+        .expect("another owner may reuse the name");
+
+    let got = datasets::get(db, &ann, &first.id)
+        .await
+        .expect("owner reads");
+    assert_eq!(
+        (
+            got.view.rows,
+            got.view.owner.as_str(),
+            got.view.columns.len()
+        ),
+        (3_000_000_000, ann.name.as_str(), 1)
+    );
+    assert!(matches!(
+        datasets::get(db, &bob, &first.id).await,
+        Err(Error::NotFound(_))
+    ));
+    datasets::get(db, &ops, &first.id)
+        .await
+        .expect("operators read everyone's");
+    assert_eq!(datasets::list(db, &ann).await.expect("list").len(), 1);
+    assert!(datasets::list(db, &ops).await.expect("list").len() >= 2);
+    assert_eq!(
+        datasets::names(db).await.expect("names").get(&first.id),
+        Some(&"sales".to_owned())
+    );
+    datasets::delete(db, &first.id).await.expect("delete");
+    assert!(datasets::find(db, &first.id).await.expect("find").is_none());
+}
+
+async fn job(db: &Db, owner: &Principal) -> String {
+    let dataset = new_dataset(owner, &unique("d"));
+    datasets::insert(db, &dataset).await.expect("dataset");
+    let id = uuid::Uuid::new_v4().to_string();
+    jobs::insert(
+        db,
+        &id,
+        &owner.user_id,
+        &dataset.id,
+        r#"{"kind":"profile"}"#,
+    )
+    .await
+    .expect("insert job");
+    id
+}
+
+fn result_meta(key: &str) -> ResultMeta {
+    ResultMeta {
+        blob_key: key.to_owned(),
+        rows: 2,
+        bytes: 10,
+        columns: vec![ColumnInfo {
+            name: "n".into(),
+            r#type: "float64".into(),
+        }],
+    }
+}
+
+pub async fn job_lifecycle_commits_a_result_once(db: &Db) {
+    let ann = user(db, Role::Analyst).await;
+    let id = job(db, &ann).await;
+    let queued = jobs::get(db, &ann, &id).await.expect("get");
+    assert_eq!(queued.view.status, JobStatus::Queued);
+    assert!(
+        jobs::queue_position(db, &id)
+            .await
+            .expect("position")
+            .is_some()
+    );
+
+    assert!(matches!(
+        jobs::start(db, &id, "w-1", 1).await.expect("start"),
+        Start::Run
+    ));
+    jobs::set_progress(db, &id, 0.25).await.expect("progress");
+    let running = jobs::find(db, &id).await.expect("find").expect("exists");
+    assert_eq!(
+        (
+            running.view.status,
+            running.view.attempts,
+            running.view.progress
+        ),
+        (JobStatus::Running, 1, 0.25)
+    );
+    assert!(jobs::running_count(db).await.expect("running") >= 1);
+    assert_eq!(jobs::queue_position(db, &id).await.expect("position"), None);
+
+    assert!(
+        jobs::commit_success(db, &id, &result_meta("results/a"))
+            .await
+            .expect("commit")
+    );
+    assert!(
+        !jobs::commit_success(db, &id, &result_meta("results/b"))
+            .await
+            .expect("second commit"),
+        "a second delivery commits nothing"
+    );
+    let meta = jobs::result(db, &id)
+        .await
+        .expect("result")
+        .expect("stored");
+    assert_eq!((meta.blob_key.as_str(), meta.rows), ("results/a", 2));
+    let done = jobs::find(db, &id).await.expect("find").expect("exists");
+    assert_eq!(
+        (done.view.status, done.view.progress),
+        (JobStatus::Succeeded, 1.0)
+    );
+    assert!(matches!(
+        jobs::start(db, &id, "w-2", 2).await.expect("start"),
+        Start::AlreadyFinished(JobStatus::Succeeded)
+    ));
+}
+
+pub async fn failed_and_cancelled_jobs(db: &Db) {
+    let ann = user(db, Role::Analyst).await;
+    let lead = user(db, Role::Lead).await;
+    let id = job(db, &ann).await;
+    jobs::start(db, &id, "w-1", 1).await.expect("start");
+    jobs::fail_attempt(db, &id, "first try failed", false)
+        .await
+        .expect("fail once");
+    let retried = jobs::find(db, &id).await.expect("find").expect("exists");
+    assert_eq!(retried.view.status, JobStatus::Queued);
+    jobs::start(db, &id, "w-1", 2).await.expect("start");
+    jobs::fail_attempt(db, &id, "gave up", true)
+        .await
+        .expect("fail");
+    let failed = jobs::find(db, &id).await.expect("find").expect("exists");
+    assert_eq!(
+        (
+            failed.view.status,
+            failed.view.dead_letter,
+            failed.view.error.as_deref()
+        ),
+        (JobStatus::Failed, true, Some("gave up"))
+    );
+
+    let other = job(db, &ann).await;
+    assert!(matches!(
+        jobs::request_cancel(db, &lead, &other).await,
+        Err(Error::Forbidden(_))
+    ));
+    let cancelled = jobs::request_cancel(db, &ann, &other)
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.view.status, JobStatus::Cancelled);
+    assert!(jobs::cancel_requested(db, &other).await.expect("flag"));
+    assert!(matches!(
+        jobs::request_cancel(db, &ann, &other).await,
+        Err(Error::Conflict(_))
+    ));
+}
+
+pub async fn activity_and_waiting(db: &Db) {
+    let since = now_ms() - 1;
+    let ann = user(db, Role::Analyst).await;
+    let (a, b) = (job(db, &ann).await, job(db, &ann).await);
+    let (pa, pb) = (
+        jobs::queue_position(db, &a)
+            .await
+            .expect("a")
+            .expect("queued"),
+        jobs::queue_position(db, &b)
+            .await
+            .expect("b")
+            .expect("queued"),
+    );
+    assert_eq!(pb, pa + 1, "the later job waits behind the earlier");
+    for id in [&a, &b] {
+        jobs::start(db, id, "w-1", 1).await.expect("start");
+        jobs::commit_success(db, id, &result_meta(&format!("results/{id}")))
+            .await
+            .expect("commit");
+    }
+    let activity = jobs::activity_since(db, since).await.expect("activity");
+    assert!(
+        activity.started >= 2 && activity.succeeded >= 2,
+        "{activity:?}"
+    );
+    assert!(activity.mean_duration_secs.is_some_and(|m| m >= 0.0));
+    assert!(activity.p95_duration_secs >= activity.p50_duration_secs);
+    assert!(
+        jobs::recent_median_secs(db, 10)
+            .await
+            .expect("median")
+            .is_some()
+    );
+}
+
+pub async fn worker_registry(db: &Db) {
+    let before = fleet::registry_counts(db).await.expect("counts");
+    let id = unique("w");
+    fleet::set_state(db, &id, "starting", None)
+        .await
+        .expect("starting");
+    fleet::set_state(db, &id, "running", Some("pid 1"))
+        .await
+        .expect("running");
+    let during = fleet::registry_counts(db).await.expect("counts");
+    assert_eq!(
+        (during.running, during.starting),
+        (before.running + 1, before.starting)
+    );
+    fleet::set_state(db, &id, "exited", None)
+        .await
+        .expect("exited");
+    assert_eq!(fleet::registry_counts(db).await.expect("counts"), before);
+}
+
+pub async fn metric_series_and_decisions(db: &Db) {
+    let metrics = DbMetrics::new(db.clone(), &unique("env"));
+    let since = now_ms() - 1;
+    metrics
+        .record(&[
+            Sample {
+                name: "queue_visible",
+                value: 3.0,
+            },
+            Sample {
+                name: "job_duration_seconds",
+                value: 0.125,
+            },
+        ])
+        .await
+        .expect("record");
+    let series = metrics
+        .series("job_duration_seconds", since)
+        .await
+        .expect("series");
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].1, 0.125);
+
+    for launch in 1..=3 {
+        decisions::record(
+            db,
+            now_ms(),
+            &Decision {
+                at: String::new(),
+                visible: 5,
+                in_flight: 1,
+                running: 1,
+                starting: 0,
+                launch,
+                reason: format!("decision {launch}"),
+            },
+            2,
+        )
+        .await
+        .expect("record decision");
+    }
+    let latest = decisions::latest(db).await.expect("latest").expect("one");
+    assert_eq!((latest.launch, latest.reason.as_str()), (3, "decision 3"));
+}
+
+pub async fn queue_table(db: &Db) {
+    let queue = DbQueue::new(
+        db.clone(),
+        &unique("q"),
+        queue_conformance::VISIBILITY,
+        queue_conformance::MAX_ATTEMPTS,
+    );
+    queue_conformance::run_all(&queue, queue_conformance::Semantics::STRICT).await;
+}
+
+pub async fn releases_are_recorded_once(db: &Db) {
+    let environment = unique("env");
+    let new = NewRelease {
+        environment: &environment,
+        stack: "quarry-test",
+        image: "registry/quarry:1",
+        template_hash: "abc",
+        deployed_by: "ops",
+    };
+    let first = releases::start(db, &new).await.expect("start");
+    releases::finish(db, &first, Outcome::Succeeded, Some("cs-1"), None)
+        .await
+        .expect("finish");
+    assert!(matches!(
+        releases::finish(db, &first, Outcome::Failed, None, None).await,
+        Err(Error::Conflict(_))
+    ));
+    let second = releases::start(
+        db,
+        &NewRelease {
+            image: "registry/quarry:2",
+            ..new
+        },
+    )
+    .await
+    .expect("start");
+    let listed = releases::list(db, &environment, 10).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    let find = |id: &str| listed.iter().find(|r| r.id == id).expect("listed");
+    assert_eq!(find(&second).outcome, "in_progress");
+    let done = find(&first);
+    assert_eq!(
+        (
+            done.outcome.as_str(),
+            done.change_set_id.as_deref(),
+            done.image.as_str()
+        ),
+        ("succeeded", Some("cs-1"), "registry/quarry:1")
+    );
+    assert!(done.finished_at.is_some());
+}
