@@ -41,8 +41,11 @@ enum Command {
     Worker,
     /// Run the orchestrator: launch workers as the queue grows.
     Orchestrator,
-    /// Synthesize, preview, deploy and promote the cloud stacks.
-    Stack,
+    /// Synthesize, check, preview, deploy and remove an environment's AWS stack.
+    Stack {
+        #[command(subcommand)]
+        command: crate::stack_cli::StackCommand,
+    },
     /// Manage users and their API tokens.
     User {
         #[command(subcommand)]
@@ -169,7 +172,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             orchestrator(&services).await?.run(shutdown).await;
             Ok(())
         }
-        Command::Stack => anyhow::bail!("`quarry stack` is not available in this build yet"),
+        Command::Stack { command } => crate::stack_cli::run(command).await,
     }
 }
 

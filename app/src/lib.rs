@@ -13,6 +13,8 @@ pub mod ui;
 pub mod cli;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod stack_cli;
 
 /// The browser entry point, called by the script Leptos puts in every page.
 #[cfg(feature = "hydrate")]

@@ -117,15 +117,24 @@ impl Moto {
         serde_json::from_slice(&out.stdout).context("parsing the AWS CLI's JSON")
     }
 
-    /// A VPC with DNS hostnames, one subnet and one security group: what ECS RunTask
-    /// needs for awsvpc networking. Returns (subnet id, security group id).
-    pub async fn network(&self) -> anyhow::Result<(String, String)> {
+    async fn id(&self, args: &[&str], pointer: &str) -> anyhow::Result<String> {
+        Ok(self
+            .aws(args)
+            .await?
+            .pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+            .with_context(|| format!("{pointer} in the answer to {}", args.join(" ")))?
+            .to_owned())
+    }
+
+    /// A VPC with DNS hostnames enabled and `n` subnets spread over two zones.
+    async fn vpc(&self, n: u8) -> anyhow::Result<(String, Vec<String>)> {
         let vpc = self
-            .aws(&["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"])
-            .await?["Vpc"]["VpcId"]
-            .as_str()
-            .context("VpcId")?
-            .to_owned();
+            .id(
+                &["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"],
+                "/Vpc/VpcId",
+            )
+            .await?;
         self.aws(&[
             "ec2",
             "modify-vpc-attribute",
@@ -135,34 +144,56 @@ impl Moto {
             "{\"Value\":true}",
         ])
         .await?;
-        let subnet = self
-            .aws(&[
-                "ec2",
-                "create-subnet",
-                "--vpc-id",
-                &vpc,
-                "--cidr-block",
-                "10.0.1.0/24",
-            ])
-            .await?["Subnet"]["SubnetId"]
-            .as_str()
-            .context("SubnetId")?
-            .to_owned();
+        let mut subnets = Vec::new();
+        for i in 0..n {
+            let cidr = format!("10.0.{}.0/24", i + 1);
+            let zone = format!("{REGION}{}", if i % 2 == 0 { 'a' } else { 'b' });
+            subnets.push(
+                self.id(
+                    &[
+                        "ec2",
+                        "create-subnet",
+                        "--vpc-id",
+                        &vpc,
+                        "--cidr-block",
+                        &cidr,
+                        "--availability-zone",
+                        &zone,
+                    ],
+                    "/Subnet/SubnetId",
+                )
+                .await?,
+            );
+        }
+        Ok((vpc, subnets))
+    }
+
+    /// What ECS RunTask needs for awsvpc networking: a subnet in a VPC with DNS
+    /// hostnames, and a security group. Returns (subnet id, security group id).
+    pub async fn network(&self) -> anyhow::Result<(String, String)> {
+        let (vpc, subnets) = self.vpc(1).await?;
         let group = self
-            .aws(&[
-                "ec2",
-                "create-security-group",
-                "--group-name",
-                "quarry-workers",
-                "--description",
-                "Quarry workers",
-                "--vpc-id",
-                &vpc,
-            ])
-            .await?["GroupId"]
-            .as_str()
-            .context("GroupId")?
-            .to_owned();
-        Ok((subnet, group))
+            .id(
+                &[
+                    "ec2",
+                    "create-security-group",
+                    "--group-name",
+                    "quarry-workers",
+                    "--description",
+                    "Quarry workers",
+                    "--vpc-id",
+                    &vpc,
+                ],
+                "/GroupId",
+            )
+            .await?;
+        Ok((subnets[0].clone(), group))
+    }
+
+    /// An existing network for a stack to import: (VPC id, two public subnets, two
+    /// private subnets), each pair across two zones.
+    pub async fn vpc_with_subnets(&self) -> anyhow::Result<(String, Vec<String>, Vec<String>)> {
+        let (vpc, subnets) = self.vpc(4).await?;
+        Ok((vpc, subnets[..2].to_vec(), subnets[2..].to_vec()))
     }
 }

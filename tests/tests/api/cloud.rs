@@ -516,7 +516,9 @@ async fn cloud_column_runs_jobs_end_to_end() {
             })
             .unwrap_or(0.0)
     };
-    assert_eq!(largest("launched"), 2.0, "the two RunTask launches: {data}");
+    // At least the two launches checked above; moto walks its tasks on to STOPPED, so
+    // the orchestrator may have launched again while jobs still waited.
+    assert!(largest("launched") >= 2.0, "the RunTask launches: {data}");
     assert!(largest("waiting") >= 2.0, "the two waiting jobs: {data}");
 }
 

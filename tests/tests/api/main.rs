@@ -6,3 +6,4 @@ mod datasets;
 
 mod jobs;
 mod roles;
+mod stacks;

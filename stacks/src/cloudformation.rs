@@ -1,0 +1,693 @@
+//! Previewing and applying a synthesized template with CloudFormation change sets.
+//!
+//! Nothing is deployed without a change set: `diff` creates one, describes it and
+//! deletes it; `deploy` creates one, executes it and follows the stack until it
+//! settles. Everything read back comes from `DescribeStacks`,
+//! `DescribeStackEvents` and `DescribeStackResources`, which every CloudFormation
+//! (and its emulators) implements; where a stack made through change sets reports no
+//! outputs, [`Deployer::outputs`] derives them from the stack's resources.
+
+use crate::diff;
+use aws_sdk_cloudformation::Client;
+use aws_sdk_cloudformation::error::{ProvideErrorMetadata as _, SdkError};
+use aws_sdk_cloudformation::types::{
+    Capability, ChangeAction, ChangeSetStatus, ChangeSetType, Parameter, Replacement,
+};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+/// The template parameter that carries the container image of every task.
+pub const IMAGE_PARAMETER: &str = "ImageUri";
+
+/// A CloudFormation failure, with the text AWS gave.
+#[derive(Debug, thiserror::Error)]
+pub enum CfnError {
+    #[error("CloudFormation {action}: {message}")]
+    Call {
+        action: &'static str,
+        message: String,
+    },
+    #[error("the change set failed: {0}")]
+    ChangeSetFailed(String),
+    #[error("stack `{0}` does not exist")]
+    NoStack(String),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, &'static str),
+}
+
+fn call<E>(action: &'static str) -> impl FnOnce(SdkError<E>) -> CfnError
+where
+    E: aws_sdk_cloudformation::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    move |e| {
+        let message = match e.as_service_error() {
+            Some(service) => format!(
+                "{}: {}",
+                service.code().unwrap_or("error"),
+                service.message().unwrap_or_default()
+            ),
+            None => aws_sdk_cloudformation::error::DisplayErrorContext(&e).to_string(),
+        };
+        CfnError::Call { action, message }
+    }
+}
+
+/// Whether a call failed because the stack does not exist.
+fn stack_missing<E: aws_sdk_cloudformation::error::ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    e.as_service_error()
+        .and_then(|s| s.message())
+        .is_some_and(|m| m.contains("does not exist"))
+}
+
+/// One line of a change set: what happens to one resource.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ResourceChange {
+    /// `Add`, `Modify`, `Remove` (or `Dynamic`, `Import`).
+    pub action: String,
+    pub logical_id: String,
+    pub resource_type: String,
+    /// `True`, `False` or `Conditional` for modifications; empty otherwise.
+    pub replacement: String,
+}
+
+/// A created change set.
+#[derive(Debug, Clone)]
+pub struct ChangeSet {
+    pub id: String,
+    /// Whether it creates the stack (`CREATE`) or updates it (`UPDATE`).
+    pub creates_stack: bool,
+    pub changes: Vec<ResourceChange>,
+}
+
+/// Renders changes as an aligned text table, sorted by logical id.
+pub fn changes_table(changes: &[ResourceChange]) -> String {
+    if changes.is_empty() {
+        return "no changes\n".to_owned();
+    }
+    let mut rows: Vec<[String; 4]> = vec![[
+        "ACTION".into(),
+        "LOGICAL ID".into(),
+        "TYPE".into(),
+        "REPLACEMENT".into(),
+    ]];
+    let mut sorted = changes.to_vec();
+    sorted.sort_by(|a, b| a.logical_id.cmp(&b.logical_id));
+    for c in sorted {
+        let replacement = match c.replacement.as_str() {
+            "" => "-".to_owned(),
+            "True" => "yes (replaced)".to_owned(),
+            "False" => "no".to_owned(),
+            other => other.to_lowercase(),
+        };
+        rows.push([c.action, c.logical_id, c.resource_type, replacement]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A change set and what it really changes.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub change_set: ChangeSet,
+    /// The resources that change, by logical id.
+    pub rows: Vec<ResourceChange>,
+    /// Resources CloudFormation listed although their definitions are the same.
+    pub unchanged_listed: usize,
+}
+
+impl Preview {
+    /// The rows as a table, with a note on rows left out.
+    pub fn table(&self) -> String {
+        let mut out = changes_table(&self.rows);
+        if self.unchanged_listed > 0 {
+            out.push_str(&format!(
+                "({} more listed by CloudFormation with no change in their definition)\n",
+                self.unchanged_listed
+            ));
+        }
+        out
+    }
+}
+
+/// One stack event, as shown while a deployment runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackEvent {
+    pub at: String,
+    pub logical_id: String,
+    pub resource_type: String,
+    pub status: String,
+    pub reason: String,
+}
+
+impl fmt::Display for StackEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}  {:<28} {:<40} {}",
+            self.at, self.status, self.logical_id, self.resource_type
+        )?;
+        if !self.reason.is_empty() {
+            write!(f, "  ({})", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// A resource of a deployed stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackResource {
+    pub logical_id: String,
+    pub physical_id: String,
+    pub resource_type: String,
+    pub status: String,
+}
+
+/// The stack's status and when it last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackStatus {
+    pub name: String,
+    pub status: String,
+    pub reason: String,
+    pub image: Option<String>,
+}
+
+/// Drives one named stack.
+#[derive(Debug, Clone)]
+pub struct Deployer {
+    client: Client,
+    stack: String,
+    /// How often to poll while waiting.
+    pub poll: Duration,
+    /// How long to wait for a change set or a stack operation.
+    pub timeout: Duration,
+}
+
+impl Deployer {
+    pub fn new(sdk: &aws_config::SdkConfig, stack: &str) -> Self {
+        Self {
+            client: Client::new(sdk),
+            stack: stack.to_owned(),
+            poll: Duration::from_secs(2),
+            timeout: Duration::from_secs(3600),
+        }
+    }
+
+    pub fn stack_name(&self) -> &str {
+        &self.stack
+    }
+
+    /// The stack's status, or `None` if it does not exist (or only a change set was
+    /// ever made for it and never executed).
+    pub async fn status(&self) -> Result<Option<StackStatus>, CfnError> {
+        let out = match self
+            .client
+            .describe_stacks()
+            .stack_name(&self.stack)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if stack_missing(&e) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(call("DescribeStacks")(e)),
+        };
+        let Some(stack) = out.stacks().first() else {
+            return Ok(None);
+        };
+        let status = stack
+            .stack_status()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        if status == "REVIEW_IN_PROGRESS" || status == "DELETE_COMPLETE" {
+            return Ok(None);
+        }
+        Ok(Some(StackStatus {
+            name: self.stack.clone(),
+            status,
+            reason: stack.stack_status_reason().unwrap_or_default().to_owned(),
+            image: stack
+                .parameters()
+                .iter()
+                .find(|p| p.parameter_key() == Some(IMAGE_PARAMETER))
+                .and_then(|p| p.parameter_value().map(ToOwned::to_owned)),
+        }))
+    }
+
+    /// Creates a change set for `template` with `image`, waits until CloudFormation has
+    /// computed it, and returns its changes. A template identical to the deployed one
+    /// gives a change set with no changes (which is deleted here).
+    pub async fn create_change_set(
+        &self,
+        template: &str,
+        image: &str,
+        name: &str,
+    ) -> Result<ChangeSet, CfnError> {
+        let creates_stack = self.status().await?.is_none();
+        let out = self
+            .client
+            .create_change_set()
+            .stack_name(&self.stack)
+            .change_set_name(name)
+            .change_set_type(if creates_stack {
+                ChangeSetType::Create
+            } else {
+                ChangeSetType::Update
+            })
+            .template_body(template)
+            .parameters(
+                Parameter::builder()
+                    .parameter_key(IMAGE_PARAMETER)
+                    .parameter_value(image)
+                    .build(),
+            )
+            .capabilities(Capability::CapabilityIam)
+            .capabilities(Capability::CapabilityNamedIam)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            // Some CloudFormations refuse an identical template at once.
+            Err(e)
+                if e.as_service_error()
+                    .and_then(|s| s.message())
+                    .is_some_and(|m| m.contains("No updates are to be performed")) =>
+            {
+                return Ok(ChangeSet {
+                    id: String::new(),
+                    creates_stack,
+                    changes: Vec::new(),
+                });
+            }
+            Err(e) => return Err(call("CreateChangeSet")(e)),
+        };
+        let id = out.id().unwrap_or(name).to_owned();
+        let started = tokio::time::Instant::now();
+        loop {
+            let described = self
+                .client
+                .describe_change_set()
+                .stack_name(&self.stack)
+                .change_set_name(&id)
+                .send()
+                .await
+                .map_err(call("DescribeChangeSet"))?;
+            match described.status() {
+                Some(ChangeSetStatus::CreateComplete) => {
+                    let changes = self.all_changes(&id).await?;
+                    return Ok(ChangeSet {
+                        id,
+                        creates_stack,
+                        changes,
+                    });
+                }
+                Some(ChangeSetStatus::Failed) => {
+                    let reason = described.status_reason().unwrap_or_default().to_owned();
+                    if reason.contains("didn't contain changes") || reason.contains("No updates") {
+                        self.delete_change_set(&id).await.ok();
+                        return Ok(ChangeSet {
+                            id,
+                            creates_stack,
+                            changes: Vec::new(),
+                        });
+                    }
+                    return Err(CfnError::ChangeSetFailed(reason));
+                }
+                _ => {}
+            }
+            if started.elapsed() > self.timeout {
+                return Err(CfnError::Timeout(self.timeout, "the change set"));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    async fn all_changes(&self, id: &str) -> Result<Vec<ResourceChange>, CfnError> {
+        let mut changes = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_change_set()
+                .stack_name(&self.stack)
+                .change_set_name(id)
+                .set_next_token(next.take())
+                .send()
+                .await
+                .map_err(call("DescribeChangeSet"))?;
+            for change in out.changes() {
+                let Some(rc) = change.resource_change() else {
+                    continue;
+                };
+                changes.push(ResourceChange {
+                    action: rc
+                        .action()
+                        .map(ChangeAction::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    logical_id: rc.logical_resource_id().unwrap_or_default().to_owned(),
+                    resource_type: rc.resource_type().unwrap_or_default().to_owned(),
+                    replacement: rc
+                        .replacement()
+                        .map(Replacement::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                });
+            }
+            match out.next_token {
+                Some(token) if !token.is_empty() => next = Some(token),
+                _ => break,
+            }
+        }
+        changes.sort();
+        Ok(changes)
+    }
+
+    pub async fn delete_change_set(&self, id: &str) -> Result<(), CfnError> {
+        self.client
+            .delete_change_set()
+            .stack_name(&self.stack)
+            .change_set_name(id)
+            .send()
+            .await
+            .map_err(call("DeleteChangeSet"))?;
+        Ok(())
+    }
+
+    /// The deployed template and its parameter values, if the stack exists.
+    pub async fn deployed(&self) -> Result<Option<(Value, BTreeMap<String, String>)>, CfnError> {
+        let Some(status) = self.status().await? else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .get_template()
+            .stack_name(&self.stack)
+            .send()
+            .await
+            .map_err(call("GetTemplate"))?;
+        let template: Value =
+            serde_json::from_str(out.template_body().unwrap_or("{}")).map_err(|e| {
+                CfnError::Call {
+                    action: "GetTemplate",
+                    message: format!("the deployed template is not JSON: {e}"),
+                }
+            })?;
+        let mut parameters = BTreeMap::new();
+        if let Some(image) = status.image {
+            parameters.insert(IMAGE_PARAMETER.to_owned(), image);
+        }
+        Ok(Some((template, parameters)))
+    }
+
+    /// Creates the change set that deploys `template` with `image`, and works out
+    /// which resources it really changes (see [`crate::diff`]): the rows to show. Rows
+    /// CloudFormation lists without a change in the templates are left out and
+    /// counted in [`Preview::unchanged_listed`].
+    pub async fn preview(
+        &self,
+        template: &str,
+        image: &str,
+        name: &str,
+    ) -> Result<Preview, CfnError> {
+        let (old, old_parameters) = self
+            .deployed()
+            .await?
+            .unwrap_or_else(|| (Value::Object(Default::default()), BTreeMap::new()));
+        let new: Value = serde_json::from_str(template).map_err(|e| CfnError::Call {
+            action: "CreateChangeSet",
+            message: format!("the template is not JSON: {e}"),
+        })?;
+        let new_parameters = BTreeMap::from([(IMAGE_PARAMETER.to_owned(), image.to_owned())]);
+        let ours = diff::changes(&old, &old_parameters, &new, &new_parameters);
+        // Sent compact: CloudFormation takes at most 51,200 bytes inline, and the
+        // pretty template of production is larger.
+        let compact = serde_json::to_string(&new).map_err(|e| CfnError::Call {
+            action: "CreateChangeSet",
+            message: format!("serializing the template: {e}"),
+        })?;
+        let change_set = self.create_change_set(&compact, image, name).await?;
+        let type_in = |t: &Value, id: &str| {
+            t.get("Resources")
+                .and_then(|r| r.get(id))
+                .and_then(|r| r.get("Type"))
+                .and_then(Value::as_str)
+                .map(ToOwned::to_owned)
+        };
+        let rows: Vec<ResourceChange> = ours
+            .iter()
+            .map(|(id, change)| {
+                let (action, replacement) = match change {
+                    diff::Change::Add => ("Add", ""),
+                    diff::Change::Remove => ("Remove", ""),
+                    diff::Change::Modify { replaces: true } => ("Modify", "True"),
+                    diff::Change::Modify { replaces: false } => ("Modify", "False"),
+                };
+                ResourceChange {
+                    action: action.to_owned(),
+                    logical_id: id.clone(),
+                    resource_type: type_in(&new, id)
+                        .or_else(|| type_in(&old, id))
+                        .unwrap_or_default(),
+                    replacement: replacement.to_owned(),
+                }
+            })
+            .collect();
+        let unchanged_listed = change_set
+            .changes
+            .iter()
+            .filter(|c| !ours.contains_key(&c.logical_id))
+            .count();
+        Ok(Preview {
+            change_set,
+            rows,
+            unchanged_listed,
+        })
+    }
+
+    /// Executes a change set and follows the stack until it settles, calling
+    /// `on_event` for each new stack event. Returns the final stack status.
+    pub async fn execute(
+        &self,
+        change_set_id: &str,
+        on_event: impl FnMut(&StackEvent),
+    ) -> Result<String, CfnError> {
+        let seen = self.event_ids().await?;
+        self.client
+            .execute_change_set()
+            .stack_name(&self.stack)
+            .change_set_name(change_set_id)
+            .send()
+            .await
+            .map_err(call("ExecuteChangeSet"))?;
+        self.follow(seen, on_event).await
+    }
+
+    /// Deletes the stack and follows it until it is gone.
+    pub async fn destroy(&self, on_event: impl FnMut(&StackEvent)) -> Result<String, CfnError> {
+        if self.status().await?.is_none() {
+            return Err(CfnError::NoStack(self.stack.clone()));
+        }
+        let seen = self.event_ids().await?;
+        self.client
+            .delete_stack()
+            .stack_name(&self.stack)
+            .send()
+            .await
+            .map_err(call("DeleteStack"))?;
+        self.follow(seen, on_event).await
+    }
+
+    async fn event_ids(&self) -> Result<HashSet<String>, CfnError> {
+        Ok(self.events().await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The stack's events, oldest first, with their ids.
+    async fn events(&self) -> Result<Vec<(String, StackEvent)>, CfnError> {
+        let out = match self
+            .client
+            .describe_stack_events()
+            .stack_name(&self.stack)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if stack_missing(&e) => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(call("DescribeStackEvents")(e)),
+        };
+        let mut events: Vec<(String, StackEvent)> = out
+            .stack_events()
+            .iter()
+            .map(|e| {
+                (
+                    e.event_id().unwrap_or_default().to_owned(),
+                    StackEvent {
+                        at: e
+                            .timestamp()
+                            .and_then(|t| {
+                                t.fmt(aws_sdk_cloudformation::primitives::DateTimeFormat::DateTime)
+                                    .ok()
+                            })
+                            .unwrap_or_default(),
+                        logical_id: e.logical_resource_id().unwrap_or_default().to_owned(),
+                        resource_type: e.resource_type().unwrap_or_default().to_owned(),
+                        status: e
+                            .resource_status()
+                            .map(|s| s.as_str().to_owned())
+                            .unwrap_or_default(),
+                        reason: e.resource_status_reason().unwrap_or_default().to_owned(),
+                    },
+                )
+            })
+            .collect();
+        events.reverse();
+        Ok(events)
+    }
+
+    async fn follow(
+        &self,
+        mut seen: HashSet<String>,
+        mut on_event: impl FnMut(&StackEvent),
+    ) -> Result<String, CfnError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            for (id, event) in self.events().await? {
+                if seen.insert(id) {
+                    on_event(&event);
+                }
+            }
+            let status = match self.status().await? {
+                None => return Ok("DELETE_COMPLETE".to_owned()),
+                Some(s) => s.status,
+            };
+            if !status.ends_with("_IN_PROGRESS") {
+                return Ok(status);
+            }
+            if started.elapsed() > self.timeout {
+                return Err(CfnError::Timeout(self.timeout, "the stack"));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// Why resources failed in the last operation: every `*_FAILED` event's reason.
+    pub async fn failures(&self) -> Result<Vec<StackEvent>, CfnError> {
+        Ok(self
+            .events()
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.status.ends_with("_FAILED"))
+            .collect())
+    }
+
+    /// The stack's resources, by logical id.
+    pub async fn resources(&self) -> Result<Vec<StackResource>, CfnError> {
+        let out = self
+            .client
+            .describe_stack_resources()
+            .stack_name(&self.stack)
+            .send()
+            .await
+            .map_err(call("DescribeStackResources"))?;
+        let mut resources: Vec<StackResource> = out
+            .stack_resources()
+            .iter()
+            .map(|r| StackResource {
+                logical_id: r.logical_resource_id().unwrap_or_default().to_owned(),
+                physical_id: r.physical_resource_id().unwrap_or_default().to_owned(),
+                resource_type: r.resource_type().unwrap_or_default().to_owned(),
+                status: r
+                    .resource_status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        resources.sort_by(|a, b| a.logical_id.cmp(&b.logical_id));
+        Ok(resources)
+    }
+
+    /// The stack's outputs. Where CloudFormation reports none (emulators do not for
+    /// stacks made through change sets), each resource's physical id is given under
+    /// its logical id instead, which names the same things.
+    pub async fn outputs(&self) -> Result<BTreeMap<String, String>, CfnError> {
+        let out = self
+            .client
+            .describe_stacks()
+            .stack_name(&self.stack)
+            .send()
+            .await
+            .map_err(call("DescribeStacks"))?;
+        let outputs: BTreeMap<String, String> = out
+            .stacks()
+            .first()
+            .map(|s| {
+                s.outputs()
+                    .iter()
+                    .filter_map(|o| {
+                        Some((
+                            o.output_key()?.to_owned(),
+                            o.output_value().unwrap_or_default().to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !outputs.is_empty() {
+            return Ok(outputs);
+        }
+        Ok(self
+            .resources()
+            .await?
+            .into_iter()
+            .filter(|r| !r.logical_id.is_empty() && !r.physical_id.is_empty())
+            .map(|r| (r.logical_id, r.physical_id))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_change_table_is_aligned_and_sorted() {
+        let table = changes_table(&[
+            ResourceChange {
+                action: "Modify".into(),
+                logical_id: "WorkerTaskDefinition".into(),
+                resource_type: "AWS::ECS::TaskDefinition".into(),
+                replacement: "True".into(),
+            },
+            ResourceChange {
+                action: "Add".into(),
+                logical_id: "Alarm".into(),
+                resource_type: "AWS::CloudWatch::Alarm".into(),
+                replacement: String::new(),
+            },
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ACTION  LOGICAL ID"));
+        assert!(lines[1].starts_with("Add     Alarm"));
+        assert!(lines[2].ends_with("yes (replaced)"));
+        assert_eq!(changes_table(&[]), "no changes\n");
+    }
+}

@@ -1,0 +1,199 @@
+//! Observability: two alarms and one dashboard.
+//!
+//! * `DeadLetterAlarm`: the dead-letter queue holds `dlq_threshold` letters or more
+//!   (SQS's `ApproximateNumberOfMessagesVisible`, 5-minute maximum);
+//! * `OldestJobAgeAlarm`: the oldest waiting job has waited more than
+//!   `oldest_job_age_secs` for three minutes in a row (the orchestrator's
+//!   `oldest_job_age_seconds` metric; missing data keeps the alarm's state);
+//! * `Dashboard`: the orchestrator's metrics (namespace `Quarry`, dimension
+//!   `Environment`): queue depth, oldest job, fleet size, throughput, durations and
+//!   worker time, the body a deterministic JSON string.
+//!
+//! The alarms have no actions yet: subscribe to them in the console or add a topic.
+
+use super::check_range;
+use crate::error::{PropError, StackError};
+use crate::intrinsic::{get_att, sub};
+use crate::resource::{Resource, Template, to_compact_json};
+use serde_json::{Value, json};
+
+const CONSTRUCT: &str = "observability";
+
+/// Props of the alarms and dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservabilityProps {
+    /// Prefix of the alarm names and the dashboard's name (the stack's name).
+    /// Default: `quarry`.
+    pub name: String,
+    /// The `Environment` dimension of Quarry's metrics. Default: `staging`.
+    pub environment: String,
+    /// Alarm when the oldest waiting job is older than this
+    /// (`stack.alarms.oldest_job_age_secs`), 60 to 86400. Default: 900.
+    pub oldest_job_age_secs: u32,
+    /// Alarm when the dead-letter queue holds this many letters
+    /// (`stack.alarms.dlq_threshold`), at least 1. Default: 1.
+    pub dlq_threshold: u32,
+}
+
+impl Default for ObservabilityProps {
+    fn default() -> Self {
+        Self {
+            name: "quarry".to_owned(),
+            environment: "staging".to_owned(),
+            oldest_job_age_secs: 900,
+            dlq_threshold: 1,
+        }
+    }
+}
+
+impl ObservabilityProps {
+    /// Checks the thresholds.
+    pub fn validate(&self) -> Vec<PropError> {
+        [
+            check_range(
+                CONSTRUCT,
+                "stack.alarms.oldest_job_age_secs",
+                self.oldest_job_age_secs,
+                "s",
+                (60, 86_400),
+                " (the orchestrator samples once per tick)",
+            ),
+            check_range(
+                CONSTRUCT,
+                "stack.alarms.dlq_threshold",
+                self.dlq_threshold,
+                "letters",
+                (1, 100_000),
+                "",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// The dashboard's graphs: title, statistic, metric names.
+const GRAPHS: [(&str, &str, &[&str]); 6] = [
+    (
+        "Queue depth",
+        "Maximum",
+        &["queue_visible", "queue_in_flight", "queue_dead"],
+    ),
+    (
+        "Oldest waiting job (s)",
+        "Maximum",
+        &["oldest_job_age_seconds"],
+    ),
+    (
+        "Workers",
+        "Maximum",
+        &["workers_running", "workers_starting"],
+    ),
+    ("Jobs finished", "Sum", &["jobs_succeeded", "jobs_failed"]),
+    (
+        "Job duration (s)",
+        "Average",
+        &["job_duration_p50_seconds", "job_duration_p95_seconds"],
+    ),
+    ("Worker time (s)", "Sum", &["worker_seconds"]),
+];
+
+/// The dashboard's body: two graphs per row; the region comes from `Fn::Sub`.
+pub fn dashboard_body(environment: &str) -> String {
+    let widgets: Vec<Value> = GRAPHS
+        .iter()
+        .enumerate()
+        .map(|(i, (title, stat, metrics))| {
+            let metrics: Vec<Value> = metrics
+                .iter()
+                .map(|m| json!([crate::METRICS_NAMESPACE, m, "Environment", environment]))
+                .collect();
+            json!({
+                "type": "metric",
+                "x": (i % 2) * 12,
+                "y": (i / 2) * 6,
+                "width": 12,
+                "height": 6,
+                "properties": {
+                    "title": title,
+                    "view": "timeSeries",
+                    "stacked": false,
+                    "region": "${AWS::Region}",
+                    "stat": stat,
+                    "period": 60,
+                    "metrics": metrics,
+                },
+            })
+        })
+        .collect();
+    to_compact_json(&json!({ "widgets": widgets }))
+}
+
+/// Adds the alarms and the dashboard. `dead_letter_queue` is the queue's logical id.
+pub fn add(
+    template: &mut Template,
+    props: &ObservabilityProps,
+    dead_letter_queue: &str,
+) -> Result<(), StackError> {
+    template.add_resource(
+        "DeadLetterAlarm",
+        Resource::new(
+            "AWS::CloudWatch::Alarm",
+            json!({
+                "AlarmName": format!("{}-dead-letters", props.name),
+                "AlarmDescription": format!(
+                    "Quarry {}: {} or more jobs in the dead-letter queue; they failed every \
+                     attempt (see the jobs page)",
+                    props.environment, props.dlq_threshold
+                ),
+                "Namespace": "AWS/SQS",
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Dimensions": [{
+                    "Name": "QueueName",
+                    "Value": get_att(dead_letter_queue, "QueueName"),
+                }],
+                "Statistic": "Maximum",
+                "Period": 300,
+                "EvaluationPeriods": 1,
+                "Threshold": props.dlq_threshold - 1,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+            }),
+        ),
+    )?;
+    template.add_resource(
+        "OldestJobAgeAlarm",
+        Resource::new(
+            "AWS::CloudWatch::Alarm",
+            json!({
+                "AlarmName": format!("{}-oldest-job-age", props.name),
+                "AlarmDescription": format!(
+                    "Quarry {}: a job has waited more than {} s; the fleet is too small, \
+                     at its maximum or not starting",
+                    props.environment, props.oldest_job_age_secs
+                ),
+                "Namespace": crate::METRICS_NAMESPACE,
+                "MetricName": "oldest_job_age_seconds",
+                "Dimensions": [{ "Name": "Environment", "Value": props.environment }],
+                "Statistic": "Maximum",
+                "Period": 60,
+                "EvaluationPeriods": 3,
+                "DatapointsToAlarm": 3,
+                "Threshold": props.oldest_job_age_secs,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "missing",
+            }),
+        ),
+    )?;
+    template.add_resource(
+        "Dashboard",
+        Resource::new(
+            "AWS::CloudWatch::Dashboard",
+            json!({
+                "DashboardName": props.name,
+                "DashboardBody": sub(&dashboard_body(&props.environment)),
+            }),
+        ),
+    )
+}
