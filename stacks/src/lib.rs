@@ -22,6 +22,7 @@
 //!
 //! This crate does not talk to AWS: deploying, diffing and promoting build on it.
 
+pub mod changes;
 pub mod cloudformation;
 pub mod config;
 pub mod constructs;
