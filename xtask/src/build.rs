@@ -42,6 +42,19 @@ pub fn dist(layout: &Layout) -> anyhow::Result<PathBuf> {
     Ok(layout.site())
 }
 
+/// Cargo's selection of the browser crate: `quarry-app` for WASM, `hydrate` only
+/// (built here, linted by `cargo xtask lint`).
+pub const WASM_CRATE: [&str; 8] = [
+    "--package",
+    "quarry-app",
+    "--lib",
+    "--target",
+    "wasm32-unknown-unknown",
+    "--no-default-features",
+    "--features",
+    "hydrate",
+];
+
 /// `quarry_app` for the browser (`hydrate` only), then wasm-bindgen into `site/pkg`.
 pub fn wasm(layout: &Layout) -> anyhow::Result<()> {
     wasm_profile(layout, false)
@@ -49,17 +62,8 @@ pub fn wasm(layout: &Layout) -> anyhow::Result<()> {
 
 fn wasm_profile(layout: &Layout, release: bool) -> anyhow::Result<()> {
     crate::prereq::wasm_target(layout)?;
-    let mut args = vec![
-        "build",
-        "--package",
-        "quarry-app",
-        "--lib",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--no-default-features",
-        "--features",
-        "hydrate",
-    ];
+    let mut args = vec!["build"];
+    args.extend(WASM_CRATE);
     if release {
         args.push("--release");
     }

@@ -19,20 +19,10 @@ pub fn lint(layout: &Layout) -> anyhow::Result<()> {
     )?;
     run(
         layout,
-        cargo().args([
-            "clippy",
-            "--package",
-            "quarry-app",
-            "--lib",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--no-default-features",
-            "--features",
-            "hydrate",
-            "--",
-            "-D",
-            "warnings",
-        ]),
+        cargo()
+            .arg("clippy")
+            .args(build::WASM_CRATE)
+            .args(["--", "-D", "warnings"]),
     )
 }
 
