@@ -51,6 +51,9 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Internal: read one upload described on stdin (the server's inspection child).
+    #[command(hide = true)]
+    InspectUpload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +85,10 @@ enum UserCommand {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    if let Command::InspectUpload = cli.command {
+        // No runtime: the child only reads one file with polars.
+        return quarry_worker::ingest::child::serve();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -107,6 +114,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up => up().await,
         Command::Serve => {
             let services = open_services(Config::load()?).await?;
+            housekeeping(&services).await;
             serve_until_signal(services, |addr| {
                 println!("Quarry is serving at http://{addr}")
             })
@@ -173,6 +181,51 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Stack { command } => crate::stack_cli::run(command).await,
+        Command::InspectUpload => quarry_worker::ingest::child::serve(),
+    }
+}
+
+/// Start-up housekeeping of a server: the database file is owner-only, and what a
+/// crash left behind goes (blobs without a row, stale temporary files). A failure is
+/// logged, never fatal.
+async fn housekeeping(services: &Services) {
+    let config = &services.config;
+    #[cfg(unix)]
+    if config.database.url.expose_secret().is_empty() {
+        use std::os::unix::fs::PermissionsExt as _;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = config.data_dir.join(format!("quarry.db{suffix}"));
+            if file.exists()
+                && let Err(e) =
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(file = %file.display(), error = %e, "could not restrict the database file");
+            }
+        }
+    }
+    // On one machine only this server writes uploads, so none is in progress now;
+    // elsewhere another API task may be mid-upload.
+    let embedded = matches!(config.blob_store, BlobStoreConfig::Local { .. });
+    let grace = quarry_core::sweep::Grace {
+        datasets: if embedded {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(3600)
+        },
+        results: Duration::from_secs(3600),
+    };
+    match quarry_core::sweep::orphaned_blobs(&services.db, services.blobs.as_ref(), grace).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            removed = n,
+            "removed files left without a row by an earlier crash"
+        ),
+        Err(e) => tracing::warn!(error = %e, "the start-up sweep of orphaned files failed"),
+    }
+    let tmp = quarry_worker::run::tmp_dir(config);
+    let stale = quarry_core::sweep::stale_temp_files(&tmp, Duration::from_secs(3600));
+    if stale > 0 {
+        tracing::info!(removed = stale, "removed stale temporary files");
     }
 }
 
@@ -237,6 +290,9 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
             Arc::new(CloudWatchMetrics::new(aws_sdk()?, &config.environment))
         }
     };
+    let inspections = Arc::new(tokio::sync::Semaphore::new(
+        config.uploads.max_concurrent_inspections as usize,
+    ));
     Ok(Arc::new(Services {
         config,
         db,
@@ -244,6 +300,7 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
         queue,
         metrics,
         nudge: Arc::new(Notify::new()),
+        inspections,
     }))
 }
 
@@ -330,9 +387,10 @@ async fn worker() -> anyhow::Result<()> {
 
 async fn up() -> anyhow::Result<()> {
     let config = Config::load()?;
-    std::fs::create_dir_all(&config.data_dir)
+    quarry_core::blob::private_dir(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let services = open_services(config).await?;
+    housekeeping(&services).await;
     let token_path = ensure_admin(&services.db, &services.config.data_dir).await?;
     let shown = token_path.canonicalize().unwrap_or(token_path);
     let shutdown = CancellationToken::new();

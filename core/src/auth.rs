@@ -2,7 +2,10 @@
 //!
 //! A token is `qry_` followed by 64 hex digits of randomness. Only its SHA-256 is
 //! stored, so the database alone cannot be used to sign in. Tokens may expire and be
-//! revoked; both are checked on every request.
+//! revoked; both are checked on every request, and again by responses that last
+//! (event streams ask [`still_valid`] as they go). A web session opened with a token
+//! ends with it, and nothing made with a token outlives it: a token minted under it
+//! must expire no later (see [`issue_token_for`]).
 
 use crate::clock::now_ms;
 use crate::db::Db;
@@ -21,6 +24,35 @@ pub struct Principal {
     pub user_id: String,
     pub name: String,
     pub role: Role,
+    /// What the request was authenticated with, so it can be checked again later.
+    pub credential: Credential,
+}
+
+/// The credential behind a [`Principal`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credential {
+    /// Made in-process (the CLI, tests): there is nothing to check again.
+    #[default]
+    Internal,
+    /// A bearer token, by its id.
+    Token { token_id: String },
+    /// A web session, by the SHA-256 of its id, with the token it was opened with
+    /// (if it was not opened with a password).
+    Session {
+        id_hash: String,
+        token_id: Option<String>,
+    },
+}
+
+impl Credential {
+    /// The API token this credential is, or was made from.
+    pub fn token_id(&self) -> Option<&str> {
+        match self {
+            Credential::Token { token_id } => Some(token_id),
+            Credential::Session { token_id, .. } => token_id.as_deref(),
+            Credential::Internal => None,
+        }
+    }
 }
 
 /// What each role may do. Every page, server function and API route asks these,
@@ -59,6 +91,7 @@ pub struct User {
 
 #[derive(sqlx::FromRow)]
 struct TokenRow {
+    id: String,
     user_id: String,
     name: String,
     role: String,
@@ -192,7 +225,7 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Principal> {
         ));
     }
     let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT t.user_id, u.name, u.role, t.expires_at, t.revoked_at \
+        "SELECT t.id, t.user_id, u.name, u.role, t.expires_at, t.revoked_at \
          FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
     )
     .bind(hash_secret(token))
@@ -203,15 +236,8 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Principal> {
             "the bearer token is not valid: check it or ask an admin for a new one".to_owned(),
         )
     })?;
-    if row.revoked_at.is_some() {
-        return Err(Error::Unauthorized(
-            "the bearer token was revoked: ask an admin for a new one".to_owned(),
-        ));
-    }
-    if row.expires_at.is_some_and(|at| at <= now_ms()) {
-        return Err(Error::Unauthorized(
-            "the bearer token has expired: ask an admin for a new one".to_owned(),
-        ));
+    if let Some(ended) = TokenEnd::of(row.expires_at, row.revoked_at) {
+        return Err(ended.as_bearer());
     }
     let role = row
         .role
@@ -222,7 +248,121 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Principal> {
         user_id: row.user_id,
         name: row.name,
         role,
+        credential: Credential::Token { token_id: row.id },
     })
+}
+
+/// Why a token no longer signs anyone in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenEnd {
+    Revoked,
+    Expired,
+}
+
+impl TokenEnd {
+    /// The end of a token with these stored times, if it has ended (revocation first).
+    pub(crate) fn of(expires_at: Option<i64>, revoked_at: Option<i64>) -> Option<Self> {
+        if revoked_at.is_some() {
+            Some(TokenEnd::Revoked)
+        } else if expires_at.is_some_and(|at| at <= now_ms()) {
+            Some(TokenEnd::Expired)
+        } else {
+            None
+        }
+    }
+
+    fn as_bearer(self) -> Error {
+        Error::Unauthorized(
+            match self {
+                TokenEnd::Revoked => "the bearer token was revoked: ask an admin for a new one",
+                TokenEnd::Expired => "the bearer token has expired: ask an admin for a new one",
+            }
+            .to_owned(),
+        )
+    }
+
+    /// The refusal of a session opened with the token.
+    pub(crate) fn as_session_origin(self) -> Error {
+        Error::Unauthorized(
+            match self {
+                TokenEnd::Revoked => {
+                    "the token this session came from has been revoked: sign in again"
+                }
+                TokenEnd::Expired => "the token this session came from has expired: sign in again",
+            }
+            .to_owned(),
+        )
+    }
+}
+
+/// The stored expiry and revocation of a token, by id.
+pub(crate) async fn token_times(
+    db: &Db,
+    token_id: &str,
+) -> Result<Option<(Option<i64>, Option<i64>)>> {
+    Ok(
+        sqlx::query_as("SELECT expires_at, revoked_at FROM api_tokens WHERE id = $1")
+            .bind(token_id)
+            .fetch_optional(db.pool())
+            .await?,
+    )
+}
+
+/// Whether the credential behind `who` still holds: a bearer token neither revoked
+/// nor expired; a session not ended, not expired, and not opened with a token that
+/// since ended. `Err(Unauthorized)` says why not. Responses that outlast their
+/// request (event streams) call this as they go, so revoking a token ends them.
+/// It costs one lookup by primary key.
+pub async fn still_valid(db: &Db, who: &Principal) -> Result<()> {
+    match &who.credential {
+        Credential::Internal => Ok(()),
+        Credential::Token { token_id } => match token_times(db, token_id).await? {
+            None => Err(Error::Unauthorized(
+                "the bearer token is not valid any more".to_owned(),
+            )),
+            Some((expires_at, revoked_at)) => match TokenEnd::of(expires_at, revoked_at) {
+                Some(ended) => Err(ended.as_bearer()),
+                None => Ok(()),
+            },
+        },
+        Credential::Session { id_hash, .. } => crate::sessions::session_by_hash(db, id_hash)
+            .await
+            .map(drop),
+    }
+}
+
+/// Issues a token for the caller, as the settings page does. A caller signed in with
+/// an API token (directly, or through a session opened with one) cannot mint a token
+/// that outlives it: asking for a later expiry, or none, is refused with the date to
+/// stay within. This keeps a stolen short-lived token from turning into a lasting one.
+pub async fn issue_token_for(
+    db: &Db,
+    who: &Principal,
+    label: &str,
+    expires_at: Option<i64>,
+) -> Result<SecretString> {
+    if let Some(parent) = who.credential.token_id() {
+        let (parent_expires, revoked_at) = token_times(db, parent).await?.ok_or_else(|| {
+            Error::Unauthorized("the token you signed in with is not valid any more".to_owned())
+        })?;
+        if let Some(ended) = TokenEnd::of(parent_expires, revoked_at) {
+            return Err(match who.credential {
+                Credential::Token { .. } => ended.as_bearer(),
+                _ => ended.as_session_origin(),
+            });
+        }
+        if let Some(limit) = parent_expires
+            && expires_at.is_none_or(|at| at > limit)
+        {
+            return Err(Error::Forbidden(format!(
+                "you signed in with an API token that expires at {}, and a token made \
+                 with it cannot outlive it: choose an expiry before then, or sign in \
+                 with your password to make a longer-lived token",
+                crate::clock::rfc3339(limit)
+            )));
+        }
+    }
+    issue_token(db, &who.user_id, label, expires_at).await
 }
 
 /// An API token as its owner sees it (never the secret itself).
@@ -326,9 +466,15 @@ mod tests {
             Principal {
                 user_id: user.id,
                 name: "ana".into(),
-                role: Role::Analyst
+                role: Role::Analyst,
+                credential: who.credential.clone(),
             }
         );
+        assert!(
+            matches!(&who.credential, Credential::Token { token_id } if !token_id.is_empty()),
+            "{who:?}"
+        );
+        still_valid(&db, &who).await.unwrap();
         let dup = create_user(&db, "ana", Role::Lead).await.unwrap_err();
         assert!(matches!(dup, Error::Conflict(_)), "{dup:?}");
     }
@@ -377,6 +523,48 @@ mod tests {
                 .iter()
                 .any(|t| t.id == laptop.id && t.revoked_at.is_some())
         );
+    }
+
+    #[tokio::test]
+    async fn a_token_mints_none_that_outlives_it_and_its_principal_ends_when_revoked() {
+        let (_dir, db) = db().await;
+        let (user, _) = create_user(&db, "cy", Role::Analyst).await.unwrap();
+        let soon = now_ms() + 60_000;
+        let short = issue_token(&db, &user.id, "short", Some(soon))
+            .await
+            .unwrap();
+        let who = authenticate(&db, short.expose_secret()).await.unwrap();
+        for asked in [None, Some(soon + 1)] {
+            let err = issue_token_for(&db, &who, "longer", asked)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Forbidden(_)) && err.to_string().contains("outlive"),
+                "{asked:?}: {err}"
+            );
+        }
+        let within = issue_token_for(&db, &who, "within", Some(soon - 1_000))
+            .await
+            .unwrap();
+        assert!(authenticate(&db, within.expose_secret()).await.is_ok());
+        let by_password = Principal {
+            credential: Credential::Internal,
+            ..who.clone()
+        };
+        issue_token_for(&db, &by_password, "forever", None)
+            .await
+            .unwrap();
+        assert_eq!(list_tokens(&db, &user.id).await.unwrap().len(), 4);
+
+        still_valid(&db, &who).await.unwrap();
+        let id = who.credential.token_id().unwrap().to_owned();
+        revoke_token(&db, &user.id, &id).await.unwrap();
+        let err = still_valid(&db, &who).await.unwrap_err();
+        assert!(err.to_string().contains("revoked"), "{err}");
+        let err = issue_token_for(&db, &who, "after", Some(soon - 1_000))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("revoked"), "{err}");
     }
 
     #[tokio::test]

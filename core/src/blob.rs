@@ -52,6 +52,14 @@ pub struct PolarsLocation {
     pub options: Vec<(String, String)>,
 }
 
+/// A stored blob as [`BlobStore::list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    /// When it was last written, in milliseconds since the Unix epoch.
+    pub modified_ms: i64,
+}
+
 /// Where blobs are kept.
 #[async_trait]
 pub trait BlobStore: Send + Sync + fmt::Debug {
@@ -74,6 +82,10 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
 
     /// Removes the blob; a missing blob is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// The blobs whose keys start with `prefix`, for the start-up sweep of files a
+    /// crash left without a database row.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
 
     /// A URL from which a browser can download the blob for `ttl`, saved as
     /// `download_name`; `None` when the store cannot sign one (then the server streams).
@@ -103,7 +115,7 @@ impl LocalBlobStore {
     /// Opens (creating) the directory and removes staging files left by uploads that
     /// were cut off by a crash.
     pub fn open(root: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        private_dir(root)?;
         let root = root
             .canonicalize()
             .with_context(|| format!("resolving {}", root.display()))?;
@@ -127,6 +139,30 @@ impl LocalBlobStore {
             .with_context(|| format!("blob key {key}"))
             .map_err(Error::Internal)
     }
+}
+
+/// Makes a blob file readable by its owner only (datasets are private).
+async fn owner_only(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .await
+            .with_context(|| format!("restricting {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) readable by its owner only.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// `object_store` stages multipart uploads as `<name>#<n>`; after a crash they remain.
@@ -202,6 +238,7 @@ impl BlobStore for LocalBlobStore {
             .finish()
             .await
             .map_err(|e| internal(e, "finishing upload"))?;
+        owner_only(&self.fs_path(key)?).await?;
         Ok(written)
     }
 
@@ -223,6 +260,7 @@ impl BlobStore for LocalBlobStore {
         let bytes = tokio::fs::copy(file, &staging)
             .await
             .context("copying into blob store")?;
+        owner_only(&staging).await?;
         tokio::fs::rename(&staging, &target)
             .await
             .context("publishing blob")?;
@@ -278,6 +316,24 @@ impl BlobStore for LocalBlobStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(internal(e, "deleting blob")),
         }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let prefix = ObjectPath::from(prefix.trim_end_matches('/'));
+        let mut listed = Vec::new();
+        let mut stream = self.store.list(Some(&prefix));
+        while let Some(meta) = stream.next().await {
+            match meta {
+                Ok(meta) => listed.push(Listed {
+                    key: meta.location.to_string(),
+                    modified_ms: meta.last_modified.timestamp_millis(),
+                }),
+                // A file removed while listing is not there any more: fine.
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(internal(e, "listing blobs")),
+            }
+        }
+        Ok(listed)
     }
 }
 

@@ -5,7 +5,7 @@ use crate::clock::{now_ms, rfc3339};
 use crate::db::Db;
 use crate::error::{Error, Result, is_unique_violation};
 use anyhow::Context as _;
-use quarry_domain::{ColumnInfo, Dataset, DatasetFormat};
+use quarry_domain::{ColumnInfo, Dataset, DatasetFormat, IngestOptions};
 
 /// What the upload path learned about a new dataset, ready to be recorded.
 #[derive(Debug, Clone)]
@@ -18,6 +18,15 @@ pub struct NewDataset {
     pub rows: u64,
     pub bytes: u64,
     pub columns: Vec<ColumnInfo>,
+    pub typed: TypedCopy,
+}
+
+/// The typed Parquet copy of a dataset and how it was made.
+#[derive(Debug, Clone)]
+pub struct TypedCopy {
+    pub parquet_key: String,
+    pub stored_bytes: u64,
+    pub ingest: IngestOptions,
 }
 
 /// A stored dataset with what the server needs beyond the API view.
@@ -25,7 +34,33 @@ pub struct NewDataset {
 pub struct StoredDataset {
     pub view: Dataset,
     pub owner_id: String,
+    /// The original file, as uploaded.
     pub blob_key: String,
+    /// The typed Parquet copy, if the dataset has one.
+    pub parquet_key: Option<String>,
+}
+
+impl StoredDataset {
+    /// What an analysis reads: the typed Parquet copy, or the original of a dataset
+    /// stored before typed copies existed.
+    pub fn scan_target(&self) -> (&str, DatasetFormat) {
+        match &self.parquet_key {
+            Some(key) => (key, DatasetFormat::Parquet),
+            None => (&self.blob_key, self.view.format),
+        }
+    }
+
+    /// Every blob the dataset owns (the original and its typed copy).
+    pub fn blob_keys(&self) -> Vec<String> {
+        let mut keys = vec![self.blob_key.clone()];
+        keys.extend(
+            self.parquet_key
+                .iter()
+                .filter(|k| **k != self.blob_key)
+                .cloned(),
+        );
+        keys
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -40,6 +75,9 @@ struct Row {
     byte_count: i64,
     columns_json: String,
     created_at: i64,
+    parquet_key: Option<String>,
+    stored_bytes: Option<i64>,
+    ingest_json: Option<String>,
 }
 
 impl Row {
@@ -49,6 +87,12 @@ impl Row {
             .parse::<DatasetFormat>()
             .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?;
         let columns = serde_json::from_str(&self.columns_json).context("columns_json")?;
+        let ingest = self
+            .ingest_json
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .context("ingest_json")?;
         Ok(StoredDataset {
             view: Dataset {
                 id: self.id,
@@ -56,19 +100,22 @@ impl Row {
                 format,
                 rows: u64::try_from(self.row_count).unwrap_or(0),
                 bytes: u64::try_from(self.byte_count).unwrap_or(0),
+                stored_bytes: self.stored_bytes.and_then(|b| u64::try_from(b).ok()),
                 columns,
+                ingest,
                 created_at: rfc3339(self.created_at),
                 owner: self.owner,
             },
             owner_id: self.owner_id,
             blob_key: self.blob_key,
+            parquet_key: self.parquet_key,
         })
     }
 }
 
 const SELECT: &str = "SELECT d.id, d.owner_id, u.name AS owner, d.name, d.format, d.blob_key, \
-     d.row_count, d.byte_count, d.columns_json, d.created_at \
-     FROM datasets d JOIN users u ON u.id = d.owner_id";
+     d.row_count, d.byte_count, d.columns_json, d.created_at, d.parquet_key, d.stored_bytes, \
+     d.ingest_json FROM datasets d JOIN users u ON u.id = d.owner_id";
 
 /// Checks a dataset name: 1 to 200 printable characters, no slashes.
 pub fn validate_name(name: &str) -> Result<()> {
@@ -113,9 +160,11 @@ pub async fn name_taken(db: &Db, owner_id: &str, name: &str) -> Result<bool> {
 /// Records a dataset whose file is already stored.
 pub async fn insert(db: &Db, new: &NewDataset) -> Result<()> {
     let columns = serde_json::to_string(&new.columns).context("columns")?;
+    let ingest = serde_json::to_string(&new.typed.ingest).context("ingest options")?;
     let result = sqlx::query(
         "INSERT INTO datasets (id, owner_id, name, format, blob_key, row_count, byte_count, \
-         columns_json, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         columns_json, created_at, parquet_key, stored_bytes, ingest_json) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&new.id)
     .bind(&new.owner_id)
@@ -126,6 +175,9 @@ pub async fn insert(db: &Db, new: &NewDataset) -> Result<()> {
     .bind(i64::try_from(new.bytes).context("byte count")?)
     .bind(columns)
     .bind(now_ms())
+    .bind(&new.typed.parquet_key)
+    .bind(i64::try_from(new.typed.stored_bytes).context("stored bytes")?)
+    .bind(ingest)
     .execute(db.pool())
     .await;
     match result {
@@ -191,4 +243,71 @@ pub async fn names(db: &Db) -> Result<std::collections::HashMap<String, String>>
         .fetch_all(db.pool())
         .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Replaces a dataset's typed copy (a re-type): its columns, rows and how it was
+/// read. Returns the previous typed copy's key, for the caller to remove.
+pub async fn replace_typed(
+    db: &Db,
+    id: &str,
+    rows: u64,
+    columns: &[ColumnInfo],
+    typed: &TypedCopy,
+) -> Result<Option<String>> {
+    let columns = serde_json::to_string(columns).context("columns")?;
+    let ingest = serde_json::to_string(&typed.ingest).context("ingest options")?;
+    let mut tx = db.begin_write().await?;
+    let old: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT parquet_key FROM datasets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((old_key,)) = old else {
+        return Err(Error::NotFound(format!("no dataset with id `{id}`")));
+    };
+    sqlx::query(
+        "UPDATE datasets SET row_count = $1, columns_json = $2, parquet_key = $3, \
+         stored_bytes = $4, ingest_json = $5 WHERE id = $6",
+    )
+    .bind(i64::try_from(rows).context("row count")?)
+    .bind(columns)
+    .bind(&typed.parquet_key)
+    .bind(i64::try_from(typed.stored_bytes).context("stored bytes")?)
+    .bind(ingest)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(old_key.filter(|k| *k != typed.parquet_key))
+}
+
+/// Every blob key a dataset row or job result refers to, for the start-up sweep of
+/// blobs that a crash left without a row.
+pub async fn referenced_blob_keys(db: &Db) -> Result<std::collections::HashSet<String>> {
+    let datasets: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT blob_key, parquet_key FROM datasets")
+            .fetch_all(db.pool())
+            .await?;
+    let results: Vec<(String,)> = sqlx::query_as("SELECT blob_key FROM job_results")
+        .fetch_all(db.pool())
+        .await?;
+    let mut keys = std::collections::HashSet::new();
+    for (original, typed) in datasets {
+        keys.insert(original);
+        keys.extend(typed);
+    }
+    keys.extend(results.into_iter().map(|(k,)| k));
+    Ok(keys)
+}
+
+/// The result blobs of a dataset's jobs, removed with the dataset.
+pub async fn result_blob_keys(db: &Db, dataset_id: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT r.blob_key FROM job_results r JOIN jobs j ON j.id = r.job_id \
+         WHERE j.dataset_id = $1",
+    )
+    .bind(dataset_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|(k,)| k).collect())
 }

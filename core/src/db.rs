@@ -74,10 +74,35 @@ impl Db {
                     .execute(&self.pool)
                     .await
                     .context("enabling WAL")?;
-                sqlx::migrate!("../migrations/sqlite")
-                    .run(&self.pool)
+                // Foreign keys off while migrating, as SQLite's procedure for
+                // rebuilding a table requires (a DROP would otherwise cascade); the
+                // switch only works outside a transaction, so on the one connection
+                // the migrator uses, and the keys are checked before it is on again.
+                let mut conn = self
+                    .pool
+                    .acquire()
                     .await
-                    .context("applying migrations/sqlite")?;
+                    .context("a migration connection")?;
+                conn.execute("PRAGMA foreign_keys = OFF")
+                    .await
+                    .context("pausing foreign keys")?;
+                let migrated = sqlx::migrate!("../migrations/sqlite")
+                    .run(&mut *conn)
+                    .await
+                    .context("applying migrations/sqlite");
+                let broken: Vec<sqlx::any::AnyRow> = sqlx::query("PRAGMA foreign_key_check")
+                    .fetch_all(&mut *conn)
+                    .await
+                    .context("checking foreign keys")?;
+                conn.execute("PRAGMA foreign_keys = ON")
+                    .await
+                    .context("restoring foreign keys")?;
+                migrated?;
+                anyhow::ensure!(
+                    broken.is_empty(),
+                    "the migrated database has {} rows breaking a foreign key",
+                    broken.len()
+                );
             }
             Dialect::Postgres => {
                 sqlx::migrate!("../migrations/postgres")

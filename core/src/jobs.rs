@@ -3,6 +3,11 @@
 //! Delivery is at least once, so every transition is guarded by the job's current
 //! status, and a result is committed at most once (`job_results.job_id` is the
 //! primary key): a duplicate delivery of a finished job changes nothing.
+//!
+//! A user has at most `analyses.max_running_per_user` jobs *released* (sent to the
+//! queue, or running) at once; further jobs are recorded but *held*, not sent, so
+//! they never count toward the queue's receive limits or the fleet's scaling. See
+//! [`submit`] and [`release_held`].
 
 use crate::auth::Principal;
 use crate::clock::{now_ms, rfc3339};
@@ -10,6 +15,24 @@ use crate::db::Db;
 use crate::error::{Error, Result, is_unique_violation};
 use anyhow::Context as _;
 use quarry_domain::{ColumnInfo, Job, JobStatus};
+use serde::{Deserialize, Serialize};
+
+mod held;
+pub use held::{active_count, release_after, release_held, submit, sweep_held};
+
+/// The queue message for a job: the one contract between the lifecycle and the
+/// workers. New fields must be optional, so old and new workers read each other's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMessage {
+    pub job_id: String,
+}
+
+impl JobMessage {
+    /// The message body for `job_id`.
+    pub fn body(job_id: &str) -> String {
+        serde_json::json!({ "job_id": job_id }).to_string()
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -23,6 +46,7 @@ struct Row {
     error: Option<String>,
     dead_letter: i64,
     cancel_requested: i64,
+    held: i64,
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
@@ -34,6 +58,9 @@ pub struct StoredJob {
     pub view: Job,
     pub owner_id: String,
     pub cancel_requested: bool,
+    /// While the job is held back (its owner is at their limit of running jobs): the
+    /// limit it waits under.
+    pub held: Option<u32>,
 }
 
 impl Row {
@@ -59,14 +86,24 @@ impl Row {
             },
             owner_id: self.owner_id,
             cancel_requested: self.cancel_requested != 0,
+            held: u32::try_from(self.held).ok().filter(|n| *n > 0),
         })
     }
 }
 
 const SELECT: &str = "SELECT id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
-     dead_letter, cancel_requested, created_at, started_at, finished_at FROM jobs";
+     dead_letter, cancel_requested, held, created_at, started_at, finished_at FROM jobs";
 
-/// Records a new queued job.
+/// A job to record.
+#[derive(Debug, Clone, Copy)]
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub owner_id: &'a str,
+    pub dataset_id: &'a str,
+    pub analysis_json: &'a str,
+}
+
+/// Records a new queued job, already released (see [`submit`] for the usual way in).
 pub async fn insert(
     db: &Db,
     id: &str,
@@ -156,11 +193,12 @@ pub enum Start {
     Gone,
 }
 
-/// Marks a delivered job running, unless it is already finished.
+/// Marks a delivered job running, unless it is already finished. A delivered job is
+/// released, whatever it was before.
 pub async fn start(db: &Db, id: &str, worker_id: &str, attempt: u32) -> Result<Start> {
     let now = now_ms();
     let done = sqlx::query(
-        "UPDATE jobs SET status = 'running', attempts = $1, progress = 0, worker_id = $2, \
+        "UPDATE jobs SET status = 'running', attempts = $1, progress = 0, worker_id = $2, held = 0, \
          started_at = COALESCE(started_at, $3) \
          WHERE id = $4 AND status IN ('queued', 'running') AND cancel_requested = 0",
     )
@@ -270,6 +308,21 @@ pub async fn fail_attempt(db: &Db, id: &str, error: &str, last_attempt: bool) ->
         .bind(id)
     };
     query.execute(db.pool()).await?;
+    Ok(())
+}
+
+/// Fails a job for good on its first failure, without a retry and without the
+/// dead-letter mark (e.g. it ran past `analyses.max_runtime_secs`: every attempt would).
+pub async fn fail_final(db: &Db, id: &str, error: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'failed', error = $1, dead_letter = 0, finished_at = $2 \
+         WHERE id = $3 AND status IN ('queued', 'running')",
+    )
+    .bind(error)
+    .bind(now_ms())
+    .bind(id)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
@@ -406,11 +459,14 @@ pub async fn activity_since(db: &Db, since_ms: i64) -> Result<Activity> {
 }
 
 /// The position of a queued job among all queued jobs, oldest first (1 = next), or
-/// `None` if it is not queued.
+/// `None` if it is not queued. Released jobs come before held ones.
 pub async fn queue_position(db: &Db, id: &str) -> Result<Option<u64>> {
     let row: Option<(i64,)> = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM jobs o WHERE o.status = 'queued' \
-                 AND (o.created_at < j.created_at OR (o.created_at = j.created_at AND o.id <= j.id))) \
+                 AND ((o.held = 0 AND j.held > 0) \
+                      OR ((o.held = 0) = (j.held = 0) \
+                          AND (o.created_at < j.created_at \
+                               OR (o.created_at = j.created_at AND o.id <= j.id))))) \
          FROM jobs j WHERE j.id = $1 AND j.status = 'queued'",
     )
     .bind(id)

@@ -19,6 +19,8 @@ pub mod metrics;
 pub mod queue;
 pub mod releases;
 pub mod sessions;
+pub mod sweep;
+pub mod throttle;
 
 pub use config::Config;
 pub use db::Db;

@@ -13,13 +13,16 @@ pub enum DatasetFormat {
     Parquet,
     /// Newline-delimited JSON: one object per line.
     Ndjson,
+    /// An Excel workbook (`.xlsx`); one sheet is read.
+    Xlsx,
 }
 
 impl DatasetFormat {
-    pub const ALL: [DatasetFormat; 3] = [
+    pub const ALL: [DatasetFormat; 4] = [
         DatasetFormat::Csv,
         DatasetFormat::Parquet,
         DatasetFormat::Ndjson,
+        DatasetFormat::Xlsx,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -27,6 +30,7 @@ impl DatasetFormat {
             DatasetFormat::Csv => "csv",
             DatasetFormat::Parquet => "parquet",
             DatasetFormat::Ndjson => "ndjson",
+            DatasetFormat::Xlsx => "xlsx",
         }
     }
 
@@ -36,6 +40,7 @@ impl DatasetFormat {
             DatasetFormat::Csv => "csv",
             DatasetFormat::Parquet => "parquet",
             DatasetFormat::Ndjson => "ndjson",
+            DatasetFormat::Xlsx => "xlsx",
         }
     }
 
@@ -45,6 +50,9 @@ impl DatasetFormat {
             DatasetFormat::Csv => "text/csv",
             DatasetFormat::Parquet => "application/vnd.apache.parquet",
             DatasetFormat::Ndjson => "application/x-ndjson",
+            DatasetFormat::Xlsx => {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
         }
     }
 
@@ -65,6 +73,9 @@ impl DatasetFormat {
             | "application/ndjson"
             | "application/jsonl"
             | "application/x-jsonlines" => Some(DatasetFormat::Ndjson),
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" => {
+                Some(DatasetFormat::Xlsx)
+            }
             _ => None,
         }
     }
@@ -76,6 +87,7 @@ impl DatasetFormat {
             "csv" => Some(DatasetFormat::Csv),
             "parquet" | "pq" => Some(DatasetFormat::Parquet),
             "ndjson" | "jsonl" | "json" => Some(DatasetFormat::Ndjson),
+            "xlsx" => Some(DatasetFormat::Xlsx),
             _ => None,
         }
     }
@@ -95,6 +107,82 @@ impl FromStr for DatasetFormat {
             .into_iter()
             .find(|f| f.as_str() == s)
             .ok_or_else(|| format!("unknown dataset format `{s}`"))
+    }
+}
+
+/// The type names Quarry uses for columns, and accepts in `schema=` overrides.
+pub const TYPE_NAMES: [&str; 17] = [
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32",
+    "float64", "string", "date", "datetime", "time", "duration", "decimal",
+];
+
+/// The markers read as missing values unless the upload names its own
+/// (`null_values=`): pandas' default list, so R and pandas exports read the same.
+pub const DEFAULT_NULL_VALUES: [&str; 19] = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+];
+
+/// A text encoding an upload may declare.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    Utf8,
+    /// ISO-8859-1 as Windows writes it (Windows-1252).
+    Latin1,
+}
+
+impl FromStr for Encoding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "utf8" => Ok(Encoding::Utf8),
+            "latin1" | "iso88591" | "cp1252" | "windows1252" => Ok(Encoding::Latin1),
+            _ => Err(format!("`encoding={s}` is unknown: use utf8 or latin1")),
+        }
+    }
+}
+
+/// How an upload is read: every field optional, `None` meaning "detect". The
+/// dataset records the options its typed copy was made with, detected values
+/// filled in, so a re-type starts from what was found.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestOptions {
+    /// Markers read as missing; `None` = [`DEFAULT_NULL_VALUES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_values: Option<Vec<String>>,
+    /// The CSV field separator; `None` = sniffed from `,` `;` tab `|`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<char>,
+    /// Whether the first CSV row names the columns (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_header: Option<bool>,
+    /// The text encoding; `None` = UTF-8, with or without a byte-order mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+    /// Whether numbers use a decimal comma (`1,5`); `None` = detected for `;` files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decimal_comma: Option<bool>,
+    /// Per-column type overrides, by name: `{"delay": "float64"}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub schema: std::collections::BTreeMap<String, String>,
+    /// The workbook sheet to read (Excel); `None` = the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
+}
+
+impl IngestOptions {
+    /// The null markers in effect.
+    pub fn null_markers(&self) -> Vec<String> {
+        self.null_values.clone().unwrap_or_else(|| {
+            DEFAULT_NULL_VALUES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        })
     }
 }
 
@@ -122,6 +210,7 @@ pub fn is_numeric_type(type_name: &str) -> bool {
             | "uint64"
             | "float32"
             | "float64"
+            | "decimal"
             | "bool"
     )
 }
@@ -141,8 +230,16 @@ pub struct Dataset {
     pub name: String,
     pub format: DatasetFormat,
     pub rows: u64,
+    /// The size of the original file, as uploaded (and downloadable).
     pub bytes: u64,
+    /// The size of the typed Parquet copy every analysis reads; absent for datasets
+    /// stored before typed copies existed (they are read from the original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
     pub columns: Vec<ColumnInfo>,
+    /// How the original was read, detected values filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestOptions>,
     /// RFC 3339, UTC.
     pub created_at: String,
     /// The owner's user name (admins see everyone's datasets).

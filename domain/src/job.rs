@@ -158,6 +158,10 @@ pub struct Waiting {
     /// A rough estimate: jobs ahead, spread over the fleet, times the median duration
     /// of recent jobs. `None` until some job has finished.
     pub estimated_start_secs: Option<u64>,
+    /// Why it waits, when that is not just the queue: e.g. "you have 4 jobs running;
+    /// analyses.max_running_per_user is 4".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One message of `GET /api/v1/jobs/{id}/events` (server-sent events, `event: job`).

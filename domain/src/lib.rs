@@ -11,7 +11,7 @@ pub mod job;
 pub mod role;
 
 pub use analysis::{AggOp, Aggregation, Analysis, OrderKey};
-pub use dataset::{ColumnInfo, Dataset, DatasetFormat};
+pub use dataset::{ColumnInfo, Dataset, DatasetFormat, Encoding, IngestOptions};
 pub use error::{ErrorBody, ErrorDetail};
 pub use job::{
     Decision, FleetCounts, Job, JobEvent, JobStatus, QueueCounts, ResultPage, SystemStatus, Waiting,

@@ -1,6 +1,8 @@
 //! Quarry's scale-up-only orchestrator: a pure policy ([`policy`]) and the loop that
 //! applies it every tick and right after each enqueue. It launches workers and never
-//! stops one; it also records metrics and turns dead letters into failed jobs.
+//! stops one; it also records metrics, turns dead letters into failed jobs and
+//! releases jobs held back by `analyses.max_running_per_user` once their owner is
+//! under it. Held jobs are not in the queue, so they never count as queue depth.
 
 pub mod policy;
 
@@ -61,9 +63,14 @@ impl Orchestrator {
         tracing::info!("orchestrator stopped");
     }
 
-    /// One tick: reconcile dead letters, observe, decide, launch, record.
+    /// One tick: reconcile dead letters, release held jobs, observe, decide, launch,
+    /// record.
     pub async fn tick(&self, since_ms: i64) -> Result<Plan> {
         self.reconcile_dead_letters().await?;
+        let released = jobs::sweep_held(&self.db, self.queue.as_ref()).await?;
+        if released > 0 {
+            tracing::info!(released, "held jobs released to the queue");
+        }
         let queue = self.queue.counts().await?;
         let fleet = self.fleet.counts().await?;
         let plan = decide(Observation {

@@ -70,8 +70,30 @@ impl Quarry {
             .expect("spawning quarry")
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and starts `quarry up` again
+    /// on the same data directory with the same variables.
+    pub async fn crash_and_restart(mut self) -> Self {
+        self.child.start_kill().expect("SIGKILL quarry");
+        let _ = self.child.wait().await;
+        let vars: Vec<(String, String)> = self.env.clone();
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("tempdir"));
+        let borrowed: Vec<(&str, &str)> =
+            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match Self::try_start_in(data_dir, "up", &borrowed).await {
+            Ok(q) => q,
+            Err(e) => panic!("restarting quarry: {e:#}"),
+        }
+    }
+
     async fn try_start(role: &str, vars: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let data_dir = tempfile::tempdir()?;
+        Self::try_start_in(tempfile::tempdir()?, role, vars).await
+    }
+
+    async fn try_start_in(
+        data_dir: tempfile::TempDir,
+        role: &str,
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut env: Vec<(String, String)> = vec![
             ("QUARRY_LISTEN".into(), "127.0.0.1:0".into()),
             (
@@ -80,7 +102,11 @@ impl Quarry {
             ),
             ("QUARRY_LOG".into(), "warn".into()),
         ];
-        env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(
+            vars.iter()
+                .filter(|(k, _)| !matches!(*k, "QUARRY_LISTEN" | "QUARRY_DATA_DIR"))
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let mut cmd = Command::new(quarry_bin());
         cmd.arg(role)
             .envs(env.iter().cloned())

@@ -128,3 +128,51 @@ test("a file dropped on the upload form is uploaded, with a progress bar", async
   await screenshot(page, "dropped-upload");
   await page.close();
 });
+
+test("an R export with NA is typed on upload and a column is re-typed on its page", async () => {
+  const page = await browser.newPage();
+  const errors = watchErrors(page);
+  await signInWithToken(page, quarry.base, quarry.adminToken);
+  await page.getByTestId("who").waitFor();
+
+  // As R's write.csv writes it: quoted strings, NA for missing numbers, ISO dates.
+  const lines = ['"zip","dep_delay","day"'];
+  for (let i = 0; i < 50; i++) {
+    const delay = i % 5 === 0 ? "NA" : (i * 1.5).toFixed(1);
+    lines.push(`"0${1000 + i}",${delay},"2013-01-${String((i % 28) + 1).padStart(2, "0")}"`);
+  }
+  await page.setInputFiles("input[type=file]", {
+    name: "flights.csv", mimeType: "text/csv", buffer: Buffer.from(lines.join("\n") + "\n"),
+  });
+  await page.click("form.upload button[type=submit]");
+  await page.waitForURL(/uploaded=flights/);
+  const list = await (await fetch(`${quarry.base}/api/v1/datasets`, {
+    headers: { authorization: `Bearer ${quarry.adminToken}` },
+  })).json();
+  const flights = list.find((d) => d.name === "flights");
+  const typeOf = (d, name) => d.columns.find((c) => c.name === name).type;
+  assert.equal(typeOf(flights, "dep_delay"), "float64");
+  assert.equal(typeOf(flights, "day"), "date");
+  assert.equal(typeOf(flights, "zip"), "int64", "detected as a number first");
+
+  await page.goto(`${quarry.base}/datasets/${flights.id}`);
+  await waitForHydration(page);
+  const zip = page.getByTestId("type-zip");
+  await zip.waitFor();
+  assert.equal(await zip.inputValue(), "int64");
+  assert.match(await page.getByTestId("stored-sizes").innerText(), /typed Parquet copy/);
+  await zip.selectOption("string");
+  await page.getByTestId("retype").click();
+  await page.waitForFunction(() => {
+    const cell = [...document.querySelectorAll("[data-testid=preview] tbody tr td")][0];
+    return cell && cell.textContent.startsWith("0");
+  });
+  const after = await (await fetch(`${quarry.base}/api/v1/datasets/${flights.id}`, {
+    headers: { authorization: `Bearer ${quarry.adminToken}` },
+  })).json();
+  assert.equal(typeOf(after, "zip"), "string");
+  assert.equal(typeOf(after, "dep_delay"), "float64", "the other columns keep their types");
+  assert.deepEqual(errors, [], "no errors in the browser console");
+  await screenshot(page, "dataset-column-types");
+  await page.close();
+});

@@ -1,7 +1,7 @@
 //! Quarry's analysis engine (polars, lazy and streaming) and the worker loop.
 
 pub mod analysis;
-pub mod inspect;
+pub mod ingest;
 pub mod limits;
 pub mod results;
 pub mod run;

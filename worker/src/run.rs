@@ -5,8 +5,14 @@
 //! The worker exits by itself once the queue has stayed empty for `idle_timeout`. On
 //! SIGTERM it takes no new job and hands the running one back unless it finishes
 //! within `stop_timeout`. A panic in an analysis fails that attempt only.
+//!
+//! An attempt that runs past `analyses.max_runtime_secs` is stopped and its job
+//! failed for good: every retry would run as long. A polars I/O or object-store
+//! failure is the worker's trouble: it is logged with the job id, the attempt is
+//! retried, and the user only ever sees a short message. When a job finishes, the
+//! owner's oldest held job (see `quarry_core::jobs::release_held`) is released.
 
-use crate::analysis::{self, RunContext, RunError};
+use crate::analysis::{self, INTERNAL_MESSAGE, RunContext, RunError};
 use crate::limits::{self, MemoryGuard};
 use crate::scan::{Source, scan_source};
 use anyhow::Context as _;
@@ -16,18 +22,13 @@ use quarry_core::jobs::{self, ResultMeta, Start};
 use quarry_core::queue::{Delivery, JobQueue};
 use quarry_core::{Config, Db, datasets};
 use quarry_domain::{Analysis, ColumnInfo, DatasetFormat};
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// The queue message for a job.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobMessage {
-    pub job_id: String,
-}
+pub use quarry_core::jobs::JobMessage;
 
 /// What a worker needs.
 #[derive(Debug, Clone)]
@@ -102,6 +103,7 @@ impl Worker {
             Start::AlreadyFinished(status) => {
                 tracing::info!(%job_id, %status, "duplicate delivery of a finished job: deleted");
                 self.queue.delete(&d.receipt).await?;
+                self.release_after(&job_id).await;
                 return Ok(Outcome::Continue);
             }
             Start::Gone => {
@@ -117,11 +119,37 @@ impl Worker {
             Ok(Executed::Done(produced)) => {
                 self.commit(&job_id, &d, produced).await?;
                 tracing::info!(%job_id, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded");
+                self.release_after(&job_id).await;
                 Ok(Outcome::Continue)
             }
             Ok(Executed::Failed(message)) => {
                 self.fail_attempt(&job_id, &d, &message, last).await?;
                 Ok(Outcome::Continue)
+            }
+            Ok(Executed::Internal(detail)) => {
+                tracing::error!(%job_id, attempt = d.receive_count, last, error = %detail, "the analysis could not read its data or write its result");
+                let message = if last {
+                    format!(
+                        "the worker could not read the dataset (tried {} times); ask an operator to check the worker logs",
+                        d.receive_count
+                    )
+                } else {
+                    INTERNAL_MESSAGE.to_owned()
+                };
+                self.fail_attempt(&job_id, &d, &message, last).await?;
+                Ok(Outcome::Continue)
+            }
+            Ok(Executed::TimedOut { thread_done }) => {
+                let limit = self.config.analyses.max_runtime_secs;
+                tracing::warn!(%job_id, limit_secs = limit, "analysis ran past analyses.max_runtime_secs: failed");
+                jobs::fail_final(&self.db, &job_id, &runtime_exceeded_message(limit)).await?;
+                self.queue.delete(&d.receipt).await?;
+                self.release_after(&job_id).await;
+                Ok(if thread_done {
+                    Outcome::Continue
+                } else {
+                    Outcome::ExitNow(Exit::Abandoned)
+                })
             }
             Ok(Executed::OverMemory { peak_bytes }) => {
                 let limit_mb = self.config.worker.memory_limit_mb;
@@ -135,6 +163,7 @@ impl Worker {
                 jobs::finish_cancelled(&self.db, &job_id).await?;
                 self.queue.delete(&d.receipt).await?;
                 tracing::info!(%job_id, "job cancelled");
+                self.release_after(&job_id).await;
                 Ok(if thread_done {
                     Outcome::Continue
                 } else {
@@ -172,6 +201,7 @@ impl Worker {
         jobs::fail_attempt(&self.db, job_id, message, last).await?;
         if last {
             self.queue.dead_letter(d).await?;
+            self.release_after(job_id).await;
         } else {
             let _ = self
                 .queue
@@ -179,6 +209,14 @@ impl Worker {
                 .await;
         }
         Ok(())
+    }
+
+    /// Releases what the owner's finished job frees; a failure is only logged (the
+    /// orchestrator's sweep releases it on its next tick).
+    async fn release_after(&self, job_id: &str) {
+        if let Err(e) = jobs::release_after(&self.db, self.queue.as_ref(), job_id).await {
+            tracing::warn!(%job_id, error = %e, "could not release the owner's held jobs");
+        }
     }
 
     async fn commit(&self, job_id: &str, d: &Delivery, produced: Produced) -> anyhow::Result<()> {
@@ -221,14 +259,16 @@ impl Worker {
         let Some(dataset) = datasets::find(&self.db, &job.view.dataset_id).await? else {
             return Ok(Executed::Failed("the dataset was deleted".to_owned()));
         };
-        let format = dataset.view.format;
+        // The typed Parquet copy, or the original of a dataset stored before them.
+        let (scan_key, format) = dataset.scan_target();
+        let scan_key = scan_key.to_owned();
         // Parquet in object storage is read in place, by byte ranges: polars fetches the
         // footer and only the column chunks the analysis needs. Row formats (CSV,
         // NDJSON) must be read whole anyway, so they are streamed to a local file.
-        let (source, _download) = match (format, self.blobs.polars_location(&dataset.blob_key)) {
+        let (source, _download) = match (format, self.blobs.polars_location(&scan_key)) {
             (DatasetFormat::Parquet, Some(location)) => (Source::Cloud(location), None),
             _ => {
-                let file = self.blobs.local_file(&dataset.blob_key).await?;
+                let file = self.blobs.local_file(&scan_key).await?;
                 (Source::File(file.path().to_owned()), Some(file))
             }
         };
@@ -241,8 +281,10 @@ impl Worker {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         {
             let (stop, progress) = (stop.clone(), progress.clone());
+            // polars plans SQL and expressions recursively: give it room (reserved only).
             std::thread::Builder::new()
                 .name(format!("job-{job_id}"))
+                .stack_size(analysis::sql::BIG_STACK)
                 .spawn(move || {
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         produce(
@@ -267,6 +309,8 @@ impl Worker {
         let mut last_progress = -1.0_f64;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut stop_deadline: Option<Instant> = None;
+        let started = Instant::now();
+        let max_runtime = Duration::from_secs(self.config.analyses.max_runtime_secs);
         loop {
             tokio::select! {
                 outcome = &mut rx => {
@@ -278,6 +322,8 @@ impl Worker {
                     return Ok(match outcome {
                         Ok(Ok(produced)) => Executed::Done(produced),
                         Ok(Err(RunError::Failed(m))) => Executed::Failed(m),
+                        Ok(Err(RunError::Internal(detail))) => Executed::Internal(detail),
+                        Ok(Err(RunError::Stopped)) if started.elapsed() >= max_runtime => Executed::TimedOut { thread_done: true },
                         Ok(Err(RunError::Stopped)) if stop_deadline.is_some() => Executed::HandedBack,
                         Ok(Err(RunError::Stopped)) => Executed::Cancelled { thread_done: true },
                         Err(panic) => Executed::Failed(format!("the analysis crashed: {}", panic_text(&panic))),
@@ -295,6 +341,11 @@ impl Worker {
                     if stop_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                         stop.store(true, Ordering::Relaxed);
                         return Ok(Executed::HandedBack);
+                    }
+                    if started.elapsed() >= max_runtime {
+                        stop.store(true, Ordering::Relaxed);
+                        let finished = tokio::time::timeout(Duration::from_secs(2), &mut rx).await.is_ok();
+                        return Ok(Executed::TimedOut { thread_done: finished });
                     }
                     if last_beat.elapsed() >= heartbeat {
                         if let Err(e) = self.queue.change_visibility(&d.receipt, visibility).await {
@@ -321,6 +372,12 @@ impl Worker {
 enum Executed {
     Done(Produced),
     Failed(String),
+    /// Reading the data or writing the result failed; the detail is for the log.
+    Internal(String),
+    /// The attempt ran past `analyses.max_runtime_secs`.
+    TimedOut {
+        thread_done: bool,
+    },
     /// The memory guard tripped; the analysis thread may still be running.
     OverMemory {
         peak_bytes: u64,
@@ -359,7 +416,7 @@ fn produce(
     let file = tempfile::Builder::new()
         .suffix(".parquet")
         .tempfile_in(tmp_dir)
-        .map_err(|e| RunError::Failed(format!("cannot write the result: {e}")))?;
+        .map_err(|e| RunError::Internal(format!("cannot create the result file: {e}")))?;
     ParquetWriter::new(file.as_file()).finish(&mut df)?;
     Ok(Produced {
         rows: df.height() as u64,
@@ -368,7 +425,37 @@ fn produce(
     })
 }
 
+/// The message a job gets when an attempt ran past `analyses.max_runtime_secs`.
+pub fn runtime_exceeded_message(limit_secs: u64) -> String {
+    format!(
+        "the analysis ran longer than analyses.max_runtime_secs ({limit_secs} s) and was \
+         stopped; it is not retried. Make it cheaper (filter, aggregate, select fewer \
+         columns) or ask an operator to raise analyses.max_runtime_secs"
+    )
+}
+
 /// Where a worker keeps temporary files.
 pub fn tmp_dir(config: &Config) -> PathBuf {
     config.data_dir.join("tmp")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_message_names_the_key_and_the_limit() {
+        let m = runtime_exceeded_message(2);
+        assert!(
+            m.contains("analyses.max_runtime_secs (2 s)") && m.contains("not retried"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn the_queue_message_is_the_one_the_lifecycle_sends() {
+        let body = JobMessage::body("j-1");
+        let parsed: JobMessage = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed.job_id, "j-1");
+    }
 }

@@ -6,7 +6,8 @@ use quarry_domain::{ColumnInfo, DatasetFormat};
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-/// Rows read to guess CSV/NDJSON column types before falling back to the whole file.
+/// Rows read to guess CSV/NDJSON column types before falling back to the whole file
+/// (uploads, and datasets stored before typed copies).
 pub const INFER_ROWS: usize = 10_000;
 
 /// A lazy scan of the file; `infer_rows = None` infers types from every row.
@@ -109,6 +110,9 @@ fn scan_with(
                 .with_schema(schema)
                 .finish()
         }
+        DatasetFormat::Xlsx => polars_bail!(
+            ComputeError: "an Excel workbook is read through its typed Parquet copy"
+        ),
     }
 }
 
@@ -135,6 +139,7 @@ pub fn type_name(dtype: &DataType) -> String {
         DataType::Null => "null".into(),
         DataType::List(_) => "list".into(),
         DataType::Struct(_) => "struct".into(),
+        DataType::Decimal(..) => "decimal".into(),
         other => other.to_string(),
     }
 }
@@ -163,15 +168,18 @@ mod tests {
             writeln!(f, "{i}").unwrap();
         }
         writeln!(f, "0.5").unwrap();
-        let inspected = crate::inspect::inspect(f.path(), DatasetFormat::Csv).unwrap();
-        assert_eq!(inspected.columns[0].r#type, "float64");
+        // What an upload before typed copies recorded after reading every row.
+        let recorded = [ColumnInfo {
+            name: "x".into(),
+            r#type: "float64".into(),
+        }];
         // The default window alone would guess int64 and fail on the last row.
         let guessed = scan(f.path(), DatasetFormat::Csv, Some(INFER_ROWS))
             .unwrap()
             .select([col("x").sum()])
             .collect();
         assert!(guessed.is_err());
-        let df = scan_dataset(f.path(), DatasetFormat::Csv, &inspected.columns)
+        let df = scan_dataset(f.path(), DatasetFormat::Csv, &recorded)
             .unwrap()
             .select([col("x").sum()])
             .collect()

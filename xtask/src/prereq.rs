@@ -100,7 +100,8 @@ fn answers(addr: &str) -> bool {
         .is_some()
 }
 
-/// The Python tools of the tests (moto's AWS emulator, the AWS CLI, cfn-lint), pinned
+/// The Python tools of the tests (moto's AWS emulator, the AWS CLI, cfn-lint, and
+/// Schemathesis for the REST API), pinned
 /// in `tests/python/requirements.txt` and installed into a virtualenv beside the build
 /// cache; reinstalled when the pins change. Returns the virtualenv's `bin` directory.
 pub fn python_tools(layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
@@ -132,7 +133,7 @@ pub fn python_tools(layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(&requirements),
     )
-    .context("installing moto, awscli and cfn-lint from PyPI")?;
+    .context("installing moto, awscli, cfn-lint and schemathesis from PyPI")?;
     std::fs::write(&stamp, wanted)?;
     Ok(bin)
 }

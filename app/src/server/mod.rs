@@ -4,7 +4,9 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod graphs;
+pub mod ingest_child;
 pub mod state;
 pub mod uploads;
 pub mod web;
@@ -12,6 +14,7 @@ pub mod web;
 use crate::ui::{App, shell};
 use anyhow::Context as _;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use axum::routing::get;
 use leptos::config::LeptosOptions;
@@ -66,8 +69,10 @@ pub fn app(services: Arc<Services>, addr: SocketAddr) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     // Pages, forms and server functions authenticate with the session cookie, so they
     // sit behind the CSRF guard; the REST API takes bearer tokens and does not need it.
+    // Bodies are at most 1 MiB: server functions read theirs themselves, so
+    // `limit_body` bounds them; the forms' extractors honour `DefaultBodyLimit`, which
+    // the upload form (`/datasets/upload`) lifts for itself.
     let pages = Router::new()
-        .merge(web::router())
         .leptos_routes_with_context(
             &state,
             routes,
@@ -77,6 +82,9 @@ pub fn app(services: Arc<Services>, addr: SocketAddr) -> Router {
             },
             move || shell(leptos_options.clone()),
         )
+        .layer(axum::middleware::from_fn(error::limit_body))
+        .merge(web::router())
+        .layer(DefaultBodyLimit::max(error::BODY_LIMIT))
         .layer(axum::middleware::from_fn(auth::same_origin_only));
     Router::new()
         .route("/healthz", get(healthz))
@@ -119,7 +127,9 @@ pub async fn serve(
     if !site.join("pkg").join("quarry.js").exists() {
         tracing::warn!(site = %site.display(), "no web bundle here: pages will not hydrate (build with `cargo xtask build`)");
     }
-    axum::serve(listener, app(services, addr))
+    // Connection info gives handlers the client's address (sign-in throttling).
+    let app = app(services, addr).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .context("serving HTTP")

@@ -20,6 +20,9 @@ pub struct Services {
     pub metrics: Arc<dyn Metrics>,
     /// Wakes an in-process orchestrator right after an enqueue.
     pub nudge: Arc<Notify>,
+    /// Permits for upload inspections (`uploads.max_concurrent_inspections`): each
+    /// runs a child process with its own memory limit.
+    pub inspections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Axum state: Leptos' options beside the shared services.

@@ -3,6 +3,7 @@
 //! columns where numbers are needed) and it says what is missing before it is sent;
 //! the server validates again.
 
+use super::column_types::ColumnTypes;
 use super::error_text;
 use super::server_fns::{SubmitJob, dataset_detail};
 use leptos::prelude::*;
@@ -25,6 +26,7 @@ pub fn DatasetPage() -> impl IntoView {
                         Ok(d) => view! {
                             <DatasetHeader d=d.dataset.clone()/>
                             <Preview page=d.preview/>
+                            <ColumnTypes dataset=d.dataset.clone() on_done=Callback::new(move |_| detail.refetch())/>
                             <LaunchForm dataset=d.dataset/>
                         }.into_any(),
                         Err(e) => view! {

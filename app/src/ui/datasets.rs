@@ -7,7 +7,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 use quarry_domain::Dataset;
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
@@ -148,9 +148,42 @@ pub fn DatasetsPage() -> impl IntoView {
                 on:dragleave=move |_| dragging.set(false)
                 on:drop=move |ev| { dragging.set(false); take_dropped_file(ev, file_input); }>
                 <input type="text" name="name" placeholder="Name (default: the file name)"/>
-                <input type="file" name="file" required accept=".csv,.parquet,.ndjson,.jsonl,.json" node_ref=file_input/>
+                // Options precede the file: the server reads them before the bytes.
+                <details class="upload-options" data-testid="upload-options">
+                    <summary>"Reading options"</summary>
+                    <label>"Delimiter "
+                        <select name="delimiter" data-testid="opt-delimiter">
+                            <option value="">"detect"</option>
+                            <option value=",">","</option>
+                            <option value=";">";"</option>
+                            <option value="tab">"tab"</option>
+                            <option value="|">"|"</option>
+                        </select>
+                    </label>
+                    <label>"Encoding "
+                        <select name="encoding" data-testid="opt-encoding">
+                            <option value="">"UTF-8"</option>
+                            <option value="latin1">"Latin-1 / Windows-1252"</option>
+                        </select>
+                    </label>
+                    <label>"First row is a header "
+                        <select name="has_header">
+                            <option value="">"yes"</option>
+                            <option value="false">"no"</option>
+                        </select>
+                    </label>
+                    <label>"Missing-value markers "
+                        <input type="text" name="null_values" data-testid="opt-null-values"
+                            placeholder="default: NA, N/A, NULL, NaN, empty…"/>
+                    </label>
+                    <label>"Sheet (Excel) "
+                        <input type="text" name="sheet" placeholder="default: the first"/>
+                    </label>
+                    <span class="hint">"Column types can be changed on the dataset's page after the upload."</span>
+                </details>
+                <input type="file" name="file" required accept=".csv,.tsv,.txt,.parquet,.ndjson,.jsonl,.json,.xlsx" node_ref=file_input/>
                 <button type="submit" disabled=move || progress.get().is_some()>"Upload"</button>
-                <span class="hint">"or drop a file here · CSV, Parquet or newline-delimited JSON"</span>
+                <span class="hint">"or drop a file here · CSV, Parquet, newline-delimited JSON or Excel (.xlsx)"</span>
                 {move || progress.get().map(|p| view! {
                     <progress max="100" value={(p * 100.0).round()} data-testid="upload-progress"></progress>
                     <span class="hint">{format!("{:.0}% sent", p * 100.0)}</span>
@@ -183,7 +216,7 @@ fn DatasetTable(list: Vec<Dataset>, delete: ServerAction<DeleteDataset>) -> impl
     view! {
         <table class="datasets">
             <thead>
-                <tr><th>"Name"</th><th>"Format"</th><th class="num">"Rows"</th><th class="num">"Size"</th>
+                <tr><th>"Name"</th><th>"Format"</th><th class="num">"Rows"</th><th class="num">"Size (typed copy)"</th>
                     <th>"Columns"</th><th>"Owner"</th><th>"Uploaded"</th><th></th></tr>
             </thead>
             <tbody>
@@ -205,7 +238,10 @@ fn DatasetRow(d: Dataset, delete: ServerAction<DeleteDataset>) -> impl IntoView 
             <td class="name"><a href=format!("/datasets/{}", d.id) data-testid="open">{d.name.clone()}</a></td>
             <td>{d.format.to_string()}</td>
             <td class="num" data-testid="rows">{d.rows}</td>
-            <td class="num">{human_bytes(d.bytes)}</td>
+            <td class="num">{match d.stored_bytes {
+                Some(typed) => format!("{} ({})", human_bytes(d.bytes), human_bytes(typed)),
+                None => human_bytes(d.bytes),
+            }}</td>
             <td>
                 <button type="button" class="link" data-testid="toggle-columns"
                     on:click=move |_| open.update(|o| *o = !*o)>

@@ -239,6 +239,7 @@ fn WaitingInfo(w: Waiting) -> impl IntoView {
                 if ahead == 0 { "no job".to_owned() } else if ahead == 1 { "1 job".to_owned() } else { format!("{ahead} jobs") },
                 w.workers_running, w.max_workers, w.workers_starting, when
             )}
+            {w.reason.clone().map(|r| view! { <p class="hint" data-testid="waiting-reason">{r}</p> })}
         </div>
     }
 }

@@ -1,6 +1,7 @@
 //! Pages and components, shared by the server (SSR) and the browser (hydration).
 
 pub mod charts;
+mod column_types;
 mod dataset;
 mod datasets;
 mod jobs;

@@ -72,10 +72,8 @@ mod backend {
     /// status on its response (401, 403, 404… as the REST API would answer).
     pub fn fail(e: impl Into<AppError>) -> ServerFnError {
         let e = e.into();
+        e.log();
         let (status, _, message) = e.parts();
-        if let crate::server::error::AppError::Core(quarry_core::Error::Internal(inner)) = &e {
-            tracing::error!(error = format!("{inner:#}"), "server function failed");
-        }
         if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
             response.set_status(status);
         }
@@ -133,12 +131,13 @@ pub async fn dataset_detail(id: String) -> Result<DatasetView, ServerFnError> {
     let stored = quarry_core::datasets::get(&services.db, &who, &id)
         .await
         .map_err(backend::fail)?;
+    let (key, format) = stored.scan_target();
     let file = services
         .blobs
-        .local_file(&stored.blob_key)
+        .local_file(key)
         .await
         .map_err(backend::fail)?;
-    let (format, columns) = (stored.view.format, stored.view.columns.clone());
+    let columns = stored.view.columns.clone();
     let preview = tokio::task::spawn_blocking(move || {
         quarry_worker::results::preview(file.path(), format, &columns, 10)
     })
@@ -270,7 +269,8 @@ pub async fn list_tokens() -> Result<Vec<ApiToken>, ServerFnError> {
         .collect())
 }
 
-/// Creates an API token for the caller and returns it: the only time it is shown.
+/// Creates an API token for the caller and returns it: the only time it is shown. A
+/// session opened with an API token cannot mint one that outlives that token (403).
 #[server(endpoint = "create_token")]
 pub async fn create_token(label: String, expires_in_days: u32) -> Result<String, ServerFnError> {
     use secrecy::ExposeSecret as _;
@@ -284,7 +284,7 @@ pub async fn create_token(label: String, expires_in_days: u32) -> Result<String,
     }
     let expires_at = (expires_in_days > 0)
         .then(|| quarry_core::clock::now_ms() + i64::from(expires_in_days) * 24 * 3600 * 1000);
-    let token = quarry_core::auth::issue_token(&services.db, &who.user_id, label, expires_at)
+    let token = quarry_core::auth::issue_token_for(&services.db, &who, label, expires_at)
         .await
         .map_err(backend::fail)?;
     Ok(token.expose_secret().to_owned())
@@ -295,6 +295,37 @@ pub async fn create_token(label: String, expires_in_days: u32) -> Result<String,
 pub async fn revoke_token(id: String) -> Result<(), ServerFnError> {
     let (services, who) = backend::caller().await?;
     quarry_core::auth::revoke_token(&services.db, &who.user_id, &id)
+        .await
+        .map_err(backend::fail)
+}
+
+/// Reads one of the caller's datasets again with other column types or null
+/// markers (`schema`: JSON object of column to type; `null_values`: comma-separated).
+#[server(endpoint = "retype_dataset")]
+pub async fn retype_dataset(
+    id: String,
+    schema: String,
+    null_values: String,
+) -> Result<Dataset, ServerFnError> {
+    use crate::server::error::AppError;
+    let (services, who) = backend::caller().await?;
+    let schema = serde_json::from_str(&schema).map_err(|e| {
+        backend::fail(AppError::invalid(
+            "bad_option",
+            format!("the types must be a JSON object of column to type: {e}"),
+        ))
+    })?;
+    let options = quarry_domain::IngestOptions {
+        schema,
+        null_values: Some(
+            null_values
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    crate::server::uploads::retype(&services, &who, &id, &options)
         .await
         .map_err(backend::fail)
 }

@@ -239,6 +239,32 @@ struct Multipart {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
+    async fn list(&self, prefix: &str) -> Result<Vec<crate::blob::Listed>> {
+        let mut listed = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| internal("listing objects", e))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    listed.push(crate::blob::Listed {
+                        key: key.to_owned(),
+                        modified_ms: object
+                            .last_modified()
+                            .and_then(|t| t.to_millis().ok())
+                            .unwrap_or(0),
+                    });
+                }
+            }
+        }
+        Ok(listed)
+    }
+
     async fn put_stream(&self, key: &str, body: ByteStream<'_>, limit: u64) -> Result<u64> {
         self.upload(key, body, limit).await
     }

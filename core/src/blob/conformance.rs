@@ -40,6 +40,35 @@ pub async fn run_all(store: &dyn BlobStore, large: usize) {
     large_streamed_blob_round_trips_with_ranges(store, large).await;
     upload_over_the_limit_leaves_nothing(store, large).await;
     missing_blobs_are_not_found_and_deleting_twice_is_harmless(store).await;
+    listing_finds_the_blobs_under_a_prefix_and_when_they_were_written(store).await;
+}
+
+pub async fn listing_finds_the_blobs_under_a_prefix_and_when_they_were_written(
+    store: &dyn BlobStore,
+) {
+    let prefix = key("listed");
+    let before = crate::clock::now_ms() - 60_000;
+    for name in ["a.csv", "b/c.parquet"] {
+        store
+            .put_stream(&format!("{prefix}/{name}"), in_chunks(b"x", 1), 10)
+            .await
+            .expect("put");
+    }
+    let mut listed = store.list(&format!("{prefix}/")).await.expect("list");
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<&str> = listed.iter().map(|l| l.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [format!("{prefix}/a.csv"), format!("{prefix}/b/c.parquet")]
+    );
+    assert!(listed.iter().all(|l| l.modified_ms >= before), "{listed:?}");
+    assert!(
+        store.list(&key("nothing")).await.expect("list").is_empty(),
+        "an unknown prefix lists nothing"
+    );
+    for l in &listed {
+        store.delete(&l.key).await.expect("delete");
+    }
 }
 
 pub async fn large_streamed_blob_round_trips_with_ranges(store: &dyn BlobStore, large: usize) {

@@ -14,14 +14,17 @@ use crate::jobs::{self, ResultMeta, Start};
 use crate::metrics::{DbMetrics, Metrics, Sample};
 use crate::queue::{DbQueue, conformance as queue_conformance};
 use crate::releases::{self, NewRelease, Outcome};
-use crate::{decisions, fleet, sessions};
+use crate::{decisions, fleet};
 use quarry_domain::{ColumnInfo, DatasetFormat, Decision, JobStatus, Role};
-use secrecy::ExposeSecret as _;
+
+mod sign_in;
+pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
 
 /// Runs every check against `db`, a freshly migrated database.
 pub async fn run_all(db: &Db) {
     users_and_tokens(db).await;
     passwords_and_sessions(db).await;
+    sessions_opened_with_tokens(db).await;
     datasets_are_private_and_unique_per_owner(db).await;
     job_lifecycle_commits_a_result_once(db).await;
     failed_and_cancelled_jobs(db).await;
@@ -47,92 +50,15 @@ async fn user(db: &Db, role: Role) -> Principal {
         user_id: user.id,
         name: user.name,
         role,
+        credential: auth::Credential::Internal,
     }
-}
-
-pub async fn users_and_tokens(db: &Db) {
-    let name = unique("ada");
-    let (user, token) = auth::create_user(db, &name, Role::Lead)
-        .await
-        .expect("create");
-    let again = auth::create_user(db, &name, Role::Analyst).await;
-    assert!(
-        matches!(again, Err(Error::Conflict(_))),
-        "duplicate names conflict: {again:?}"
-    );
-    assert_eq!(
-        auth::find_user(db, &name).await.expect("find"),
-        Some(user.clone())
-    );
-    let who = auth::authenticate(db, token.expose_secret())
-        .await
-        .expect("the first token signs in");
-    assert_eq!(
-        (who.user_id.as_str(), who.role),
-        (user.id.as_str(), Role::Lead)
-    );
-
-    let expired = auth::issue_token(db, &user.id, "old", Some(now_ms() - 1))
-        .await
-        .expect("issue");
-    assert!(matches!(
-        auth::authenticate(db, expired.expose_secret()).await,
-        Err(Error::Unauthorized(_))
-    ));
-    let tokens = auth::list_tokens(db, &user.id).await.expect("list");
-    assert_eq!(tokens.len(), 2);
-    for t in &tokens {
-        auth::revoke_token(db, &user.id, &t.id)
-            .await
-            .expect("revoke");
-    }
-    assert!(matches!(
-        auth::authenticate(db, token.expose_secret()).await,
-        Err(Error::Unauthorized(_))
-    ));
-    assert!(
-        auth::list_tokens(db, &user.id)
-            .await
-            .expect("list")
-            .iter()
-            .all(|t| t.revoked_at.is_some())
-    );
-}
-
-pub async fn passwords_and_sessions(db: &Db) {
-    let who = user(db, Role::Analyst).await;
-    sessions::set_password(db, &who.user_id, "correct horse battery")
-        .await
-        .expect("set password");
-    assert!(matches!(
-        sessions::check_password(db, &who.name, "wrong password!").await,
-        Err(Error::Unauthorized(_))
-    ));
-    let signed_in = sessions::check_password(db, &who.name, "correct horse battery")
-        .await
-        .expect("right password");
-    assert_eq!(signed_in.id, who.user_id);
-    let session = sessions::create_session(db, &who.user_id)
-        .await
-        .expect("session");
-    let principal = sessions::session_principal(db, session.expose_secret())
-        .await
-        .expect("session signs in");
-    assert_eq!(principal, who);
-    sessions::end_session(db, session.expose_secret())
-        .await
-        .expect("end");
-    assert!(matches!(
-        sessions::session_principal(db, session.expose_secret()).await,
-        Err(Error::Unauthorized(_))
-    ));
 }
 
 fn new_dataset(owner: &Principal, name: &str) -> NewDataset {
     let id = uuid::Uuid::new_v4().to_string();
     NewDataset {
         blob_key: format!("datasets/{id}.csv"),
-        id,
+        id: id.clone(),
         owner_id: owner.user_id.clone(),
         name: name.to_owned(),
         format: DatasetFormat::Csv,
@@ -142,6 +68,14 @@ fn new_dataset(owner: &Principal, name: &str) -> NewDataset {
             name: "x".into(),
             r#type: "int64".into(),
         }],
+        typed: datasets::TypedCopy {
+            parquet_key: format!("datasets/{name}-{}.typed.parquet", owner.user_id),
+            stored_bytes: 5_000_000_000,
+            ingest: quarry_domain::IngestOptions {
+                delimiter: Some(';'),
+                ..Default::default()
+            },
+        },
     }
 }
 
@@ -190,6 +124,48 @@ pub async fn datasets_are_private_and_unique_per_owner(db: &Db) {
         datasets::names(db).await.expect("names").get(&first.id),
         Some(&"sales".to_owned())
     );
+    assert_eq!(got.view.stored_bytes, Some(5_000_000_000));
+    assert_eq!(got.scan_target().1, DatasetFormat::Parquet);
+    assert_eq!(
+        got.view.ingest.as_ref().and_then(|i| i.delimiter),
+        Some(';')
+    );
+
+    // A re-type replaces the typed copy and hands back the old key.
+    let retyped = datasets::TypedCopy {
+        parquet_key: format!("datasets/{}.typed-2.parquet", first.id),
+        stored_bytes: 9,
+        ingest: quarry_domain::IngestOptions::default(),
+    };
+    let columns = [ColumnInfo {
+        name: "x".into(),
+        r#type: "float64".into(),
+    }];
+    let old = datasets::replace_typed(db, &first.id, 4, &columns, &retyped)
+        .await
+        .expect("replace typed copy");
+    assert_eq!(old, Some(first.typed.parquet_key.clone()));
+    let got = datasets::get(db, &ann, &first.id).await.expect("re-read");
+    assert_eq!(
+        (got.view.rows, got.view.columns[0].r#type.as_str()),
+        (4, "float64")
+    );
+    assert_eq!(
+        got.parquet_key.as_deref(),
+        Some(retyped.parquet_key.as_str())
+    );
+    let keys = datasets::referenced_blob_keys(db).await.expect("keys");
+    assert!(keys.contains(&first.blob_key) && keys.contains(&retyped.parquet_key));
+    assert!(!keys.contains(&first.typed.parquet_key));
+
+    // Workbooks are a format of their own.
+    let mut workbook = new_dataset(&ann, "book");
+    workbook.format = DatasetFormat::Xlsx;
+    datasets::insert(db, &workbook).await.expect("insert xlsx");
+    let got = datasets::get(db, &ann, &workbook.id).await.expect("xlsx");
+    assert_eq!(got.view.format, DatasetFormat::Xlsx);
+    datasets::delete(db, &workbook.id).await.expect("delete");
+
     datasets::delete(db, &first.id).await.expect("delete");
     assert!(datasets::find(db, &first.id).await.expect("find").is_none());
 }

@@ -108,8 +108,21 @@ async fn a_300k_row_csv_upload_reports_its_rows_and_column_types() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), created);
     assert_eq!(list(&q, &q.admin_token).await, vec![created.clone()]);
-    assert_eq!(q.blob_files().len(), 1);
-    assert_eq!(std::fs::metadata(&q.blob_files()[0]).unwrap().len(), bytes);
+    // The original as uploaded, and the typed Parquet copy analyses read.
+    let mut sizes: Vec<u64> = q
+        .blob_files()
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .collect();
+    sizes.sort_unstable();
+    let typed = created["stored_bytes"].as_u64().unwrap();
+    let mut expected_sizes = vec![bytes, typed];
+    expected_sizes.sort_unstable();
+    assert_eq!(sizes, expected_sizes);
+    assert!(
+        typed < bytes,
+        "Parquet is smaller than the CSV: {typed} vs {bytes}"
+    );
 }
 
 #[tokio::test]
@@ -250,7 +263,11 @@ async fn users_see_only_their_own_datasets_and_admins_see_all() {
             .status(),
         404
     );
-    assert_eq!(q.blob_files().len(), 1, "only bob's file remains");
+    assert_eq!(
+        q.blob_files().len(),
+        2,
+        "only bob's files remain: the original and its typed copy"
+    );
 }
 
 #[tokio::test]
@@ -290,7 +307,7 @@ async fn bad_uploads_get_a_clear_4xx_and_leave_no_file_or_row() {
         upload(&q, &t, "?name=r", "text/csv", ragged).await,
         422,
         "malformed_file",
-        "CSV",
+        "not valid CSV",
     )
     .await;
     assert_nothing_stored(&q, "malformed CSV").await;
@@ -300,7 +317,7 @@ async fn bad_uploads_get_a_clear_4xx_and_leave_no_file_or_row() {
         upload(&q, &t, "?name=u", "text/csv", not_utf8).await,
         422,
         "malformed_file",
-        "CSV",
+        "not UTF-8",
     )
     .await;
     assert_nothing_stored(&q, "invalid UTF-8").await;
@@ -313,7 +330,7 @@ async fn bad_uploads_get_a_clear_4xx_and_leave_no_file_or_row() {
         "a,b\n1,2\n",
     )
     .await;
-    expect_error(r, 422, "malformed_file", "PARQUET").await;
+    expect_error(r, 422, "malformed_file", "not a Parquet file").await;
     let r = upload(
         &q,
         &t,
@@ -322,7 +339,7 @@ async fn bad_uploads_get_a_clear_4xx_and_leave_no_file_or_row() {
         "{\"a\": 1}\n{\"a\":\n",
     )
     .await;
-    expect_error(r, 422, "malformed_file", "NDJSON").await;
+    expect_error(r, 422, "malformed_file", "not valid NDJSON").await;
     assert_nothing_stored(&q, "wrong content type").await;
 
     let big = "x\n".repeat(3000);
@@ -357,8 +374,8 @@ async fn bad_uploads_get_a_clear_4xx_and_leave_no_file_or_row() {
     expect_error(r, 400, "missing_name", "name").await;
     let r = upload(&q, &t, "?name=a%2Fb", "text/csv", "a\n1\n").await;
     expect_error(r, 400, "invalid_name", "slashes").await;
-    let r = upload(&q, &t, "?name=x&format=xlsx", "text/csv", "a\n1\n").await;
-    expect_error(r, 400, "bad_format", "csv, parquet or ndjson").await;
+    let r = upload(&q, &t, "?name=x&format=xls", "text/csv", "a\n1\n").await;
+    expect_error(r, 400, "bad_format", "csv, parquet, ndjson or xlsx").await;
     let form = reqwest::multipart::Form::new().text("other", "x");
     let r = q
         .http

@@ -2,8 +2,13 @@
 
 mod auth;
 mod cloud;
+mod corpus;
 mod datasets;
+mod ingest;
 
+mod hostile_sql;
+mod housekeeping;
+mod http_limits;
 mod jobs;
 mod roles;
 mod stacks;

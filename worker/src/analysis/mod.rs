@@ -1,5 +1,12 @@
 //! The analyses, on polars' lazy API and streaming engine.
+//!
+//! Errors: an analysis that fails on its data (a bad cast, a missing value) is
+//! [`RunError::Failed`], and its message is what the user sees. polars I/O and
+//! object-store failures are the worker's trouble, not the user's:
+//! [`RunError::Internal`] carries the detail for the log, and the user only sees
+//! [`INTERNAL_MESSAGE`].
 
+mod profile;
 pub mod sql;
 pub mod validate;
 
@@ -28,14 +35,39 @@ pub enum RunError {
     /// The analysis failed on this data; the message is for the user.
     #[error("{0}")]
     Failed(String),
+    /// Reading the dataset or writing the result failed (I/O, object store): the
+    /// detail is for the log only, and the attempt is worth retrying.
+    #[error("{0}")]
+    Internal(String),
     /// It was told to stop.
     #[error("stopped")]
     Stopped,
 }
 
+/// What the user sees of an internal failure.
+pub const INTERNAL_MESSAGE: &str = "the worker could not read the dataset; it will retry";
+
 impl From<PolarsError> for RunError {
     fn from(e: PolarsError) -> Self {
-        RunError::Failed(validate::first_lines(&e.to_string()))
+        if is_internal(&e) {
+            RunError::Internal(e.to_string())
+        } else {
+            RunError::Failed(validate::first_lines(&e.to_string()))
+        }
+    }
+}
+
+/// Whether a polars error is an I/O or object-store failure, however it is wrapped.
+pub fn is_internal(e: &PolarsError) -> bool {
+    let mut e = e;
+    loop {
+        match e {
+            PolarsError::IO { .. } => return true,
+            PolarsError::Context { error, .. } | PolarsError::ExprContext { error, .. } => {
+                e = error;
+            }
+            other => return other.to_string().contains("object-store error"),
+        }
     }
 }
 
@@ -50,7 +82,7 @@ pub fn run(
     ctx: &RunContext<'_>,
 ) -> Result<DataFrame, RunError> {
     let out = match analysis {
-        Analysis::Profile => profile(data, ctx)?,
+        Analysis::Profile => profile::profile(data, ctx)?,
         Analysis::Aggregate {
             group_by,
             aggregations,
@@ -120,154 +152,6 @@ fn agg_expr(column: &str, op: AggOp) -> Expr {
         AggOp::Std => f().std(1),
         AggOp::NUnique => c.n_unique(),
     }
-}
-
-fn is_numeric(dtype: &DataType) -> bool {
-    dtype.is_primitive_numeric() || dtype.is_bool()
-}
-
-const QUANTILES: [(f64, &str); 5] = [
-    (0.05, "q05"),
-    (0.25, "q25"),
-    (0.5, "q50"),
-    (0.75, "q75"),
-    (0.95, "q95"),
-];
-const TOP_VALUES: u32 = 5;
-
-/// One row per column: type, count, nulls, distinct, min, max, mean, std, quantiles
-/// (numbers) and top values (strings).
-fn profile(mut data: LazyFrame, ctx: &RunContext<'_>) -> Result<DataFrame, RunError> {
-    let schema = data.collect_schema()?;
-    let mut exprs = Vec::new();
-    for (name, dtype) in schema.iter() {
-        let n = name.as_str();
-        let c = || col(n);
-        exprs.push(
-            c().count()
-                .cast(DataType::Int64)
-                .alias(format!("{n}\u{1f}count")),
-        );
-        exprs.push(
-            c().null_count()
-                .cast(DataType::Int64)
-                .alias(format!("{n}\u{1f}nulls")),
-        );
-        exprs.push(
-            c().n_unique()
-                .cast(DataType::Int64)
-                .alias(format!("{n}\u{1f}distinct")),
-        );
-        exprs.push(
-            c().min()
-                .cast(DataType::String)
-                .alias(format!("{n}\u{1f}min")),
-        );
-        exprs.push(
-            c().max()
-                .cast(DataType::String)
-                .alias(format!("{n}\u{1f}max")),
-        );
-        if is_numeric(dtype) {
-            let f = || col(n).cast(DataType::Float64);
-            exprs.push(f().mean().alias(format!("{n}\u{1f}mean")));
-            exprs.push(f().std(1).alias(format!("{n}\u{1f}std")));
-            for (q, label) in QUANTILES {
-                exprs.push(
-                    f().quantile(lit(q), QuantileMethod::Linear)
-                        .alias(format!("{n}\u{1f}{label}")),
-                );
-            }
-        }
-    }
-    let stats = collect(data.clone().select(exprs))?;
-    (ctx.progress)(0.5);
-    let total = schema.len().max(1) as f64;
-
-    let mut out_name = Vec::new();
-    let mut out_type = Vec::new();
-    let mut ints: [Vec<Option<i64>>; 3] = Default::default();
-    let mut texts: [Vec<Option<String>>; 2] = Default::default();
-    let mut floats: [Vec<Option<f64>>; 7] = Default::default();
-    let mut top = Vec::new();
-    for (i, (name, dtype)) in schema.iter().enumerate() {
-        if ctx.stop.load(Ordering::Relaxed) {
-            return Err(RunError::Stopped);
-        }
-        let n = name.as_str();
-        let get = |stat: &str| {
-            stats
-                .column(&format!("{n}\u{1f}{stat}"))
-                .ok()
-                .and_then(|c| c.get(0).ok())
-                .map(|v| v.into_static())
-        };
-        out_name.push(n.to_owned());
-        out_type.push(crate::scan::type_name(dtype));
-        for (slot, stat) in ints.iter_mut().zip(["count", "nulls", "distinct"]) {
-            slot.push(get(stat).and_then(|v| v.extract::<i64>()));
-        }
-        for (slot, stat) in texts.iter_mut().zip(["min", "max"]) {
-            slot.push(get(stat).and_then(|v| v.get_str().map(str::to_owned)));
-        }
-        let float_stats = ["mean", "std", "q05", "q25", "q50", "q75", "q95"];
-        for (slot, stat) in floats.iter_mut().zip(float_stats) {
-            slot.push(get(stat).and_then(|v| v.extract::<f64>()));
-        }
-        top.push(if dtype.is_string() {
-            Some(top_values(data.clone(), n)?)
-        } else {
-            None
-        });
-        (ctx.progress)(0.5 + 0.5 * (i + 1) as f64 / total);
-    }
-    let [count, nulls, distinct] = ints;
-    let [min, max] = texts;
-    let [mean, std, q05, q25, q50, q75, q95] = floats;
-    Ok(DataFrame::new_infer_height(vec![
-        Column::new("column".into(), out_name),
-        Column::new("type".into(), out_type),
-        Column::new("count".into(), count),
-        Column::new("nulls".into(), nulls),
-        Column::new("distinct".into(), distinct),
-        Column::new("min".into(), min),
-        Column::new("max".into(), max),
-        Column::new("mean".into(), mean),
-        Column::new("std".into(), std),
-        Column::new("q05".into(), q05),
-        Column::new("q25".into(), q25),
-        Column::new("q50".into(), q50),
-        Column::new("q75".into(), q75),
-        Column::new("q95".into(), q95),
-        Column::new("top_values".into(), top),
-    ])?)
-}
-
-/// `value (count), value (count), ...` for the most frequent non-null values.
-fn top_values(data: LazyFrame, name: &str) -> Result<String, RunError> {
-    let counts = collect(
-        data.filter(col(name).is_not_null())
-            .group_by([col(name)])
-            .agg([len().alias("__n")])
-            .sort(
-                [PlSmallStr::from("__n"), PlSmallStr::from(name)],
-                SortMultipleOptions::default().with_order_descending_multi([true, false]),
-            )
-            .limit(TOP_VALUES),
-    )?;
-    let values = counts.column(name)?.cast(&DataType::String)?;
-    let ns = counts.column("__n")?.cast(&DataType::Int64)?;
-    let (values, ns) = (values.str()?, ns.i64()?);
-    Ok((0..counts.height())
-        .map(|i| {
-            format!(
-                "{} ({})",
-                values.get(i).unwrap_or(""),
-                ns.get(i).unwrap_or(0)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", "))
 }
 
 /// Equal-width bins between the column's min and max; empty bins are listed too.
@@ -397,3 +281,6 @@ fn spin(seconds: f64, ctx: &RunContext<'_>) -> Result<DataFrame, RunError> {
 pub fn result_columns(df: &DataFrame) -> Vec<ColumnInfo> {
     crate::scan::columns(df.schema())
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,16 +2,16 @@
 
 use crate::server::auth::Auth;
 use crate::server::error::{ApiResult, AppError};
+use crate::server::extract::{Path, Query};
 use crate::server::state::AppState;
 use axum::Json;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use quarry_core::{Error, datasets, decisions, fleet, jobs};
-use quarry_domain::{Analysis, Job, JobEvent, JobStatus, ResultPage, SystemStatus, Waiting};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use quarry_core::{datasets, decisions, fleet, jobs};
+use quarry_domain::{Analysis, ErrorBody, Job, JobEvent, JobStatus, SystemStatus, Waiting};
 use quarry_worker::analysis::validate::validate;
-use quarry_worker::run::JobMessage;
 use serde::Deserialize;
 
 /// `POST /api/v1/jobs` body.
@@ -19,7 +19,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct NewJob {
     pub dataset_id: String,
-    #[schema(value_type = Object)]
+    /// What to compute; checked against the dataset's columns.
+    #[schema(value_type = Analysis)]
     pub analysis: serde_json::Value,
 }
 
@@ -32,8 +33,10 @@ fn bad_json(message: String) -> AppError {
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = NewJob,
     responses(
         (status = 202, description = "Queued", body = Job),
-        (status = 400, description = "Bad analysis: the message names the column or op", body = quarry_domain::ErrorBody),
-        (status = 404, description = "Unknown dataset", body = quarry_domain::ErrorBody),
+        (status = 400, description = "Bad JSON or analysis: the message names the field, column or op", body = ErrorBody),
+        (status = 401, description = "Missing or bad token", body = ErrorBody),
+        (status = 404, description = "Unknown dataset", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
     ))]
 pub async fn submit(
     State(state): State<AppState>,
@@ -64,39 +67,54 @@ pub async fn submit_analysis(
         )
     })?;
     let dataset = datasets::get(&s.db, who, dataset_id).await?;
-    validate(
-        &analysis,
-        &dataset.view.columns,
-        s.config.analyses.allow_spin,
-    )
-    .map_err(|e| AppError::invalid(e.code, e.message))?;
+    // Planning SQL is CPU work on threads of its own: keep it off the runtime.
+    let limits = quarry_worker::analysis::validate::Limits::from_config(&s.config.analyses);
+    let columns = dataset.view.columns.clone();
+    let checked = analysis.clone();
+    tokio::task::spawn_blocking(move || validate(&checked, &columns, &limits))
+        .await
+        .map_err(|e| anyhow::anyhow!("validation task: {e}"))?
+        .map_err(|e| AppError::invalid(e.code, e.message))?;
 
     let id = uuid::Uuid::new_v4().to_string();
     let analysis_json = serde_json::to_string(&analysis).map_err(anyhow::Error::from)?;
-    jobs::insert(&s.db, &id, &who.user_id, &dataset.view.id, &analysis_json).await?;
-    let message =
-        serde_json::to_string(&JobMessage { job_id: id.clone() }).map_err(anyhow::Error::from)?;
-    if let Err(e) = s.queue.send(&message).await {
-        jobs::remove(&s.db, &id).await?;
-        return Err(e.into());
-    }
+    let new = jobs::NewJob {
+        id: &id,
+        owner_id: &who.user_id,
+        dataset_id: &dataset.view.id,
+        analysis_json: &analysis_json,
+    };
+    let held = jobs::submit(
+        &s.db,
+        s.queue.as_ref(),
+        &new,
+        s.config.analyses.max_running_per_user,
+    )
+    .await?;
     s.nudge.notify_one();
-    tracing::info!(job_id = %id, dataset_id = %dataset.view.id, kind = analysis.kind(), "job queued");
+    tracing::info!(job_id = %id, dataset_id = %dataset.view.id, kind = analysis.kind(), held, "job queued");
     Ok(jobs::get(&s.db, who, &id).await?.view)
 }
 
 /// `GET /api/v1/jobs` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// queued, running, succeeded, failed or cancelled.
+    /// Only jobs with this status.
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 0)]
     pub limit: Option<u32>,
 }
 
 /// Your jobs (a lead, operator or admin: everyone's), newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListParams),
-    responses((status = 200, body = Vec<Job>), (status = 400, body = quarry_domain::ErrorBody)))]
+    responses(
+        (status = 200, description = "Jobs, newest first", body = Vec<Job>),
+        (status = 400, description = "Bad status or limit", body = ErrorBody),
+        (status = 401, description = "Missing or bad token", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -117,8 +135,13 @@ pub async fn list(
 }
 
 /// One job.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = Job), (status = 404, body = quarry_domain::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "Missing or bad token", body = ErrorBody),
+        (status = 404, description = "No such job of yours", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -128,8 +151,15 @@ pub async fn get(
 }
 
 /// Cancel a job: a queued job at once, a running one within a few seconds.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = Job), (status = 409, description = "Already finished", body = quarry_domain::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job, cancelled or flagged for cancellation", body = Job),
+        (status = 401, description = "Missing or bad token", body = ErrorBody),
+        (status = 403, description = "Someone else's job, seen read-only", body = ErrorBody),
+        (status = 404, description = "No such job of yours", body = ErrorBody),
+        (status = 409, description = "Already finished", body = ErrorBody),
+    ))]
 pub async fn cancel(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -164,6 +194,16 @@ async fn waiting(
     let Some(position) = jobs::queue_position(&services.db, id).await? else {
         return Ok(None);
     };
+    let reason = match jobs::find(&services.db, id).await? {
+        Some(job) => match job.held {
+            Some(limit) => {
+                let active = jobs::active_count(&services.db, &job.owner_id).await?;
+                Some(held_reason(active, limit))
+            }
+            None => None,
+        },
+        None => None,
+    };
     let fleet = fleet::registry_counts(&services.db).await?;
     let busy = jobs::running_count(&services.db).await?;
     let capacity = u64::from(services.config.fleet.max_workers)
@@ -175,15 +215,34 @@ async fn waiting(
         workers_starting: fleet.starting,
         max_workers: u64::from(services.config.fleet.max_workers),
         estimated_start_secs: Waiting::estimate(position, busy, capacity, median),
+        reason,
     }))
 }
 
+/// One server-sent event of `GET /api/v1/jobs/{id}/events`, as the OpenAPI document
+/// describes the stream's items.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct JobEventMessage {
+    /// Always `job`.
+    #[schema(pattern = "^job$")]
+    pub event: String,
+    /// A [`JobEvent`] as JSON text.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 /// A job's changes as server-sent events: an `event: job` with a [`JobEvent`] now and
-/// on every change, until the job has finished. The browser follows a job with this
-/// instead of polling.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, description = "text/event-stream of `job` events carrying a JobEvent", body = JobEvent),
-        (status = 404, body = quarry_domain::ErrorBody)))]
+/// on every change, until the job has finished or the caller's credential ends
+/// (revoked, expired, signed out). The browser follows a job with this instead of
+/// polling.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "A stream of `job` events, each carrying a JobEvent as JSON",
+            content_type = "text/event-stream", body = JobEventMessage),
+        (status = 401, description = "Missing or bad token", body = ErrorBody),
+        (status = 404, description = "No such job of yours", body = ErrorBody),
+    ))]
 pub async fn events(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -206,6 +265,12 @@ pub async fn events(
                         Some(e) => e,
                         None => {
                             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                            // A revoked or expired credential ends the stream it opened.
+                            if let Err(e) = quarry_core::auth::still_valid(&services.db, &who).await
+                            {
+                                tracing::info!(job_id = %id, reason = %e, "event stream ended");
+                                return None;
+                            }
                             match job_event(&services, &who, &id).await {
                                 Ok(e) => e,
                                 // The job was deleted with its dataset: end the stream.
@@ -230,183 +295,8 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// `GET /api/v1/jobs/{id}/result` query.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct ResultParams {
-    pub offset: Option<u64>,
-    /// Rows per page (default 100, at most 10000).
-    pub limit: Option<u64>,
-    /// `json` (default, paged), `csv` or `parquet` (the whole result as a download).
-    pub format: Option<String>,
-    /// Sort the JSON pages by this column; a leading `-` sorts descending.
-    pub sort: Option<String>,
-}
-
-/// A job's result: a JSON page, or the whole result as CSV or Parquet.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/result", tag = "jobs", params(("id" = String, Path), ResultParams),
-    responses(
-        (status = 200, body = ResultPage),
-        (status = 409, description = "The job has not succeeded", body = quarry_domain::ErrorBody),
-    ))]
-pub async fn result(
-    State(state): State<AppState>,
-    Auth(who): Auth,
-    Path(id): Path<String>,
-    Query(p): Query<ResultParams>,
-) -> ApiResult<Response> {
-    let s = &state.services;
-    let format = p.format.as_deref().unwrap_or("json");
-    if format == "json" {
-        let page = result_page(
-            s,
-            &who,
-            &id,
-            p.offset.unwrap_or(0),
-            p.limit.unwrap_or(100),
-            p.sort.as_deref(),
-        )
-        .await?;
-        return Ok(Json(page).into_response());
-    }
-    let meta = committed_result(s, &who, &id).await?;
-    match format {
-        "parquet" => {
-            let name = format!("job-{id}.parquet");
-            // From object storage the bytes go straight to the client, by a short-lived
-            // signed URL; the local store streams them through this server.
-            if let Some(url) = s
-                .blobs
-                .presigned_get(&meta.blob_key, DOWNLOAD_URL_TTL, &name)
-                .await?
-            {
-                return Ok(axum::response::Redirect::to(&url).into_response());
-            }
-            let stream = s.blobs.get_stream(&meta.blob_key).await?;
-            Ok(download(
-                Body::from_stream(stream),
-                "application/vnd.apache.parquet",
-                &name,
-            ))
-        }
-        "csv" => {
-            let file = s.blobs.local_file(&meta.blob_key).await?;
-            let path = file.path().to_owned();
-            let tmp = tempfile::NamedTempFile::new_in(quarry_worker::run::tmp_dir(&s.config))
-                .or_else(|_| tempfile::NamedTempFile::new())
-                .map_err(anyhow::Error::from)?;
-            let out = tmp.path().to_owned();
-            tokio::task::spawn_blocking(move || quarry_worker::results::to_csv(&path, &out))
-                .await
-                .map_err(|e| anyhow::anyhow!("csv task: {e}"))?
-                .map_err(|e| anyhow::anyhow!("writing csv: {e}"))?;
-            // The open file keeps its data readable after the name is removed.
-            let file = tokio::fs::File::from_std(tmp.into_file());
-            let stream = tokio_util::io::ReaderStream::new(file);
-            Ok(download(
-                Body::from_stream(stream),
-                "text/csv",
-                &format!("job-{id}.csv"),
-            ))
-        }
-        other => Err(AppError::invalid(
-            "bad_format",
-            format!("`format={other}` is unknown: use json, csv or parquet"),
-        )),
-    }
-}
-
-/// How long a signed download URL stays valid.
-const DOWNLOAD_URL_TTL: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// The committed result of a job the principal may read, as a local file.
-async fn result_file(
-    s: &crate::server::state::Services,
-    who: &quarry_core::auth::Principal,
-    id: &str,
-) -> ApiResult<(jobs::ResultMeta, quarry_core::blob::LocalFile)> {
-    let meta = committed_result(s, who, id).await?;
-    let file = s.blobs.local_file(&meta.blob_key).await?;
-    Ok((meta, file))
-}
-
-/// The description of a job's committed result, if the principal may read it.
-async fn committed_result(
-    s: &crate::server::state::Services,
-    who: &quarry_core::auth::Principal,
-    id: &str,
-) -> ApiResult<jobs::ResultMeta> {
-    let job = jobs::get(&s.db, who, id).await?;
-    if job.view.status != JobStatus::Succeeded {
-        return Err(Error::Conflict(format!(
-            "job `{id}` is {}: a result exists once it has succeeded",
-            job.view.status
-        ))
-        .into());
-    }
-    let meta = jobs::result(&s.db, id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("succeeded job {id} has no result row"))?;
-    Ok(meta)
-}
-
-/// One page of a job's result, optionally sorted (`sort`: a column, `-column` for
-/// descending).
-pub async fn result_page(
-    s: &crate::server::state::Services,
-    who: &quarry_core::auth::Principal,
-    id: &str,
-    offset: u64,
-    limit: u64,
-    sort: Option<&str>,
-) -> ApiResult<ResultPage> {
-    let (meta, file) = result_file(s, who, id).await?;
-    let path = file.path().to_owned();
-    let limit = limit.max(1);
-    let sort = sort
-        .filter(|s| !s.is_empty())
-        .map(|s| match s.strip_prefix('-') {
-            Some(column) => (column.to_owned(), true),
-            None => (s.to_owned(), false),
-        });
-    if let Some((by, _)) = &sort
-        && !meta.columns.iter().any(|c| &c.name == by)
-    {
-        let names: Vec<&str> = meta.columns.iter().map(|c| c.name.as_str()).collect();
-        return Err(AppError::invalid(
-            "unknown_column",
-            format!(
-                "cannot sort by `{by}`: the result's columns are {}",
-                names.join(", ")
-            ),
-        ));
-    }
-    let page = tokio::task::spawn_blocking(move || {
-        let _keep = file;
-        match sort {
-            None => quarry_worker::results::page(&path, offset, limit),
-            Some((by, descending)) => {
-                quarry_worker::results::sorted_page(&path, offset, limit, &by, descending)
-            }
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("result page task: {e}"))?;
-    Ok(page.map_err(|e| anyhow::anyhow!("reading result: {e}"))?)
-}
-
-fn download(body: Body, content_type: &'static str, file_name: &str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type.to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file_name}\""),
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
+/// Results live in [`super::results`]; the web app's result view pages through them.
+pub use super::results::result_page;
 
 /// Leads, operators and admins only.
 pub fn require_system(who: &quarry_core::auth::Principal) -> ApiResult<()> {
@@ -420,7 +310,12 @@ pub fn require_system(who: &quarry_core::auth::Principal) -> ApiResult<()> {
 }
 
 /// The engine's state: queue counts, workers, limits and the orchestrator's last decision.
-#[utoipa::path(get, path = "/api/v1/system", tag = "system", responses((status = 200, body = SystemStatus), (status = 403, body = quarry_domain::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/system", tag = "system",
+    responses(
+        (status = 200, description = "Queue, workers, limits and the last scaling decision", body = SystemStatus),
+        (status = 401, description = "Missing or bad token", body = ErrorBody),
+        (status = 403, description = "Not a lead, operator or admin", body = ErrorBody),
+    ))]
 pub async fn system(
     State(state): State<AppState>,
     Auth(who): Auth,
@@ -435,4 +330,13 @@ pub async fn system(
         jobs_per_worker: u64::from(s.config.fleet.jobs_per_worker),
         last_decision: decisions::latest(&s.db).await?,
     }))
+}
+
+/// Why a held job waits: its owner is at `analyses.max_running_per_user`.
+fn held_reason(active: u64, limit: u32) -> String {
+    let jobs = if active == 1 { "job" } else { "jobs" };
+    format!(
+        "you have {active} {jobs} running; analyses.max_running_per_user is {limit}: \
+         this one starts when one of yours finishes"
+    )
 }

@@ -1,15 +1,20 @@
 //! The REST API under `/api/v1`. Every route requires `Authorization: Bearer <token>`
 //! (read-only routes also accept the web app's session cookie).
+//!
+//! Request bodies are at most 1 MiB ([`BODY_LIMIT`]), except the dataset upload,
+//! which streams and enforces `uploads.max_bytes` itself. Every refusal, axum's own
+//! included, answers `{"error": {"code", "message"}}` (see [`json_errors`]).
 
 pub mod datasets;
 pub mod jobs;
+pub mod results;
 
-use super::error::AppError;
+use super::error::{AppError, BODY_LIMIT, json_errors};
 use super::state::AppState;
 use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{get, post};
 use quarry_domain::{
     AggOp, Aggregation, Analysis, ColumnInfo, Dataset, DatasetFormat, Decision, ErrorBody,
     ErrorDetail, FleetCounts, Job, JobEvent, JobStatus, OrderKey, QueueCounts, ResultPage, Role,
@@ -22,11 +27,13 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Quarry", description = "Upload datasets, run analyses, read results."),
-    paths(datasets::upload, datasets::list, datasets::get, datasets::delete, jobs::submit, jobs::list,
-        jobs::get, jobs::cancel, jobs::result, jobs::events, jobs::system, openapi_json),
-    components(schemas(Dataset, DatasetFormat, ColumnInfo, ErrorBody, ErrorDetail, Role, Job, JobStatus,
-        ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob)),
-    modifiers(&BearerAuth),
+    paths(datasets::upload, datasets::list, datasets::get, datasets::delete, datasets::retype,
+        datasets::download, jobs::submit, jobs::list,
+        jobs::get, jobs::cancel, results::result, jobs::events, jobs::system, openapi_json),
+    components(schemas(Dataset, DatasetFormat, ColumnInfo, quarry_domain::IngestOptions,
+        quarry_domain::Encoding, datasets::Retype, ErrorBody, ErrorDetail, Role, Job, JobStatus,
+        ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, jobs::JobEventMessage, results::ResultFormat)),
+    modifiers(&BearerAuth, &AnyCells),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -44,9 +51,32 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// A result's cells are numbers, text, booleans or null: any JSON value.
+#[derive(Debug)]
+struct AnyCells;
+
+impl utoipa::Modify for AnyCells {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{Array, Object, Schema, SchemaType};
+        let page = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("ResultPage"));
+        if let Some(RefOr::T(Schema::Object(page))) = page {
+            let row = Array::new(Object::with_type(SchemaType::AnyValue));
+            page.properties
+                .insert("rows".to_owned(), Array::new(row).into());
+        }
+    }
+}
+
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "The OpenAPI 3.1 document")))]
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document", body = Object),
+        (status = 401, description = "Missing or bad token", body = ErrorBody),
+    ))]
 async fn openapi_json(_auth: super::auth::Auth) -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -58,22 +88,27 @@ async fn not_found(_auth: super::auth::Auth) -> AppError {
     ))
 }
 
-/// The `/api/v1` router.
+/// The `/api/v1` router: every body at most [`BODY_LIMIT`] but the upload's, every
+/// refusal in the JSON error shape.
 pub fn router() -> Router<AppState> {
+    // Uploads stream to the blob store and enforce `uploads.max_bytes` themselves.
+    let upload = post(datasets::upload).layer(DefaultBodyLimit::disable());
     Router::new()
-        .route("/datasets", get(datasets::list).post(datasets::upload))
+        .route("/datasets", get(datasets::list).merge(upload))
         .route(
             "/datasets/{id}",
             get(datasets::get).delete(datasets::delete),
         )
+        .route("/datasets/{id}/retype", post(datasets::retype))
+        .route("/datasets/{id}/download", get(datasets::download))
         .route("/jobs", get(jobs::list).post(jobs::submit))
         .route("/jobs/{id}", get(jobs::get))
-        .route("/jobs/{id}/cancel", axum::routing::post(jobs::cancel))
-        .route("/jobs/{id}/result", get(jobs::result))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/result", get(results::result))
         .route("/jobs/{id}/events", get(jobs::events))
         .route("/system", get(jobs::system))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
-        // Uploads enforce `uploads.max_bytes` themselves while streaming.
-        .layer(DefaultBodyLimit::disable())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(json_errors))
 }

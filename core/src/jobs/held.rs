@@ -1,0 +1,180 @@
+//! Holding jobs back while their owner is at `analyses.max_running_per_user`.
+//!
+//! A job is *released* once it is sent to the queue; released jobs that are queued
+//! or running are the owner's *active* jobs. A job submitted while its owner has
+//! `max_running_per_user` active jobs (or older held ones, which go first) is
+//! recorded *held*: `jobs.held` stores the limit it waits under, and nothing is sent.
+//! Re-delivering a message until a slot frees would count every receive toward the
+//! queue's dead-letter limit (SQS `maxReceiveCount`) and would look like queue depth
+//! to the orchestrator; a held job does neither.
+//!
+//! Held jobs are released oldest first, up to the limit, whenever one of the owner's
+//! jobs finishes ([`release_after`], called by the worker) and on every orchestrator
+//! tick ([`sweep_held`], which also covers cancellations and crashes). Each release
+//! takes the owner's lock (the write lock on SQLite, the owner's `users` row on
+//! Postgres), so two releases never exceed the limit together.
+
+use super::JobMessage;
+use crate::clock::now_ms;
+use crate::db::{Db, Dialect};
+use crate::error::Result;
+use crate::queue::JobQueue;
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Serialises the owner's submits and releases.
+async fn lock_owner(db: &Db, tx: &mut Tx, owner_id: &str) -> Result<()> {
+    if db.dialect() == Dialect::Postgres {
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+            .bind(owner_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn active_in(tx: &mut Tx, owner_id: &str) -> Result<u64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM jobs WHERE owner_id = $1 AND held = 0 \
+         AND status IN ('queued', 'running')",
+    )
+    .bind(owner_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The owner's active jobs: released to the queue and not finished.
+pub async fn active_count(db: &Db, owner_id: &str) -> Result<u64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM jobs WHERE owner_id = $1 AND held = 0 \
+         AND status IN ('queued', 'running')",
+    )
+    .bind(owner_id)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Records a new job and sends it to the queue, or holds it when its owner already
+/// has `max_running` active jobs or older held ones. Returns whether it was held.
+/// If the queue refuses a job that was not held, the job is removed and the error
+/// returned, so nothing is shown as queued that never will run.
+pub async fn submit(
+    db: &Db,
+    queue: &dyn JobQueue,
+    new: &super::NewJob<'_>,
+    max_running: u32,
+) -> Result<bool> {
+    let max_running = max_running.max(1);
+    let mut tx = db.begin_write().await?;
+    lock_owner(db, &mut tx, new.owner_id).await?;
+    let active = active_in(&mut tx, new.owner_id).await?;
+    let (older_held,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM jobs WHERE owner_id = $1 AND held > 0 AND status = 'queued'",
+    )
+    .bind(new.owner_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let hold = active >= u64::from(max_running) || older_held > 0;
+    sqlx::query(
+        "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, created_at) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
+    )
+    .bind(new.id)
+    .bind(new.owner_id)
+    .bind(new.dataset_id)
+    .bind(new.analysis_json)
+    .bind(if hold { i64::from(max_running) } else { 0 })
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    if !hold {
+        if let Err(e) = queue.send(&JobMessage::body(new.id)).await {
+            super::remove(db, new.id).await?;
+            return Err(e);
+        }
+        return Ok(false);
+    }
+    if active < u64::from(max_running) {
+        // Room, but older held jobs go first: release in order, this one maybe too.
+        if let Err(e) = release_held(db, queue, new.owner_id).await {
+            tracing::warn!(job_id = new.id, error = %e, "releasing held jobs failed; the orchestrator retries");
+        }
+    }
+    let still_held = super::find(db, new.id)
+        .await?
+        .is_some_and(|j| j.held.is_some());
+    Ok(still_held)
+}
+
+/// Releases the owner's held jobs, oldest first, while they have fewer active jobs
+/// than the limit each held job waits under. Returns how many were sent.
+pub async fn release_held(db: &Db, queue: &dyn JobQueue, owner_id: &str) -> Result<u32> {
+    let mut released = 0;
+    loop {
+        let mut tx = db.begin_write().await?;
+        lock_owner(db, &mut tx, owner_id).await?;
+        let next: Option<(String, i64)> = sqlx::query_as(
+            "SELECT id, held FROM jobs WHERE owner_id = $1 AND held > 0 AND status = 'queued' \
+             ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(owner_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, limit)) = next else {
+            tx.commit().await?;
+            return Ok(released);
+        };
+        let active = active_in(&mut tx, owner_id).await?;
+        if active >= u64::try_from(limit).unwrap_or(0) {
+            tx.commit().await?;
+            return Ok(released);
+        }
+        sqlx::query("UPDATE jobs SET held = 0 WHERE id = $1 AND held > 0")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if let Err(e) = queue.send(&JobMessage::body(&id)).await {
+            // Hold it again so the next release or sweep tries once more.
+            sqlx::query("UPDATE jobs SET held = $1 WHERE id = $2 AND status = 'queued'")
+                .bind(limit)
+                .bind(&id)
+                .execute(db.pool())
+                .await?;
+            return Err(e);
+        }
+        tracing::info!(job_id = %id, owner_id, "held job released to the queue");
+        released += 1;
+    }
+}
+
+/// After one of its owner's jobs finished (or was found finished): releases what
+/// the freed slot allows.
+pub async fn release_after(db: &Db, queue: &dyn JobQueue, job_id: &str) -> Result<u32> {
+    match super::find(db, job_id).await? {
+        Some(job) => release_held(db, queue, &job.owner_id).await,
+        None => Ok(0),
+    }
+}
+
+/// Releases held jobs of every owner who is under their limit (the orchestrator's
+/// tick: covers cancellations and workers that died between finishing and
+/// releasing). Returns how many were sent.
+pub async fn sweep_held(db: &Db, queue: &dyn JobQueue) -> Result<u32> {
+    let owners: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT owner_id FROM jobs WHERE held > 0 AND status = 'queued' LIMIT 1000",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut released = 0;
+    for (owner,) in owners {
+        released += release_held(db, queue, &owner).await?;
+    }
+    Ok(released)
+}
+
+#[cfg(test)]
+mod tests;
