@@ -188,6 +188,21 @@ impl Quarry {
             .to_owned()
     }
 
+    /// `GET path` as the admin, decoded from JSON; a non-JSON answer fails the test.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: not the JSON expected: {e}"))
+    }
+
     /// Uploads a CSV as the token's user and returns the new dataset's id; anything
     /// but `201 Created` fails the test.
     pub async fn upload_csv(

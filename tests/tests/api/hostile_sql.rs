@@ -60,16 +60,7 @@ async fn stack_busting_and_escaping_queries_get_a_400_and_the_server_stays_up() 
     }
 
     // The server is alive and well: nothing was queued, and a fair query runs.
-    let jobs: Vec<Value> = q
-        .http
-        .get(q.url("/api/v1/jobs"))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Vec<Value> = q.get_json("/api/v1/jobs").await;
     assert!(jobs.is_empty(), "{jobs:?}");
     let id = submit_ok(
         &q,
@@ -78,16 +69,7 @@ async fn stack_busting_and_escaping_queries_get_a_400_and_the_server_stays_up() 
     )
     .await;
     wait_status(&q, &id, "succeeded", Duration::from_secs(60)).await;
-    let page: Value = q
-        .http
-        .get(q.url(&format!("/api/v1/jobs/{id}/result")))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = q.get_json(&format!("/api/v1/jobs/{id}/result")).await;
     assert_eq!(page["total_rows"], 6, "{page}");
 }
 
@@ -113,16 +95,7 @@ pub(crate) async fn upload_parquet(
 }
 
 async fn rows(q: &Quarry, id: &str) -> Vec<Value> {
-    let page: Value = q
-        .http
-        .get(q.url(&format!("/api/v1/jobs/{id}/result")))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = q.get_json(&format!("/api/v1/jobs/{id}/result")).await;
     page["rows"].as_array().unwrap().clone()
 }
 

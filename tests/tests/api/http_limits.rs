@@ -55,16 +55,7 @@ async fn sql_result(q: &Quarry, dataset: &str, query: &str) -> String {
         .unwrap()
         .to_owned();
     eventually(Duration::from_secs(120), "the job to succeed", || async {
-        let job: Value = q
-            .http
-            .get(q.url(&format!("/api/v1/jobs/{id}")))
-            .bearer_auth(&q.admin_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job: Value = q.get_json(&format!("/api/v1/jobs/{id}")).await;
         let status = job["status"].as_str().unwrap().to_owned();
         assert!(
             status != "failed" && status != "cancelled",

@@ -59,15 +59,8 @@ async fn run(q: &Quarry, dataset: &Value, analysis: Value) -> Vec<Vec<Value>> {
     let id = submit_ok(q, dataset["id"].as_str().unwrap(), analysis).await;
     wait_status(q, &id, "succeeded", Duration::from_secs(90)).await;
     let page: Value = q
-        .http
-        .get(q.url(&format!("/api/v1/jobs/{id}/result?limit=1000")))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/jobs/{id}/result?limit=1000"))
+        .await;
     page["rows"]
         .as_array()
         .unwrap()

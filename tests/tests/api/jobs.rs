@@ -44,15 +44,7 @@ pub(crate) async fn submit_ok(q: &Quarry, dataset_id: &str, analysis: Value) -> 
 }
 
 pub(crate) async fn job(q: &Quarry, id: &str) -> Value {
-    q.http
-        .get(q.url(&format!("/api/v1/jobs/{id}")))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    q.get_json(&format!("/api/v1/jobs/{id}")).await
 }
 
 pub(crate) async fn wait_status(q: &Quarry, id: &str, status: &str, within: Duration) -> Value {
@@ -71,15 +63,7 @@ pub(crate) async fn wait_status(q: &Quarry, id: &str, status: &str, within: Dura
 }
 
 async fn system(q: &Quarry) -> Value {
-    q.http
-        .get(q.url("/api/v1/system"))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    q.get_json("/api/v1/system").await
 }
 
 /// PIDs of `quarry worker` processes whose parent is this `quarry up`.
@@ -246,16 +230,7 @@ async fn a_job_that_always_fails_is_failed_after_exactly_max_attempts() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
-    let listed: Vec<Value> = q
-        .http
-        .get(q.url("/api/v1/jobs?status=failed"))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = q.get_json("/api/v1/jobs?status=failed").await;
     assert_eq!(listed.len(), 1);
     assert_eq!(system(&q).await["queue"]["dead"], 1);
 }
@@ -506,16 +481,7 @@ async fn bad_job_requests_get_a_helpful_4xx_and_nothing_is_enqueued() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let jobs: Vec<Value> = q
-        .http
-        .get(q.url("/api/v1/jobs"))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Vec<Value> = q.get_json("/api/v1/jobs").await;
     assert!(jobs.is_empty(), "{jobs:?}");
     let s = system(&q).await;
     assert_eq!(

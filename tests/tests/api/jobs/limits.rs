@@ -58,16 +58,7 @@ async fn jobs_past_max_running_per_user_are_held_and_never_overlap() {
     let second = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 3})).await;
 
     // The held job is not in the queue: it is neither queue depth nor a receive.
-    let system: Value = q
-        .http
-        .get(q.url("/api/v1/system"))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let system: Value = q.get_json("/api/v1/system").await;
     let in_queue = system["queue"]["visible"].as_u64().unwrap()
         + system["queue"]["in_flight"].as_u64().unwrap();
     assert_eq!(in_queue, 1, "only the first job was sent: {system}");
@@ -177,16 +168,7 @@ async fn analyses_that_cannot_work_are_refused_before_they_are_queued() {
     ] {
         refused(&q, &wide, analysis, code, says).await;
     }
-    let jobs: Vec<Value> = q
-        .http
-        .get(q.url("/api/v1/jobs"))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Vec<Value> = q.get_json("/api/v1/jobs").await;
     assert!(jobs.is_empty(), "nothing was queued: {jobs:?}");
 
     // Within the limits the same analyses run.
@@ -238,16 +220,7 @@ async fn a_profile_of_list_and_struct_columns_succeeds_first_time() {
     let profile = submit_ok(&q, dataset, json!({"kind": "profile"})).await;
     let done = wait_status(&q, &profile, "succeeded", Duration::from_secs(60)).await;
     assert_eq!(done["attempts"], 1, "{done}");
-    let page: Value = q
-        .http
-        .get(q.url(&format!("/api/v1/jobs/{profile}/result")))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = q.get_json(&format!("/api/v1/jobs/{profile}/result")).await;
     let rows = page["rows"].as_array().unwrap();
     let summary: Vec<(Value, Value, Value)> = rows
         .iter()
