@@ -203,6 +203,18 @@ impl Quarry {
             .unwrap_or_else(|e| panic!("GET {path}: not the JSON expected: {e}"))
     }
 
+    /// Fails the test unless the server still answers `/healthz` with 200: every
+    /// refusal of hostile input is followed by this.
+    pub async fn assert_healthy(&self, after: &str) {
+        let r = self
+            .http
+            .get(self.url("/healthz"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("after {after}: the server is down: {e}"));
+        assert_eq!(r.status(), 200, "after {after}: /healthz");
+    }
+
     /// Uploads a CSV as the token's user and returns the new dataset's id; anything
     /// but `201 Created` fails the test.
     pub async fn upload_csv(

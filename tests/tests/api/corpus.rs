@@ -44,8 +44,7 @@ async fn refused(
         message.to_lowercase().contains(&says.to_lowercase()),
         "{what}: `{message}` should mention `{says}`"
     );
-    let health = q.http.get(q.url("/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), 200, "{what}: the server is down");
+    q.assert_healthy(what).await;
     assert!(
         q.blob_files().is_empty(),
         "{what}: left {:?}",

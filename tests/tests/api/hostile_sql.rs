@@ -24,6 +24,7 @@ async fn refused(q: &Quarry, dataset: &str, query: &str) -> String {
     assert_eq!(r.status(), 400, "{}", &query[..query.len().min(80)]);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_sql", "{body}");
+    q.assert_healthy(&query[..query.len().min(80)]).await;
     body["error"]["message"].as_str().unwrap().to_owned()
 }
 

@@ -151,6 +151,8 @@ async fn api_bodies_over_one_mib_are_refused_with_413_but_uploads_are_not() {
         csv.push_str("some-key,12345\n");
     }
     q.upload_csv(&q.admin_token, "big", csv).await;
+    q.assert_healthy("api bodies over one mib are refused with 413 but uploads are not")
+        .await;
 }
 
 #[tokio::test]
@@ -210,6 +212,8 @@ async fn every_refusal_under_the_api_has_the_error_shape_and_says_what_to_fix() 
     // Unauthenticated refusals too.
     let r = q.http.get(q.url("/api/v1/jobs")).send().await.unwrap();
     assert_eq!(error_of(r, 401).await.0, "unauthorized");
+    q.assert_healthy("every refusal under the api has the error shape and says what to fix")
+        .await;
 }
 
 #[tokio::test]
@@ -269,6 +273,8 @@ async fn form_and_server_function_bodies_are_limited_but_the_upload_form_is_not(
     assert_eq!(r.status(), 303);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.contains("uploaded=form"), "{location}");
+    q.assert_healthy("form and server function bodies are limited but the upload form is not")
+        .await;
 }
 
 #[tokio::test]

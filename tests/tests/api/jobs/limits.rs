@@ -123,6 +123,7 @@ async fn refused(q: &Quarry, dataset: &str, analysis: Value, code: &str, says: &
     assert_eq!(body["error"]["code"], code, "{analysis}: {body}");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(says), "{analysis}: {message}");
+    q.assert_healthy(code).await;
 }
 
 #[tokio::test]
