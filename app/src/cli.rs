@@ -11,7 +11,7 @@ use quarry_core::blob::{BlobStore, LocalBlobStore};
 use quarry_core::clock::now_ms;
 use quarry_core::config::{BlobStoreConfig, FleetKind, MetricsKind, QueueKind};
 use quarry_core::fleet::{self, Fleet, ProcessFleet};
-use quarry_core::metrics::{DbMetrics, Metrics};
+use quarry_core::metrics::{DbMetrics, Metrics, MetricsSources};
 use quarry_core::queue::{DbQueue, JobQueue};
 use quarry_core::{Config, Db};
 use quarry_domain::Role;
@@ -293,12 +293,15 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
     let inspections = Arc::new(tokio::sync::Semaphore::new(
         config.uploads.max_concurrent_inspections as usize,
     ));
+    let metrics_sources =
+        MetricsSources::new(metrics.clone(), config.metrics.kind, &config.environment);
     Ok(Arc::new(Services {
         config,
         db,
         blobs,
         queue,
         metrics,
+        metrics_sources,
         nudge: Arc::new(Notify::new()),
         inspections,
     }))

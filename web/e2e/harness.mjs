@@ -1,9 +1,10 @@
 // Shared helpers for the browser tests: start the real `quarry up` on port 0 with a
 // temporary data directory, and launch Debian's Chromium through playwright-core.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
@@ -111,4 +112,66 @@ export const OUTPUT = new URL("../test-output/", import.meta.url).pathname;
 export async function screenshot(page, name) {
   mkdirSync(OUTPUT, { recursive: true });
   await page.screenshot({ path: join(OUTPUT, `${name}.png`), fullPage: true });
+}
+
+// A free loopback port (the kernel's choice; closed again before it is used).
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// moto's server (the AWS emulator) on a free loopback port, as tests/src/aws.rs starts
+// it for the Rust tests: `env` points a `quarry` process (or the AWS CLI) at it, and
+// `aws(args)` runs the AWS CLI against it and returns the parsed JSON (null when the
+// command prints nothing). `cargo xtask test` names the server with QUARRY_MOTO_SERVER;
+// the CLI is QUARRY_AWS_CLI or the `aws` beside it in the same virtualenv.
+export async function startMoto() {
+  const server = process.env.QUARRY_MOTO_SERVER;
+  if (!server) throw new Error("QUARRY_MOTO_SERVER is not set: run these through `cargo xtask test`");
+  const beside = join(dirname(server), "aws");
+  const cli = process.env.QUARRY_AWS_CLI || (existsSync(beside) ? beside : "aws");
+  const port = await freePort();
+  const child = spawn(server, ["-H", "127.0.0.1", "-p", String(port)], { stdio: "ignore" });
+  const endpoint = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`moto_server exited with ${child.exitCode}`);
+    try {
+      await fetch(`${endpoint}/moto-api/`);
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`moto_server did not answer on ${endpoint} within 60 s`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const env = {
+    AWS_ENDPOINT_URL: endpoint,
+    AWS_ACCESS_KEY_ID: "testing",
+    AWS_SECRET_ACCESS_KEY: "testing",
+    AWS_REGION: "us-east-1",
+    AWS_DEFAULT_REGION: "us-east-1",
+    AWS_EC2_METADATA_DISABLED: "true",
+  };
+  return {
+    endpoint,
+    env,
+    aws(args) {
+      const r = spawnSync(cli, [...args, "--output", "json", "--endpoint-url", endpoint], {
+        env: { ...process.env, ...env, AWS_PAGER: "" },
+        encoding: "utf8",
+      });
+      if (r.status !== 0) throw new Error(`aws ${args.join(" ")}: ${r.stderr || r.error}`);
+      return r.stdout.trim() === "" ? null : JSON.parse(r.stdout);
+    },
+    async stop() {
+      child.kill("SIGTERM");
+      await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
+    },
+  };
 }

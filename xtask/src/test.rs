@@ -78,6 +78,7 @@ pub fn all(layout: &Layout, args: &[String]) -> anyhow::Result<()> {
             .current_dir(layout.root.join("web"))
             .env("QUARRY_BIN", layout.quarry_bin())
             .env("QUARRY_SITE_ROOT", &site)
+            .env("QUARRY_MOTO_SERVER", tools.join("moto_server"))
             .env("CHROMIUM", chromium),
     )
 }

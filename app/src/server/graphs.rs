@@ -1,11 +1,22 @@
-//! The system page's graphs, read from the metrics port (the database on the embedded
-//! default; CloudWatch in the cloud) and bucketed for the chosen time range.
+//! The system page's graphs for one environment, bucketed for the chosen time range:
+//! `local` reads the server's own metrics port (the database on the embedded default;
+//! CloudWatch in the cloud), every stack environment its CloudWatch series (see
+//! [`quarry_core::metrics::MetricsSources`]). The graphs are the same for all.
+//!
+//! A source that cannot be read (CloudWatch unreachable, no credentials, a timeout)
+//! is not an error of the page: the graphs come back empty with a message saying
+//! what to check, and the detail goes to the log.
 
 use super::error::ApiResult;
 use super::state::Services;
 use crate::ui::charts::Series;
 use crate::ui::server_fns::{Graph, SystemCharts};
 use quarry_core::clock::now_ms;
+use quarry_core::metrics::Statistic;
+use std::time::Duration;
+
+/// How long one environment's series may take to read before the page gives up on it.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the samples of one series combine within a bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,6 +27,17 @@ enum Combine {
     PerMinute,
     /// Amounts per tick, summed.
     Sum,
+}
+
+impl Combine {
+    /// The statistic an aggregating adapter (CloudWatch) combines a period with, so
+    /// that its periods combine again in buckets to the same values as raw samples.
+    fn statistic(self) -> Statistic {
+        match self {
+            Combine::Max => Statistic::Maximum,
+            Combine::PerMinute | Combine::Sum => Statistic::Sum,
+        }
+    }
 }
 
 /// One line of a graph: its name, the metric it reads, how samples combine.
@@ -77,6 +99,14 @@ fn bucket_ms(minutes: u32) -> i64 {
     }
 }
 
+/// The bucket width for a range from a source whose series come in periods of
+/// `resolution`: never finer than those, or a period's count would read as a count
+/// per half minute.
+fn bucket_width(minutes: u32, resolution: Duration) -> i64 {
+    let resolution = i64::try_from(resolution.as_millis()).unwrap_or(i64::MAX);
+    bucket_ms(minutes).max(resolution)
+}
+
 /// Groups samples into buckets of `width` ms from `from`, combining as asked. Points
 /// sit at the bucket's start; empty buckets have no point.
 fn bucket(samples: &[(i64, f64)], from: i64, width: i64, combine: Combine) -> Vec<(i64, f64)> {
@@ -103,20 +133,52 @@ fn bucket(samples: &[(i64, f64)], from: i64, width: i64, combine: Combine) -> Ve
     out
 }
 
-/// The system page's graphs over the last `minutes` (clamped to 15 minutes..1 day).
-pub async fn system_graphs(services: &Services, minutes: u32) -> ApiResult<SystemCharts> {
+/// The system page's graphs of `environment` (`local` when `None`) over the last
+/// `minutes` (clamped to 15 minutes..1 day). An unknown environment is not found.
+#[tracing::instrument(skip_all, fields(environment))]
+pub async fn system_graphs(
+    services: &Services,
+    minutes: u32,
+    environment: Option<&str>,
+) -> ApiResult<SystemCharts> {
+    let sources = &services.metrics_sources;
+    let environment = environment
+        .filter(|e| !e.is_empty())
+        .unwrap_or(quarry_core::metrics::LOCAL);
+    tracing::Span::current().record("environment", environment);
+    let source = sources.get(environment).await?;
     let minutes = minutes.clamp(15, 1440);
     let to = now_ms();
-    let width = bucket_ms(minutes);
+    let width = bucket_width(minutes, source.metrics.resolution());
     let from = (to - i64::from(minutes) * 60_000) / width * width;
+    let metrics: Vec<(&str, Statistic)> = GRAPHS
+        .iter()
+        .flat_map(|(_, _, lines)| lines.iter().map(|(_, metric, c)| (*metric, c.statistic())))
+        .collect();
+    let read = tokio::time::timeout(READ_TIMEOUT, source.metrics.series_many(&metrics, from));
+    let (samples, failure) = match read.await {
+        Ok(Ok(samples)) => (samples, None),
+        Ok(Err(e)) => {
+            tracing::warn!(environment = %source.name, origin = %source.origin,
+                error = %format!("{e:#}"), "reading the system graphs failed");
+            (Vec::new(), Some("could not be read"))
+        }
+        Err(_) => {
+            tracing::warn!(environment = %source.name, origin = %source.origin,
+                timeout_secs = READ_TIMEOUT.as_secs(), "reading the system graphs timed out");
+            (Vec::new(), Some("did not answer in time"))
+        }
+    };
+    let unavailable = failure.map(|what| unreadable(&source.name, &source.origin, what));
+    let mut samples = samples.into_iter();
     let mut graphs = Vec::with_capacity(GRAPHS.len());
     for (title, unit, lines) in GRAPHS {
         let mut series = Vec::with_capacity(lines.len());
-        for (name, metric, combine) in *lines {
-            let samples = services.metrics.series(metric, from).await?;
+        for (name, _, combine) in *lines {
+            let line = samples.next().unwrap_or_default();
             series.push(Series {
                 name: (*name).to_owned(),
-                points: bucket(&samples, from, width, *combine),
+                points: bucket(&line, from, width, *combine),
             });
         }
         graphs.push(Graph {
@@ -126,11 +188,25 @@ pub async fn system_graphs(services: &Services, minutes: u32) -> ApiResult<Syste
         });
     }
     Ok(SystemCharts {
-        environment: services.config.environment.clone(),
+        environment: source.name,
+        environments: sources.names(),
+        origin: source.origin,
+        unavailable,
         from,
         to,
         graphs,
     })
+}
+
+/// The page's message when a source cannot be read: what failed and what to check.
+fn unreadable(environment: &str, origin: &str, what: &str) -> String {
+    let check = if origin.starts_with("CloudWatch") {
+        "check this server's AWS credentials and region (or AWS_ENDPOINT_URL), and that \
+         it may call cloudwatch:GetMetricData"
+    } else {
+        "see the server's log"
+    };
+    format!("The metrics of `{environment}` ({origin}) {what}: {check}. The graphs are empty.")
 }
 
 #[cfg(test)]
@@ -159,6 +235,20 @@ mod tests {
             bucket(&samples, 1_000, 30_000, Combine::PerMinute),
             vec![(1_000, 14.0), (61_000, 8.0)],
             "7 in half a minute is 14 a minute"
+        );
+    }
+
+    #[test]
+    fn one_minute_periods_are_never_split_into_half_minutes() {
+        let cloudwatch = Duration::from_secs(60);
+        assert_eq!(bucket_width(15, Duration::ZERO), 30_000);
+        assert_eq!(bucket_width(15, cloudwatch), 60_000);
+        assert_eq!(bucket_width(1440, cloudwatch), 15 * 60_000);
+        // A one-minute sum of 6 jobs is 6 a minute, not 12.
+        let width = bucket_width(15, cloudwatch);
+        assert_eq!(
+            bucket(&[(60_000, 6.0)], 0, width, Combine::PerMinute),
+            vec![(60_000, 6.0)]
         );
     }
 

@@ -3,7 +3,7 @@
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use quarry_core::blob::BlobStore;
-use quarry_core::metrics::Metrics;
+use quarry_core::metrics::{Metrics, MetricsSources};
 use quarry_core::queue::JobQueue;
 use quarry_core::{Config, Db};
 use std::sync::Arc;
@@ -18,6 +18,9 @@ pub struct Services {
     pub queue: Arc<dyn JobQueue>,
     /// Time series for the system page (written by the orchestrator).
     pub metrics: Arc<dyn Metrics>,
+    /// What the system page can read: `metrics` as `local`, and every stack
+    /// environment's CloudWatch series.
+    pub metrics_sources: MetricsSources,
     /// Wakes an in-process orchestrator right after an enqueue.
     pub nudge: Arc<Notify>,
     /// Permits for upload inspections (`uploads.max_concurrent_inspections`): each

@@ -50,10 +50,18 @@ pub struct Graph {
     pub series: Vec<Series>,
 }
 
-/// The system page's graphs over one time range.
+/// The system page's graphs of one environment over one time range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SystemCharts {
+    /// The environment shown (`local`, `staging`…).
     pub environment: String,
+    /// Every environment the picker offers, `local` first.
+    pub environments: Vec<String>,
+    /// Where the series come from ("database samples of `local`", "CloudWatch, eu-west-1").
+    pub origin: String,
+    /// Why the graphs are empty when the source could not be read (say, CloudWatch
+    /// unreachable), in words for the reader.
+    pub unavailable: Option<String>,
     pub from: i64,
     pub to: i64,
     pub graphs: Vec<Graph>,
@@ -239,12 +247,16 @@ pub async fn job_result(
         .map_err(backend::fail)
 }
 
-/// The system page's graphs for the last `minutes` (15, 60 or 1440).
+/// The system page's graphs of `environment` (default `local`; 404 for an unknown
+/// one) for the last `minutes` (15, 60 or 1440).
 #[server(endpoint = "system_graphs")]
-pub async fn system_graphs(minutes: u32) -> Result<SystemCharts, ServerFnError> {
+pub async fn system_graphs(
+    minutes: u32,
+    environment: Option<String>,
+) -> Result<SystemCharts, ServerFnError> {
     let (services, who) = backend::caller().await?;
     crate::server::api::jobs::require_system(&who).map_err(backend::fail)?;
-    crate::server::graphs::system_graphs(&services, minutes)
+    crate::server::graphs::system_graphs(&services, minutes, environment.as_deref())
         .await
         .map_err(backend::fail)
 }

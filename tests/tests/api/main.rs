@@ -12,3 +12,4 @@ mod http_limits;
 mod jobs;
 mod roles;
 mod stacks;
+mod system_envs;

@@ -326,6 +326,13 @@ async fn every_role_gets_exactly_its_rights_on_every_route() {
         [401, 403, 403, 200, 200, 200]
     );
     row!(
+        "fn system_graphs (unknown environment)",
+        "POST",
+        "/api/system_graphs",
+        Body::Form(vec![("minutes", "15".into()), ("environment", "qa".into())]),
+        [401, 403, 403, 404, 404, 404]
+    );
+    row!(
         "fn list_tokens",
         "POST",
         "/api/list_tokens",
