@@ -189,6 +189,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// crash left behind goes (blobs without a row, stale temporary files). A failure is
 /// logged, never fatal.
 async fn housekeeping(services: &Services) {
+    // Deployments a stopped server left running are followed to their end.
+    let control = services.control.clone();
+    tokio::spawn(async move {
+        if let Err(e) = control.resume().await {
+            tracing::warn!(error = %e, "resuming the control plane's deployments failed");
+        }
+    });
     let config = &services.config;
     #[cfg(unix)]
     if config.database.url.expose_secret().is_empty() {
@@ -295,7 +302,9 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
     ));
     let metrics_sources =
         MetricsSources::new(metrics.clone(), config.metrics.kind, &config.environment);
+    let control = crate::control::ControlPlane::from_config(db.clone(), &config)?;
     Ok(Arc::new(Services {
+        control,
         config,
         db,
         blobs,

@@ -1,5 +1,7 @@
 //! `quarry stack …`: synthesize, check, preview, deploy and remove an environment's
-//! CloudFormation stack, recording every deployment as a release.
+//! CloudFormation stack, recording every deployment as a release; promote, approve,
+//! roll back, freeze and lift holds through the same control plane as the REST API
+//! (`crate::control::ops`).
 //!
 //! The environment's parameters come from `environments/<env>.toml` in the current
 //! directory when there is one (an operator's checkout, where changes are reviewed),
@@ -11,14 +13,18 @@
     reason = "the CLI reports progress on stderr and results on stdout"
 )]
 
+use crate::control::ops::{self, Actor};
+use crate::control::views::{DiffRow, ReleaseView};
+use crate::control::{self, ControlPlane, load_environments};
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
-use quarry_core::releases::{self, NewRelease, Outcome};
+use quarry_core::releases::{self, Outcome};
 use quarry_core::{Config, Db};
-use quarry_stacks::cloudformation::{Deployer, StackEvent};
+use quarry_stacks::cloudformation::{Deployer, ResourceChange, StackEvent, changes_table};
 use quarry_stacks::{StackConfig, policy, synth, template_hash};
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum StackCommand {
@@ -46,18 +52,71 @@ pub enum StackCommand {
         #[arg(long)]
         file: Option<PathBuf>,
     },
-    /// Check, create and execute a change set, follow the stack until it settles, and
+    /// Deploy an artifact to an environment without an upstream (staging), through the
+    /// control plane: check, change set, execute, follow the stack until it settles,
     /// record the release.
     Deploy {
         env: String,
-        /// The container image every task runs (e.g. a digest-pinned ECR URI).
+        /// The image every task runs, by digest: `<repository>@sha256:<64 hex>`.
         #[arg(long)]
         image: String,
+        /// The commit the image was built from.
+        #[arg(long)]
+        commit: Option<String>,
         /// Who deploys (default: $USER).
         #[arg(long)]
         by: Option<String>,
         #[arg(long)]
         file: Option<PathBuf>,
+    },
+    /// Request the promotion of what runs on FROM into TO; prints its id and diff.
+    Promote {
+        from: String,
+        to: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Approve a promotion (not your own) and follow its deployment.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Return an environment to its last good release (or --to RELEASE) and hold it.
+    Rollback {
+        env: String,
+        #[arg(long)]
+        to: Option<String>,
+        /// Also reject the artifact running now.
+        #[arg(long)]
+        reject: bool,
+        #[arg(long, default_value = "rolled back from the command line")]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Freeze an environment: deploys, promotions and rollbacks are refused.
+    Freeze {
+        env: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// End a freeze.
+    Unfreeze {
+        env: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Holds set by rollbacks.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
     },
     /// The stack's status and the image it runs.
     Status {
@@ -87,6 +146,18 @@ pub enum StackCommand {
         force: bool,
         #[arg(long)]
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Lift the hold so promotions land on ENV again.
+    Lift {
+        env: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: Option<String>,
     },
 }
 
@@ -178,9 +249,81 @@ pub async fn run(command: StackCommand) -> anyhow::Result<()> {
         StackCommand::Deploy {
             env,
             image,
+            commit,
             by,
             file,
-        } => deploy(&env, &image, by, file.as_deref()).await,
+        } => deploy(&env, &image, commit.as_deref(), by, file.as_deref()).await,
+        StackCommand::Promote { from, to, by } => {
+            let plane = plane(None).await?;
+            let p = ops::request_promotion(&plane, &from, &to, &actor(by), false).await?;
+            eprintln!(
+                "stack: promotion {} of {} from {from} to {to}: {}",
+                p.id, p.artifact, p.status
+            );
+            print!("{}", changes_table(&rows(&p.diff)));
+            println!("{}", p.id);
+            Ok(())
+        }
+        StackCommand::Approve { id, comment, by } => {
+            let plane = plane(None).await?;
+            let mut events = plane.subscribe();
+            let p = ops::approve(&plane, &id, &actor(by), &comment, false).await?;
+            eprintln!("stack: promotion {id} {}", p.status);
+            let Some(release) = p.release_id.clone() else {
+                return Ok(());
+            };
+            let done = follow(&plane, &mut events, &release).await?;
+            let p = ops::promotion(&plane, &id).await?;
+            eprintln!("stack: promotion {id} {}", p.status);
+            finished(&done)
+        }
+        StackCommand::Rollback {
+            env,
+            to,
+            reject,
+            reason,
+            by,
+        } => {
+            let plane = plane(None).await?;
+            let mut events = plane.subscribe();
+            let r = ops::rollback(
+                &plane,
+                &env,
+                to.as_deref(),
+                reject,
+                &reason,
+                &actor(by),
+                false,
+            )
+            .await?;
+            eprintln!(
+                "stack: rolling {env} back to {} (release {})",
+                r.artifact, r.id
+            );
+            let done = follow(&plane, &mut events, &r.id).await?;
+            eprintln!("stack: {env} is on hold until `quarry stack hold lift {env} --reason …`");
+            finished(&done)
+        }
+        StackCommand::Freeze { env, reason, by } => {
+            let plane = plane(None).await?;
+            ops::freeze(&plane, &env, &reason, &actor(by)).await?;
+            eprintln!("stack: {env} frozen: {reason}");
+            Ok(())
+        }
+        StackCommand::Unfreeze { env, reason, by } => {
+            let plane = plane(None).await?;
+            ops::unfreeze(&plane, &env, &reason, &actor(by)).await?;
+            eprintln!("stack: {env} unfrozen");
+            Ok(())
+        }
+        StackCommand::Hold {
+            command: HoldCommand::Lift { env, reason, by },
+        } => {
+            let plane = plane(None).await?;
+            ops::lift_hold(&plane, &env, &reason, &actor(by)).await?;
+            eprintln!("stack: the hold on {env} is lifted");
+            Ok(())
+        }
         StackCommand::Status { env, file } => {
             let config = load(&env, file.as_deref())?;
             let deployer = deployer(&config).await;
@@ -266,103 +409,113 @@ pub async fn run(command: StackCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Who acts: `--by`, else `$USER`.
+fn actor(by: Option<String>) -> Actor {
+    let name = by
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    Actor { name, admin: false }
+}
+
+/// The control plane of the configured database, with the environment files of this
+/// checkout (`file` replacing one of them).
+async fn plane(file: Option<(&str, &Path)>) -> anyhow::Result<Arc<ControlPlane>> {
+    let config = Config::load()?;
+    let db = Db::connect(&config.database_url()).await?;
+    let mut envs = load_environments(control::config_dir(&config).as_deref())?;
+    if let Some((env, path)) = file {
+        let def = envs
+            .iter_mut()
+            .find(|d| d.name == env)
+            .with_context(|| format!("`{env}` is not a stack environment"))?;
+        def.config = StackConfig::from_file(env, path)?;
+    }
+    Ok(ControlPlane::with_environments(db, &config, envs))
+}
+
+fn rows(diff: &[DiffRow]) -> Vec<ResourceChange> {
+    diff.iter()
+        .map(|r| ResourceChange {
+            action: r.action.clone(),
+            logical_id: r.logical_id.clone(),
+            resource_type: r.resource_type.clone(),
+            replacement: r.replacement.clone(),
+        })
+        .collect()
+}
+
+/// Prints the stack's events until `release` has finished; returns it.
+async fn follow(
+    plane: &ControlPlane,
+    events: &mut tokio::sync::broadcast::Receiver<control::ControlEvent>,
+    release: &str,
+) -> anyhow::Result<ReleaseView> {
+    loop {
+        let current = releases::get(&plane.db, release).await?;
+        if current.outcome != Outcome::InProgress.as_str() {
+            return Ok(current.into());
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(2), events.recv()).await {
+            Ok(Ok(event)) if event.kind == "stack" => {
+                eprintln!(
+                    "  {}  {:<28} {:<40} {}  {}",
+                    event.data["at"].as_str().unwrap_or_default(),
+                    event.data["status"].as_str().unwrap_or_default(),
+                    event.data["logical_id"].as_str().unwrap_or_default(),
+                    event.data["type"].as_str().unwrap_or_default(),
+                    event.data["reason"].as_str().unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Prints a finished release; fails unless it succeeded.
+fn finished(release: &ReleaseView) -> anyhow::Result<()> {
+    print!("{}", changes_table(&rows(&release.diff)));
+    match release.outcome.as_str() {
+        "succeeded" => {
+            eprintln!(
+                "stack: {} deployed with {} (release {})",
+                release.environment, release.artifact, release.id
+            );
+            Ok(())
+        }
+        "no_changes" => {
+            eprintln!(
+                "stack: {} already runs this template and image",
+                release.environment
+            );
+            Ok(())
+        }
+        other => bail!(
+            "the release ended {other}: {}",
+            release.detail.as_deref().unwrap_or("no detail")
+        ),
+    }
+}
+
 async fn deploy(
     env: &str,
     image: &str,
+    commit: Option<&str>,
     by: Option<String>,
     file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let config = load(env, file)?;
-    let template = synth(&config)?;
-    let report = policy::check_template(&template, &config);
+    let report = policy::check_template(&synth(&config)?, &config);
     eprintln!("{report}");
     if report.blocks_deploy() {
         bail!("policy check failed: nothing deployed");
     }
-    let json = template.to_json_string();
-    let hash = template_hash(&json);
-    let who = by
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".to_owned());
-    let db = Db::connect(&Config::load()?.database_url()).await?;
-    let release = releases::start(
-        &db,
-        &NewRelease {
-            environment: &config.environment,
-            stack: &config.stack.name,
-            image,
-            template_hash: &hash,
-            deployed_by: &who,
-        },
-    )
-    .await?;
-    let deployer = deployer(&config).await;
-    let outcome = run_deploy(&deployer, &json, image).await;
-    let (result, change_set, detail) = match &outcome {
-        Ok(Deployed::NoChanges) => (Outcome::NoChanges, None, None),
-        Ok(Deployed::Done(id)) => (Outcome::Succeeded, Some(id.as_str()), None),
-        Err((id, e)) => (Outcome::Failed, id.as_deref(), Some(format!("{e:#}"))),
-    };
-    releases::finish(&db, &release, result, change_set, detail.as_deref()).await?;
-    match outcome {
-        Ok(Deployed::NoChanges) => {
-            eprintln!(
-                "stack: {} already runs this template and image",
-                config.stack.name
-            );
-            Ok(())
-        }
-        Ok(Deployed::Done(_)) => {
-            eprintln!(
-                "stack: {} deployed with {image} (release {release})",
-                config.stack.name
-            );
-            Ok(())
-        }
-        Err((_, e)) => Err(e),
+    let plane = plane(file.map(|f| (env, f))).await?;
+    let mut events = plane.subscribe();
+    eprintln!("stack: computing a change set for {}…", config.stack.name);
+    let release = ops::deploy(&plane, env, image, commit, &actor(by), false).await?;
+    let done = follow(&plane, &mut events, &release.id).await?;
+    if let Ok(Some(status)) = plane.deployer(plane.env(env)?).await.status().await {
+        eprintln!("stack: {}", status.status);
     }
-}
-
-enum Deployed {
-    NoChanges,
-    /// The change set executed.
-    Done(String),
-}
-
-async fn run_deploy(
-    deployer: &Deployer,
-    json: &str,
-    image: &str,
-) -> Result<Deployed, (Option<String>, anyhow::Error)> {
-    eprintln!(
-        "stack: computing a change set for {}…",
-        deployer.stack_name()
-    );
-    let preview = deployer
-        .preview(json, image, &change_set_name("deploy"))
-        .await
-        .map_err(|e| (None, e.into()))?;
-    let id = preview.change_set.id.clone();
-    if preview.change_set.changes.is_empty() {
-        return Ok(Deployed::NoChanges);
-    }
-    print!("{}", preview.table());
-    eprintln!("stack: executing change set {id}");
-    let status = deployer
-        .execute(&id, print_event)
-        .await
-        .map_err(|e| (Some(id.clone()), e.into()))?;
-    if status.ends_with("_COMPLETE") && !status.contains("ROLLBACK") {
-        eprintln!("stack: {status}");
-        return Ok(Deployed::Done(id));
-    }
-    let failures = deployer.failures().await.unwrap_or_default();
-    let mut message = format!("the deployment ended in {status}");
-    for f in &failures {
-        message.push_str(&format!(
-            "\n  {} ({}): {} {}",
-            f.logical_id, f.resource_type, f.status, f.reason
-        ));
-    }
-    Err((Some(id), anyhow::anyhow!(message)))
+    finished(&done)
 }

@@ -58,6 +58,40 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub aws: AwsConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// `[control]`: how this process's control plane finds and drives the stack
+/// environments. (In `staging.toml` and `production.toml` the same section also holds
+/// that environment's `upstream` and approval rule, which `quarry-stacks` reads.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct ControlConfig {
+    /// The directory of the environments' files; empty = `./environments` when it
+    /// exists, else the files compiled into the binary.
+    #[serde(default)]
+    pub environments_dir: String,
+    /// Milliseconds between polls of CloudFormation while a stack changes.
+    #[serde(default = "default_control_poll_ms")]
+    pub poll_ms: u64,
+    /// Milliseconds to wait between creating a change set and executing it (0 = none):
+    /// lets tests stop the server with a deployment recorded but not finished.
+    #[serde(default)]
+    pub pause_before_execute_ms: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            environments_dir: String::new(),
+            poll_ms: default_control_poll_ms(),
+            pause_before_execute_ms: 0,
+        }
+    }
+}
+
+fn default_control_poll_ms() -> u64 {
+    2000
 }
 
 /// Where the dashboards' samples go.

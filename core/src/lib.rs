@@ -9,6 +9,7 @@ pub mod aws;
 pub mod blob;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod datasets;
 pub mod db;
 pub mod decisions;

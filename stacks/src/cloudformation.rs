@@ -198,8 +198,9 @@ impl Deployer {
                     let reason = described.status_reason().unwrap_or_default().to_owned();
                     if reason.contains("didn't contain changes") || reason.contains("No updates") {
                         self.delete_change_set(&id).await.ok();
+                        // No id: the change set is gone, and nothing can execute it.
                         return Ok(ChangeSet {
-                            id,
+                            id: String::new(),
                             creates_stack,
                             changes: Vec::new(),
                         });
@@ -303,6 +304,67 @@ impl Deployer {
         image: &str,
         name: &str,
     ) -> Result<Preview, CfnError> {
+        let (rows, new) = self.rows_and_template(template, image).await?;
+        // Sent compact: CloudFormation takes at most 51,200 bytes inline, and the
+        // pretty template of production is larger.
+        let compact = serde_json::to_string(&new).map_err(|e| CfnError::Call {
+            action: "CreateChangeSet",
+            message: format!("serializing the template: {e}"),
+        })?;
+        let mut change_set = self.create_change_set(&compact, image, name).await?;
+        if change_set.id.is_empty() && !rows.is_empty() {
+            // The endpoint found no change where the deployed template and parameters
+            // show one. moto does this when a stack returns to the parameter values it
+            // was created with: `ExecuteChangeSet` never updates the `parameters` that
+            // `CreateChangeSet` compares against (only `UpdateStack` does), so the
+            // creation-time image counts as deployed forever. The same template with a
+            // marked description is a different template to it, and CloudFormation
+            // deploys the same resources from it.
+            let mut marked = new.clone();
+            if let Some(t) = marked.as_object_mut() {
+                let description = t
+                    .get("Description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                t.insert(
+                    "Description".to_owned(),
+                    Value::String(
+                        format!("{description} (re-sent with {image})")
+                            .trim()
+                            .to_owned(),
+                    ),
+                );
+            }
+            let compact = serde_json::to_string(&marked).map_err(|e| CfnError::Call {
+                action: "CreateChangeSet",
+                message: format!("serializing the template: {e}"),
+            })?;
+            change_set = self.create_change_set(&compact, image, name).await?;
+        }
+        let unchanged_listed = change_set
+            .changes
+            .iter()
+            .filter(|c| !rows.iter().any(|r| r.logical_id == c.logical_id))
+            .count();
+        Ok(Preview {
+            change_set,
+            rows,
+            unchanged_listed,
+        })
+    }
+
+    /// The rows [`Deployer::preview`] shows, worked out from the deployed template
+    /// alone, without making a change set: what re-checks a reviewed diff.
+    pub async fn rows(&self, template: &str, image: &str) -> Result<Vec<ResourceChange>, CfnError> {
+        Ok(self.rows_and_template(template, image).await?.0)
+    }
+
+    async fn rows_and_template(
+        &self,
+        template: &str,
+        image: &str,
+    ) -> Result<(Vec<ResourceChange>, Value), CfnError> {
         let (old, old_parameters) = self
             .deployed()
             .await?
@@ -313,13 +375,6 @@ impl Deployer {
         })?;
         let new_parameters = BTreeMap::from([(IMAGE_PARAMETER.to_owned(), image.to_owned())]);
         let ours = diff::changes(&old, &old_parameters, &new, &new_parameters);
-        // Sent compact: CloudFormation takes at most 51,200 bytes inline, and the
-        // pretty template of production is larger.
-        let compact = serde_json::to_string(&new).map_err(|e| CfnError::Call {
-            action: "CreateChangeSet",
-            message: format!("serializing the template: {e}"),
-        })?;
-        let change_set = self.create_change_set(&compact, image, name).await?;
         let type_in = |t: &Value, id: &str| {
             t.get("Resources")
                 .and_then(|r| r.get(id))
@@ -346,16 +401,7 @@ impl Deployer {
                 }
             })
             .collect();
-        let unchanged_listed = change_set
-            .changes
-            .iter()
-            .filter(|c| !ours.contains_key(&c.logical_id))
-            .count();
-        Ok(Preview {
-            change_set,
-            rows,
-            unchanged_listed,
-        })
+        Ok((rows, new))
     }
 
     /// Executes a change set and follows the stack until it settles, calling
@@ -374,6 +420,103 @@ impl Deployer {
             .await
             .map_err(call("ExecuteChangeSet"))?;
         self.follow(seen, on_event).await
+    }
+
+    /// Follows the stack from now until it settles, without starting anything: what a
+    /// restarted control plane does with a deployment it had already executed.
+    pub async fn follow_to_end(
+        &self,
+        on_event: impl FnMut(&StackEvent),
+    ) -> Result<String, CfnError> {
+        let seen = self.event_ids().await?;
+        self.follow(seen, on_event).await
+    }
+
+    /// A change set's status and execution status (`CREATE_COMPLETE`, `AVAILABLE`,
+    /// `EXECUTE_COMPLETE`, ...), or `None` when CloudFormation no longer has it.
+    pub async fn change_set_state(&self, id: &str) -> Result<Option<(String, String)>, CfnError> {
+        match self
+            .client
+            .describe_change_set()
+            .stack_name(&self.stack)
+            .change_set_name(id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some((
+                out.status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                out.execution_status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+            ))),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.code() == Some("ChangeSetNotFound")
+                        || s.message().is_some_and(|m| m.contains("does not exist"))
+                }) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(call("DescribeChangeSet")(e)),
+        }
+    }
+
+    /// The stack's newest `limit` events, newest first.
+    pub async fn recent_events(&self, limit: usize) -> Result<Vec<StackEvent>, CfnError> {
+        let mut events: Vec<StackEvent> =
+            self.events().await?.into_iter().map(|(_, e)| e).collect();
+        events.reverse();
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    /// Whether the deployed resources still match the template: `in_sync`, `drifted`,
+    /// or `unsupported` where the endpoint cannot detect drift (emulators).
+    pub async fn drift(&self) -> Result<String, CfnError> {
+        let started = match self
+            .client
+            .detect_stack_drift()
+            .stack_name(&self.stack)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(_) => return Ok("unsupported".to_owned()),
+        };
+        let Some(id) = started.stack_drift_detection_id() else {
+            return Ok("unsupported".to_owned());
+        };
+        let begun = tokio::time::Instant::now();
+        loop {
+            let out = match self
+                .client
+                .describe_stack_drift_detection_status()
+                .stack_drift_detection_id(id)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(_) => return Ok("unsupported".to_owned()),
+            };
+            let detection = out
+                .detection_status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            if detection != "DETECTION_IN_PROGRESS" {
+                return Ok(match out.stack_drift_status().map(|s| s.as_str()) {
+                    Some("IN_SYNC") => "in_sync",
+                    Some("DRIFTED") => "drifted",
+                    _ => "unknown",
+                }
+                .to_owned());
+            }
+            if begun.elapsed() > Duration::from_secs(60) {
+                return Ok("unknown".to_owned());
+            }
+            tokio::time::sleep(self.poll).await;
+        }
     }
 
     /// Deletes the stack and follows it until it is gone.

@@ -36,6 +36,37 @@ pub struct StackConfig {
     pub fleet: FleetSection,
     /// The runtime's `[queue]` keys the stack uses.
     pub queue: QueueSection,
+    /// `[control]`: the environment's place in the control plane.
+    pub control: ControlSection,
+}
+
+/// `[control]`: where an environment's artifacts come from and who must approve them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ControlSection {
+    /// The environment whose successfully running artifact is promoted here; absent:
+    /// artifacts are deployed here directly.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Approvals a promotion here needs, each by someone other than the requester.
+    #[serde(default)]
+    pub approvals: u32,
+    /// Hours a promotion waits for its approvals before it expires.
+    #[serde(default = "default_approval_expiry_hours")]
+    pub approval_expiry_hours: u32,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            approvals: 0,
+            approval_expiry_hours: default_approval_expiry_hours(),
+        }
+    }
+}
+
+fn default_approval_expiry_hours() -> u32 {
+    24
 }
 
 /// `[stack]`: sizes and policies of the environment's infrastructure.
@@ -169,6 +200,8 @@ struct EnvFile {
     stack: Option<StackSection>,
     fleet: FleetSection,
     queue: QueueSection,
+    #[serde(default)]
+    control: ControlSection,
 }
 
 impl StackConfig {
@@ -218,6 +251,7 @@ impl StackConfig {
             stack,
             fleet: file.fleet,
             queue: file.queue,
+            control: file.control,
         })
     }
 

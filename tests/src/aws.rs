@@ -44,7 +44,13 @@ impl Moto {
         let child = Command::new(tool("QUARRY_MOTO_SERVER", "moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("QUARRY_MOTO_LOG") {
+                // Debugging a moto quirk: its server log, request by request.
+                Some(path) => std::fs::File::create(path)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+                None => Stdio::null(),
+            })
             .kill_on_drop(true)
             .spawn()
             .context("spawning moto_server")?;

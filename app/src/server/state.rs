@@ -26,6 +26,8 @@ pub struct Services {
     /// Permits for upload inspections (`uploads.max_concurrent_inspections`): each
     /// runs a child process with its own memory limit.
     pub inspections: Arc<tokio::sync::Semaphore>,
+    /// The operator control plane (environments, promotions, rollbacks).
+    pub control: Arc<crate::control::ControlPlane>,
 }
 
 /// Axum state: Leptos' options beside the shared services.

@@ -17,7 +17,12 @@ use crate::releases::{self, NewRelease, Outcome};
 use crate::{decisions, fleet};
 use quarry_domain::{ColumnInfo, DatasetFormat, Decision, JobStatus, Role};
 
+mod control;
 mod sign_in;
+pub use control::{
+    artifacts_are_immutable_and_rejected_once, environments_freeze_and_hold,
+    promotions_move_on_once,
+};
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
 
 /// Runs every check against `db`, a freshly migrated database.
@@ -33,6 +38,9 @@ pub async fn run_all(db: &Db) {
     metric_series_and_decisions(db).await;
     queue_table(db).await;
     releases_are_recorded_once(db).await;
+    artifacts_are_immutable_and_rejected_once(db).await;
+    environments_freeze_and_hold(db).await;
+    promotions_move_on_once(db).await;
 }
 
 fn unique(prefix: &str) -> String {

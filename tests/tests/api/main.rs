@@ -2,6 +2,7 @@
 
 mod auth;
 mod cloud;
+mod control;
 mod corpus;
 mod datasets;
 mod ingest;

@@ -231,6 +231,25 @@ async fn every_role_gets_exactly_its_rights_on_every_route() {
         Body::None,
         [401, 200, 200, 200, 200, 200]
     );
+    // The control plane's reads: leads, operators and admins; never analysts.
+    for (label, path) in [
+        ("list environments", "/api/v1/environments"),
+        ("read environment", "/api/v1/environments/staging"),
+        (
+            "environment releases",
+            "/api/v1/environments/staging/releases",
+        ),
+        ("list promotions", "/api/v1/promotions"),
+        ("list artifacts", "/api/v1/artifacts"),
+    ] {
+        row!(
+            label,
+            "GET",
+            path.to_owned(),
+            Body::None,
+            [401, 403, 403, 200, 200, 200]
+        );
+    }
     for (i, who) in callers.iter().enumerate() {
         let name = format!("up-{i}");
         let (got, text) = send(

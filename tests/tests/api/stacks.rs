@@ -12,6 +12,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Output;
 
+/// The image deployed, by digest (the control plane refuses a tag alone).
+const IMAGE: &str =
+    "quarry@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
 /// Runs `quarry stack <args>` in `dir` (whose `environments/` holds the parameters).
 async fn stack(moto: &Moto, dir: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(quarry_bin())
@@ -85,12 +89,7 @@ async fn staging_deploys_changes_through_a_diff_and_is_destroyed() {
     let check = stack(&moto, dir.path(), &["check", "staging"]).await;
     assert!(ok(&check).contains("0 violation(s)"));
 
-    let deployed = stack(
-        &moto,
-        dir.path(),
-        &["deploy", "staging", "--image", "quarry:1"],
-    )
-    .await;
+    let deployed = stack(&moto, dir.path(), &["deploy", "staging", "--image", IMAGE]).await;
     let table = ok(&deployed);
     assert!(
         table.lines().skip(1).all(|l| l.starts_with("Add")),
@@ -193,12 +192,7 @@ async fn staging_deploys_changes_through_a_diff_and_is_destroyed() {
     );
     assert!(diff.contains("WorkerTaskDefinition") && diff.contains("yes (replaced)"));
 
-    ok(&stack(
-        &moto,
-        dir.path(),
-        &["deploy", "staging", "--image", "quarry:1"],
-    )
-    .await);
+    ok(&stack(&moto, dir.path(), &["deploy", "staging", "--image", IMAGE]).await);
     let after = worker_task_definition(&moto).await;
     assert_eq!(after["taskDefinition"]["memory"], "8192");
     // moto keeps no container environment from CloudFormation, so the new fleet size
@@ -233,9 +227,15 @@ async fn staging_deploys_changes_through_a_diff_and_is_destroyed() {
     let lines: Vec<&str> = releases.lines().collect();
     assert_eq!(lines.len(), 2, "{releases}");
     assert!(
-        lines.iter().all(|l| l.contains("succeeded")
-            && l.contains("quarry:1")
-            && l.contains("by ops-test"))
+        lines
+            .iter()
+            .all(|l| l.contains(IMAGE) && l.contains("by ops-test")),
+        "{releases}"
+    );
+    // Newest first: the second release replaced the first.
+    assert!(
+        lines[0].contains("succeeded") && lines[1].contains("superseded"),
+        "{releases}"
     );
 
     // Destroy asks for the stack's name.

@@ -5,6 +5,7 @@
 //! which streams and enforces `uploads.max_bytes` itself. Every refusal, axum's own
 //! included, answers `{"error": {"code", "message"}}` (see [`json_errors`]).
 
+pub mod control;
 pub mod datasets;
 pub mod jobs;
 pub mod results;
@@ -14,7 +15,7 @@ use super::state::AppState;
 use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use quarry_domain::{
     AggOp, Aggregation, Analysis, ColumnInfo, Dataset, DatasetFormat, Decision, ErrorBody,
     ErrorDetail, FleetCounts, Job, JobEvent, JobStatus, OrderKey, QueueCounts, ResultPage, Role,
@@ -29,10 +30,22 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     info(title = "Quarry", description = "Upload datasets, run analyses, read results."),
     paths(datasets::upload, datasets::list, datasets::get, datasets::delete, datasets::retype,
         datasets::download, jobs::submit, jobs::list,
-        jobs::get, jobs::cancel, results::result, jobs::events, jobs::system, openapi_json),
+        jobs::get, jobs::cancel, results::result, jobs::events, jobs::system,
+        control::list, control::get, control::releases, control::events, control::deploy,
+        control::rollback, control::freeze, control::unfreeze, control::lift_hold,
+        control::promote, control::promotions, control::promotion, control::approve,
+        control::reject, control::cancel, control::artifacts, control::reject_artifact,
+        openapi_json),
     components(schemas(Dataset, DatasetFormat, ColumnInfo, quarry_domain::IngestOptions,
         quarry_domain::Encoding, datasets::Retype, ErrorBody, ErrorDetail, Role, Job, JobStatus,
-        ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, jobs::JobEventMessage, results::ResultFormat)),
+        ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, jobs::JobEventMessage, results::ResultFormat,
+        control::DeployRequest, control::PromotionRequest, control::DecisionRequest,
+        control::RollbackRequest, control::Reason, control::ControlEventMessage,
+        crate::control::views::EnvironmentView, crate::control::views::EnvironmentDetail,
+        crate::control::views::MarkView, crate::control::views::DiffRow,
+        crate::control::views::ResourceView, crate::control::views::StackEventView,
+        crate::control::views::ReleaseView, crate::control::views::PromotionView,
+        crate::control::views::ApprovalView, crate::control::views::OverrideView, crate::control::views::ArtifactView)),
     modifiers(&BearerAuth, &AnyCells),
     security(("bearer" = []))
 )]
@@ -107,6 +120,27 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/result", get(results::result))
         .route("/jobs/{id}/events", get(jobs::events))
         .route("/system", get(jobs::system))
+        .route("/environments", get(control::list))
+        .route("/environments/{env}", get(control::get))
+        .route("/environments/{env}/releases", get(control::releases))
+        .route("/environments/{env}/events", get(control::events))
+        .route("/environments/{env}/deploy", post(control::deploy))
+        .route("/environments/{env}/rollback", post(control::rollback))
+        .route(
+            "/environments/{env}/freeze",
+            post(control::freeze).delete(control::unfreeze),
+        )
+        .route("/environments/{env}/hold", delete(control::lift_hold))
+        .route(
+            "/promotions",
+            get(control::promotions).post(control::promote),
+        )
+        .route("/promotions/{id}", get(control::promotion))
+        .route("/promotions/{id}/approve", post(control::approve))
+        .route("/promotions/{id}/reject", post(control::reject))
+        .route("/promotions/{id}/cancel", post(control::cancel))
+        .route("/artifacts", get(control::artifacts))
+        .route("/artifacts/{id}/reject", post(control::reject_artifact))
         .route("/openapi.json", get(openapi_json))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
