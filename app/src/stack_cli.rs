@@ -1,7 +1,7 @@
 //! `quarry stack …`: synthesize, check, preview, deploy and remove an environment's
 //! CloudFormation stack, recording every deployment as a release; promote, approve,
 //! roll back, freeze and lift holds through the same control plane as the REST API
-//! (`crate::control::ops`).
+//! (`crate::control::ops` and `crate::control::reads`).
 //!
 //! The environment's parameters come from `environments/<env>.toml` in the current
 //! directory when there is one (an operator's checkout, where changes are reviewed),
@@ -14,6 +14,7 @@
 )]
 
 use crate::control::ops::{self, Actor};
+use crate::control::reads;
 use crate::control::views::{DiffRow, ReleaseView};
 use crate::control::{self, ControlPlane, load_environments};
 use anyhow::{Context as _, bail};
@@ -273,7 +274,7 @@ pub async fn run(command: StackCommand) -> anyhow::Result<()> {
                 return Ok(());
             };
             let done = follow(&plane, &mut events, &release).await?;
-            let p = ops::promotion(&plane, &id).await?;
+            let p = reads::promotion(&plane, &id).await?;
             eprintln!("stack: promotion {id} {}", p.status);
             finished(&done)
         }

@@ -2,7 +2,8 @@
 //! artifacts, deploys, promotions with approval, rollbacks with holds, and freezes.
 //!
 //! The REST routes (`server::api::control`) and `quarry stack …` call the operations
-//! here ([`ops`]) and nothing else, so neither path can do what the other cannot.
+//! here ([`ops`], and [`reads`] for the reads) and nothing else, so neither path can do
+//! what the other cannot.
 //! Records live in the database the process runs with (`quarry_core::control`,
 //! `quarry_core::releases`); every transition that must happen once is a
 //! compare-and-set there, and [`ControlPlane::resume`] finishes, at start-up, what a
@@ -10,7 +11,9 @@
 //! of making another.
 
 pub mod deployer;
+mod guards;
 pub mod ops;
+pub mod reads;
 mod run;
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,12 @@
 //! The operations of the control plane, shared by the REST routes and the CLI. Each
 //! records who did it and when, and refuses with the domain's errors: invalid input
 //! (400), forbidden (403: self-approval), not found (404), conflict (409: frozen, held,
-//! rejected, or not in the state asked for, with the reason in the message).
+//! rejected, or not in the state asked for, with the reason in the message). The reads
+//! are in [`super::reads`].
 
-use super::views::{
-    ArtifactView, DiffRow, EnvironmentDetail, EnvironmentView, OverrideView, PromotionView,
-    ReleaseView, ResourceView, StackEventView,
-};
+use super::guards::{awaiting, check_frozen, check_idle, refuse_held, require_reason};
+use super::reads::{environment, promotion};
+use super::views::{ArtifactView, DiffRow, EnvironmentView, PromotionView, ReleaseView};
 use super::{ControlPlane, EnvDef};
 use quarry_core::control::promotions::{self, NewPromotion, Status};
 use quarry_core::control::{artifacts, environments};
@@ -22,7 +22,7 @@ pub struct Actor {
     pub admin: bool,
 }
 
-fn internal(e: impl std::fmt::Display) -> Error {
+pub(super) fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("{e}"))
 }
 
@@ -54,54 +54,6 @@ pub(super) fn change_set_name(action: &str) -> String {
 
 pub(super) fn diff_json(rows: &[DiffRow]) -> String {
     serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
-}
-
-/// Refuses while the environment is frozen, unless an admin overrides (recorded).
-async fn check_frozen(
-    plane: &ControlPlane,
-    env: &str,
-    action: &str,
-    who: &Actor,
-    override_freeze: bool,
-) -> Result<()> {
-    let state = environments::get(&plane.db, env).await?;
-    let Some(frozen) = state.frozen else {
-        return Ok(());
-    };
-    if override_freeze && who.admin {
-        environments::record_override(
-            &plane.db,
-            env,
-            &format!("{action} while frozen"),
-            &who.name,
-            &frozen.reason,
-        )
-        .await?;
-        return Ok(());
-    }
-    let how = if override_freeze {
-        "only an admin may override a freeze"
-    } else {
-        "unfreeze it, or an admin may send {\"override\": true}"
-    };
-    Err(Error::Conflict(format!(
-        "{env} is frozen by {} since {}: {} ({how})",
-        frozen.by, frozen.at, frozen.reason
-    )))
-}
-
-async fn check_idle(plane: &ControlPlane, env: &str) -> Result<()> {
-    if let Some(r) = releases::in_progress(&plane.db)
-        .await?
-        .into_iter()
-        .find(|r| r.environment == env)
-    {
-        return Err(Error::Conflict(format!(
-            "{env} is being deployed (release {}, by {}): wait for it to finish",
-            r.id, r.deployed_by
-        )));
-    }
-    Ok(())
 }
 
 /// Starts a release of `artifact` on `env` and drives it in the background.
@@ -218,17 +170,6 @@ async fn preview(
     Ok((rows, id))
 }
 
-async fn refuse_held(plane: &ControlPlane, env: &str) -> Result<()> {
-    if let Some(h) = environments::get(&plane.db, env).await?.hold {
-        return Err(Error::Conflict(format!(
-            "{env} is on hold since {} by {}: {} (lift it with DELETE \
-             /api/v1/environments/{env}/hold {{\"reason\"}})",
-            h.at, h.by, h.reason
-        )));
-    }
-    Ok(())
-}
-
 /// Requests the promotion of what runs on `from` into `to`, with the diff rows the
 /// approver will see.
 pub async fn request_promotion(
@@ -283,45 +224,6 @@ pub async fn request_promotion(
         serde_json::to_value(&view).unwrap_or_default(),
     );
     Ok(view)
-}
-
-/// A promotion with its artifact and approvals (expired ones marked so first).
-pub async fn promotion(plane: &ControlPlane, id: &str) -> Result<PromotionView> {
-    promotions::expire_due(&plane.db).await?;
-    let p = promotions::get(&plane.db, id).await?;
-    let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
-    let approvals = promotions::approvals(&plane.db, id).await?;
-    Ok(PromotionView::new(p, &artifact, approvals))
-}
-
-/// Promotions, newest first.
-pub async fn list_promotions(
-    plane: &ControlPlane,
-    status: Option<&str>,
-) -> Result<Vec<PromotionView>> {
-    promotions::expire_due(&plane.db).await?;
-    let status = status
-        .filter(|s| !s.is_empty())
-        .map(Status::parse)
-        .transpose()?;
-    let mut out = Vec::new();
-    for p in promotions::list(&plane.db, status, 200).await? {
-        let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
-        let approvals = promotions::approvals(&plane.db, &p.id).await?;
-        out.push(PromotionView::new(p, &artifact, approvals));
-    }
-    Ok(out)
-}
-
-fn awaiting(p: &promotions::Promotion) -> Result<()> {
-    if p.status == Status::AwaitingApproval.as_str() {
-        return Ok(());
-    }
-    let when = p.finished_at.as_deref().unwrap_or(&p.expires_at);
-    Err(Error::Conflict(format!(
-        "promotion {} is {} (since {when}), not awaiting approval",
-        p.id, p.status
-    )))
 }
 
 /// Approves a promotion. The requester cannot; the diff is computed again first, and
@@ -484,12 +386,7 @@ pub async fn rollback(
     override_freeze: bool,
 ) -> Result<ReleaseView> {
     let def = plane.env(env)?.clone();
-    if reason.trim().is_empty() {
-        return Err(Error::invalid(
-            "bad_reason",
-            "say why you roll back: send {\"reason\": \"…\"}",
-        ));
-    }
+    require_reason(reason, "roll back")?;
     check_frozen(plane, env, "rollback", who, override_freeze).await?;
     check_idle(plane, env).await?;
     let state = environments::get(&plane.db, env).await?;
@@ -554,21 +451,48 @@ pub async fn rollback(
     Ok(releases::get(&plane.db, &id).await?.into())
 }
 
+/// The changes of an environment's freeze and hold that are not a release.
+#[derive(Clone, Copy)]
+enum EnvChange {
+    Freeze,
+    Unfreeze,
+    LiftHold,
+}
+
+/// Freezes, unfreezes or lifts the hold of `env` (a reason required but to unfreeze),
+/// and returns the environment after.
+async fn change_env(
+    plane: &ControlPlane,
+    env: &str,
+    reason: &str,
+    who: &Actor,
+    change: EnvChange,
+) -> Result<EnvironmentView> {
+    plane.env(env)?;
+    let db = &plane.db;
+    match change {
+        EnvChange::Freeze => {
+            require_reason(reason, "freeze")?;
+            environments::freeze(db, env, &who.name, reason).await?;
+        }
+        EnvChange::Unfreeze => {
+            environments::unfreeze(db, env, &who.name, reason).await?;
+        }
+        EnvChange::LiftHold => {
+            require_reason(reason, "lift the hold")?;
+            environments::lift_hold(db, env, &who.name, reason).await?;
+        }
+    }
+    environment(plane, env).await
+}
+
 pub async fn freeze(
     plane: &ControlPlane,
     env: &str,
     reason: &str,
     who: &Actor,
 ) -> Result<EnvironmentView> {
-    plane.env(env)?;
-    if reason.trim().is_empty() {
-        return Err(Error::invalid(
-            "bad_reason",
-            "say why you freeze: send {\"reason\": \"…\"}",
-        ));
-    }
-    environments::freeze(&plane.db, env, &who.name, reason).await?;
-    environment(plane, env).await
+    change_env(plane, env, reason, who, EnvChange::Freeze).await
 }
 
 pub async fn unfreeze(
@@ -577,9 +501,7 @@ pub async fn unfreeze(
     reason: &str,
     who: &Actor,
 ) -> Result<EnvironmentView> {
-    plane.env(env)?;
-    environments::unfreeze(&plane.db, env, &who.name, reason).await?;
-    environment(plane, env).await
+    change_env(plane, env, reason, who, EnvChange::Unfreeze).await
 }
 
 pub async fn lift_hold(
@@ -588,15 +510,7 @@ pub async fn lift_hold(
     reason: &str,
     who: &Actor,
 ) -> Result<EnvironmentView> {
-    plane.env(env)?;
-    if reason.trim().is_empty() {
-        return Err(Error::invalid(
-            "bad_reason",
-            "say why you lift the hold: send {\"reason\": \"…\"}",
-        ));
-    }
-    environments::lift_hold(&plane.db, env, &who.name, reason).await?;
-    environment(plane, env).await
+    change_env(plane, env, reason, who, EnvChange::LiftHold).await
 }
 
 pub async fn reject_artifact(
@@ -605,185 +519,8 @@ pub async fn reject_artifact(
     reason: &str,
     who: &Actor,
 ) -> Result<ArtifactView> {
-    if reason.trim().is_empty() {
-        return Err(Error::invalid(
-            "bad_reason",
-            "say why you reject it: send {\"reason\": \"…\"}",
-        ));
-    }
+    require_reason(reason, "reject it")?;
     Ok(artifacts::reject(&plane.db, id, &who.name, reason)
         .await?
         .into())
-}
-
-pub async fn list_artifacts(plane: &ControlPlane) -> Result<Vec<ArtifactView>> {
-    Ok(artifacts::list(&plane.db, 500)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect())
-}
-
-/// An environment's summary.
-pub async fn environment(plane: &ControlPlane, env: &str) -> Result<EnvironmentView> {
-    let def = plane.env(env)?.clone();
-    let state = environments::get(&plane.db, env).await?;
-    let release = match &state.current_release_id {
-        Some(id) => Some(releases::get(&plane.db, id).await?),
-        None => None,
-    };
-    let deployer = plane.deployer(&def).await;
-    let read = tokio::time::timeout(STACK_READ_TIMEOUT, deployer.status()).await;
-    let (status, status_reason) = match read {
-        Ok(Ok(Some(s))) => (s.status, None),
-        Ok(Ok(None)) => ("not_deployed".to_owned(), None),
-        Ok(Err(e)) => ("unknown".to_owned(), Some(short_reason(&e.to_string()))),
-        Err(_) => (
-            "unknown".to_owned(),
-            Some(format!(
-                "CloudFormation did not answer within {} s",
-                STACK_READ_TIMEOUT.as_secs()
-            )),
-        ),
-    };
-    plane.note_stack_reach(env, status_reason.as_deref());
-    Ok(EnvironmentView {
-        name: def.name.clone(),
-        stack: def.stack().to_owned(),
-        upstream: def.upstream().map(ToOwned::to_owned),
-        status,
-        status_reason,
-        artifact: release.as_ref().map(|r| r.image.clone()),
-        release_id: state.current_release_id.clone(),
-        frozen: state.frozen.as_ref().map(Into::into),
-        hold: state.hold.as_ref().map(Into::into),
-        approvals_required: def.approvals(),
-    })
-}
-
-pub async fn list_environments(plane: &ControlPlane) -> Result<Vec<EnvironmentView>> {
-    // Each environment's stack is asked at once, so an unreachable account costs one
-    // time-out, not one per environment.
-    futures::future::try_join_all(
-        plane
-            .environments()
-            .iter()
-            .map(|def| environment(plane, &def.name)),
-    )
-    .await
-}
-
-/// How long a page or API read waits for CloudFormation before it reports the stack's
-/// status as `unknown`.
-pub const STACK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The first sentence of an SDK failure, without the debug dump of its causes, and at
-/// most 200 characters.
-pub(crate) fn short_reason(text: &str) -> String {
-    let head = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let head = head
-        .split(" (")
-        .next()
-        .unwrap_or(&head)
-        .split(" Attempted:")
-        .next()
-        .unwrap_or(&head)
-        .trim();
-    if head.chars().count() <= 200 {
-        head.to_owned()
-    } else {
-        let cut: String = head.chars().take(199).collect();
-        format!("{cut}…")
-    }
-}
-
-/// An environment with its stack's resources, outputs, alarms, events and drift.
-pub async fn environment_detail(plane: &ControlPlane, env: &str) -> Result<EnvironmentDetail> {
-    let view = environment(plane, env).await?;
-    let def = plane.env(env)?.clone();
-    let deployer = plane.deployer(&def).await;
-    let deployed = view.status != "not_deployed" && view.status != "unknown";
-    let resources: Vec<ResourceView> = if deployed {
-        deployer
-            .resources()
-            .await
-            .map_err(internal)?
-            .iter()
-            .map(Into::into)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let outputs = if deployed {
-        deployer.outputs().await.map_err(internal)?
-    } else {
-        Default::default()
-    };
-    let recent_events: Vec<StackEventView> = if deployed {
-        deployer
-            .recent_events(50)
-            .await
-            .map_err(internal)?
-            .iter()
-            .map(Into::into)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let drift = if deployed {
-        deployer
-            .drift()
-            .await
-            .unwrap_or_else(|_| "unknown".to_owned())
-    } else {
-        "unknown".to_owned()
-    };
-    let alarms = resources
-        .iter()
-        .filter(|r| r.resource_type == "AWS::CloudWatch::Alarm")
-        .cloned()
-        .collect();
-    Ok(EnvironmentDetail {
-        environment: view,
-        resources,
-        outputs,
-        alarms,
-        recent_events,
-        drift,
-        overrides: environments::overrides(&plane.db, env)
-            .await?
-            .into_iter()
-            .map(|o| OverrideView {
-                action: o.action,
-                by: o.by,
-                at: o.at,
-                reason: o.reason,
-            })
-            .collect(),
-    })
-}
-
-/// An environment's releases, newest first.
-pub async fn releases(plane: &ControlPlane, env: &str) -> Result<Vec<ReleaseView>> {
-    plane.env(env)?;
-    Ok(releases::list(&plane.db, env, 200)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect())
-}
-
-#[cfg(test)]
-mod short_reason_tests {
-    use super::short_reason;
-
-    #[test]
-    fn an_sdk_failure_is_cut_to_its_first_sentence() {
-        let text = "CloudFormation DescribeStacks: dispatch failure: other: no credentials found in chain. Attempted:\n  Environment: not enabled (DispatchFailure(DispatchFailure { source: … }))";
-        assert_eq!(
-            short_reason(text),
-            "CloudFormation DescribeStacks: dispatch failure: other: no credentials found in chain."
-        );
-        assert_eq!(short_reason(&"x".repeat(500)).chars().count(), 200);
-    }
 }

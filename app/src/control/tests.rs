@@ -3,6 +3,7 @@
 
 use super::deployer::{Deployer, OnEvent};
 use super::ops::{self, Actor};
+use super::reads;
 use super::{ControlPlane, DeployerFactory, load_environments};
 use async_trait::async_trait;
 use quarry_core::Error;
@@ -146,7 +147,7 @@ fn actor(name: &str) -> Actor {
 
 async fn settled(plane: &ControlPlane, env: &str) {
     for _ in 0..200 {
-        let all = ops::releases(plane, env).await.unwrap();
+        let all = reads::releases(plane, env).await.unwrap();
         if all.iter().all(|r| r.outcome != "in_progress") {
             return;
         }
@@ -190,13 +191,13 @@ async fn a_failed_promotion_records_resources_and_reasons_and_keeps_the_current_
         .await
         .unwrap();
     assert_eq!(approved.status, "deploying");
-    let mut failed = ops::promotion(&plane, &promotion.id).await.unwrap();
+    let mut failed = reads::promotion(&plane, &promotion.id).await.unwrap();
     for _ in 0..200 {
         if failed.status != "deploying" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        failed = ops::promotion(&plane, &promotion.id).await.unwrap();
+        failed = reads::promotion(&plane, &promotion.id).await.unwrap();
     }
     assert_eq!(failed.status, "failed");
     let detail = failed.detail.unwrap();
@@ -204,12 +205,12 @@ async fn a_failed_promotion_records_resources_and_reasons_and_keeps_the_current_
         detail.contains("WorkerTaskDefinition") && detail.contains("invalid image"),
         "{detail}"
     );
-    let production = ops::environment(&plane, "production").await.unwrap();
+    let production = reads::environment(&plane, "production").await.unwrap();
     assert_eq!(
         production.release_id, None,
         "the current release is unchanged"
     );
-    let history = ops::releases(&plane, "production").await.unwrap();
+    let history = reads::releases(&plane, "production").await.unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(
         (history[0].kind.as_str(), history[0].outcome.as_str()),

@@ -1,8 +1,10 @@
 //! `/api/v1/environments`, `/api/v1/promotions`, `/api/v1/artifacts`: the operator
 //! control plane over REST. Writes need an operator or an admin; reads a lead too;
-//! analysts get 403. Every handler calls `crate::control::ops`, as the CLI does.
+//! analysts get 403. Every handler calls `crate::control::ops` (or
+//! `crate::control::reads`), as the CLI does, through [`read`] or [`write`].
 
 use crate::control::ops::{self, Actor};
+use crate::control::reads;
 use crate::control::views::{
     ArtifactView, EnvironmentDetail, EnvironmentView, PromotionView, ReleaseView,
 };
@@ -40,6 +42,27 @@ fn writer(who: &Principal) -> ApiResult<Actor> {
             "deploying, promoting, rolling back and freezing are for operators and admins",
         ))
     }
+}
+
+/// Answers a read: refuses `who` unless they may read, else runs `call` (not polled
+/// before the check) and returns what it gives as JSON.
+async fn read<T>(
+    who: &Principal,
+    call: impl Future<Output = quarry_core::Result<T>>,
+) -> ApiResult<JsonOut<T>> {
+    reader(who)?;
+    Ok(axum::Json(call.await?))
+}
+
+/// Answers a change: refuses `who` unless they may write, else runs `call` as them and
+/// returns what it gives as JSON.
+async fn write<T, E, Fut>(who: &Principal, call: impl FnOnce(Actor) -> Fut) -> ApiResult<JsonOut<T>>
+where
+    Fut: Future<Output = Result<T, E>>,
+    AppError: From<E>,
+{
+    let actor = writer(who)?;
+    Ok(axum::Json(call(actor).await?))
 }
 
 /// `POST …/deploy` body.
@@ -116,10 +139,7 @@ pub async fn list(
     State(s): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<JsonOut<Vec<EnvironmentView>>> {
-    reader(&who)?;
-    Ok(axum::Json(
-        ops::list_environments(&s.services.control).await?,
-    ))
+    read(&who, reads::list_environments(&s.services.control)).await
 }
 
 /// One environment with its resources, outputs, alarms, recent events and drift.
@@ -136,10 +156,7 @@ pub async fn get(
     Auth(who): Auth,
     Path(env): Path<String>,
 ) -> ApiResult<JsonOut<EnvironmentDetail>> {
-    reader(&who)?;
-    Ok(axum::Json(
-        ops::environment_detail(&s.services.control, &env).await?,
-    ))
+    read(&who, reads::environment_detail(&s.services.control, &env)).await
 }
 
 /// The environment's releases, newest first.
@@ -156,8 +173,7 @@ pub async fn releases(
     Auth(who): Auth,
     Path(env): Path<String>,
 ) -> ApiResult<JsonOut<Vec<ReleaseView>>> {
-    reader(&who)?;
-    Ok(axum::Json(ops::releases(&s.services.control, &env).await?))
+    read(&who, reads::releases(&s.services.control, &env)).await
 }
 
 /// One server-sent event of `GET /api/v1/environments/{env}/events`.
@@ -238,17 +254,20 @@ pub async fn deploy(
     Path(env): Path<String>,
     Json(body): Json<DeployRequest>,
 ) -> ApiResult<(StatusCode, JsonOut<ReleaseView>)> {
-    let actor = writer(&who)?;
-    let release = ops::deploy(
-        &s.services.control,
-        &env,
-        &body.artifact,
-        body.commit.as_deref(),
-        &actor,
-        body.override_freeze,
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(release)))
+    let release = write(&who, |actor| async move {
+        let commit = body.commit.as_deref();
+        let plane = &s.services.control;
+        ops::deploy(
+            plane,
+            &env,
+            &body.artifact,
+            commit,
+            &actor,
+            body.override_freeze,
+        )
+        .await
+    });
+    Ok((StatusCode::ACCEPTED, release.await?))
 }
 
 /// Return the environment to its last good release (or `to`), and hold it.
@@ -271,18 +290,21 @@ pub async fn rollback(
     Path(env): Path<String>,
     Json(body): Json<RollbackRequest>,
 ) -> ApiResult<(StatusCode, JsonOut<ReleaseView>)> {
-    let actor = writer(&who)?;
-    let release = ops::rollback(
-        &s.services.control,
-        &env,
-        body.to.as_deref(),
-        body.reject_artifact,
-        &body.reason,
-        &actor,
-        body.override_freeze,
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(release)))
+    let release = write(&who, |actor| async move {
+        let (to, reject) = (body.to.as_deref(), body.reject_artifact);
+        let plane = &s.services.control;
+        ops::rollback(
+            plane,
+            &env,
+            to,
+            reject,
+            &body.reason,
+            &actor,
+            body.override_freeze,
+        )
+        .await
+    });
+    Ok((StatusCode::ACCEPTED, release.await?))
 }
 
 /// Freeze an environment: deploys, promotions and rollbacks are refused.
@@ -305,10 +327,10 @@ pub async fn freeze(
     Path(env): Path<String>,
     Json(body): Json<Reason>,
 ) -> ApiResult<JsonOut<EnvironmentView>> {
-    let actor = writer(&who)?;
-    Ok(axum::Json(
-        ops::freeze(&s.services.control, &env, &body.reason, &actor).await?,
-    ))
+    write(&who, |actor| async move {
+        ops::freeze(&s.services.control, &env, &body.reason, &actor).await
+    })
+    .await
 }
 
 fn optional_reason(body: &axum::body::Bytes) -> ApiResult<Reason> {
@@ -342,11 +364,11 @@ pub async fn unfreeze(
     Path(env): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<JsonOut<EnvironmentView>> {
-    let actor = writer(&who)?;
-    let reason = optional_reason(&body)?;
-    Ok(axum::Json(
-        ops::unfreeze(&s.services.control, &env, &reason.reason, &actor).await?,
-    ))
+    write(&who, |actor| async move {
+        let reason = optional_reason(&body)?;
+        Ok::<_, AppError>(ops::unfreeze(&s.services.control, &env, &reason.reason, &actor).await?)
+    })
+    .await
 }
 
 /// Lift the hold a rollback set, with a reason.
@@ -368,11 +390,11 @@ pub async fn lift_hold(
     Path(env): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<JsonOut<EnvironmentView>> {
-    let actor = writer(&who)?;
-    let reason = optional_reason(&body)?;
-    Ok(axum::Json(
-        ops::lift_hold(&s.services.control, &env, &reason.reason, &actor).await?,
-    ))
+    write(&who, |actor| async move {
+        let reason = optional_reason(&body)?;
+        Ok::<_, AppError>(ops::lift_hold(&s.services.control, &env, &reason.reason, &actor).await?)
+    })
+    .await
 }
 
 /// Request the promotion of what runs on `from` into `to`; it waits for approval.
@@ -393,16 +415,11 @@ pub async fn promote(
     Auth(who): Auth,
     Json(body): Json<PromotionRequest>,
 ) -> ApiResult<(StatusCode, JsonOut<PromotionView>)> {
-    let actor = writer(&who)?;
-    let p = ops::request_promotion(
-        &s.services.control,
-        &body.from,
-        &body.to,
-        &actor,
-        body.override_freeze,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, axum::Json(p)))
+    let p = write(&who, |actor| async move {
+        let plane = &s.services.control;
+        ops::request_promotion(plane, &body.from, &body.to, &actor, body.override_freeze).await
+    });
+    Ok((StatusCode::CREATED, p.await?))
 }
 
 /// Promotions, newest first.
@@ -418,10 +435,11 @@ pub async fn promotions(
     Auth(who): Auth,
     Query(f): Query<PromotionFilter>,
 ) -> ApiResult<JsonOut<Vec<PromotionView>>> {
-    reader(&who)?;
-    Ok(axum::Json(
-        ops::list_promotions(&s.services.control, f.status.as_deref()).await?,
-    ))
+    read(
+        &who,
+        reads::list_promotions(&s.services.control, f.status.as_deref()),
+    )
+    .await
 }
 
 /// One promotion with its diff and approvals.
@@ -438,8 +456,7 @@ pub async fn promotion(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<JsonOut<PromotionView>> {
-    reader(&who)?;
-    Ok(axum::Json(ops::promotion(&s.services.control, &id).await?))
+    read(&who, reads::promotion(&s.services.control, &id)).await
 }
 
 /// Approve a promotion (not your own). The diff is checked again first; once
@@ -463,17 +480,11 @@ pub async fn approve(
     Path(id): Path<String>,
     Json(body): Json<DecisionRequest>,
 ) -> ApiResult<JsonOut<PromotionView>> {
-    let actor = writer(&who)?;
-    Ok(axum::Json(
-        ops::approve(
-            &s.services.control,
-            &id,
-            &actor,
-            &body.comment,
-            body.override_freeze,
-        )
-        .await?,
-    ))
+    write(&who, |actor| async move {
+        let plane = &s.services.control;
+        ops::approve(plane, &id, &actor, &body.comment, body.override_freeze).await
+    })
+    .await
 }
 
 /// Reject a promotion awaiting approval.
@@ -496,10 +507,10 @@ pub async fn reject(
     Path(id): Path<String>,
     Json(body): Json<DecisionRequest>,
 ) -> ApiResult<JsonOut<PromotionView>> {
-    let actor = writer(&who)?;
-    Ok(axum::Json(
-        ops::reject(&s.services.control, &id, &actor, &body.comment).await?,
-    ))
+    write(&who, |actor| async move {
+        ops::reject(&s.services.control, &id, &actor, &body.comment).await
+    })
+    .await
 }
 
 /// Cancel a promotion awaiting approval.
@@ -517,10 +528,10 @@ pub async fn cancel(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<JsonOut<PromotionView>> {
-    let actor = writer(&who)?;
-    Ok(axum::Json(
-        ops::cancel(&s.services.control, &id, &actor).await?,
-    ))
+    write(&who, |actor| async move {
+        ops::cancel(&s.services.control, &id, &actor).await
+    })
+    .await
 }
 
 /// Every artifact, newest first.
@@ -534,8 +545,7 @@ pub async fn artifacts(
     State(s): State<AppState>,
     Auth(who): Auth,
 ) -> ApiResult<JsonOut<Vec<ArtifactView>>> {
-    reader(&who)?;
-    Ok(axum::Json(ops::list_artifacts(&s.services.control).await?))
+    read(&who, reads::list_artifacts(&s.services.control)).await
 }
 
 /// Reject an artifact: it is refused everywhere from now on.
@@ -558,8 +568,8 @@ pub async fn reject_artifact(
     Path(id): Path<String>,
     Json(body): Json<Reason>,
 ) -> ApiResult<JsonOut<ArtifactView>> {
-    let actor = writer(&who)?;
-    Ok(axum::Json(
-        ops::reject_artifact(&s.services.control, &id, &body.reason, &actor).await?,
-    ))
+    write(&who, |actor| async move {
+        ops::reject_artifact(&s.services.control, &id, &body.reason, &actor).await
+    })
+    .await
 }

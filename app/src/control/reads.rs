@@ -1,0 +1,214 @@
+//! The reads of the control plane, shared by the REST routes, the pages and the CLI:
+//! environments (list and detail, with their stacks' state), releases, promotions and
+//! artifacts. Nothing here changes a record (expired promotions are marked so first).
+
+use super::ControlPlane;
+use super::ops::internal;
+use super::views::{
+    ArtifactView, EnvironmentDetail, EnvironmentView, OverrideView, PromotionView, ReleaseView,
+    ResourceView, StackEventView,
+};
+use quarry_core::Result;
+use quarry_core::control::promotions::{self, Status};
+use quarry_core::control::{artifacts, environments};
+use quarry_core::releases;
+
+/// An environment's summary.
+pub async fn environment(plane: &ControlPlane, env: &str) -> Result<EnvironmentView> {
+    let def = plane.env(env)?.clone();
+    let state = environments::get(&plane.db, env).await?;
+    let release = match &state.current_release_id {
+        Some(id) => Some(releases::get(&plane.db, id).await?),
+        None => None,
+    };
+    let deployer = plane.deployer(&def).await;
+    let read = tokio::time::timeout(STACK_READ_TIMEOUT, deployer.status()).await;
+    let (status, status_reason) = match read {
+        Ok(Ok(Some(s))) => (s.status, None),
+        Ok(Ok(None)) => ("not_deployed".to_owned(), None),
+        Ok(Err(e)) => ("unknown".to_owned(), Some(short_reason(&e.to_string()))),
+        Err(_) => (
+            "unknown".to_owned(),
+            Some(format!(
+                "CloudFormation did not answer within {} s",
+                STACK_READ_TIMEOUT.as_secs()
+            )),
+        ),
+    };
+    plane.note_stack_reach(env, status_reason.as_deref());
+    Ok(EnvironmentView {
+        name: def.name.clone(),
+        stack: def.stack().to_owned(),
+        upstream: def.upstream().map(ToOwned::to_owned),
+        status,
+        status_reason,
+        artifact: release.as_ref().map(|r| r.image.clone()),
+        release_id: state.current_release_id.clone(),
+        frozen: state.frozen.as_ref().map(Into::into),
+        hold: state.hold.as_ref().map(Into::into),
+        approvals_required: def.approvals(),
+    })
+}
+
+pub async fn list_environments(plane: &ControlPlane) -> Result<Vec<EnvironmentView>> {
+    // Each environment's stack is asked at once, so an unreachable account costs one
+    // time-out, not one per environment.
+    futures::future::try_join_all(
+        plane
+            .environments()
+            .iter()
+            .map(|def| environment(plane, &def.name)),
+    )
+    .await
+}
+
+/// How long a page or API read waits for CloudFormation before it reports the stack's
+/// status as `unknown`.
+pub const STACK_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The first sentence of an SDK failure, without the debug dump of its causes, and at
+/// most 200 characters.
+pub(crate) fn short_reason(text: &str) -> String {
+    let head = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let head = head
+        .split(" (")
+        .next()
+        .unwrap_or(&head)
+        .split(" Attempted:")
+        .next()
+        .unwrap_or(&head)
+        .trim();
+    if head.chars().count() <= 200 {
+        head.to_owned()
+    } else {
+        let cut: String = head.chars().take(199).collect();
+        format!("{cut}…")
+    }
+}
+
+/// An environment with its stack's resources, outputs, alarms, events and drift.
+pub async fn environment_detail(plane: &ControlPlane, env: &str) -> Result<EnvironmentDetail> {
+    let view = environment(plane, env).await?;
+    let def = plane.env(env)?.clone();
+    let deployer = plane.deployer(&def).await;
+    let deployed = view.status != "not_deployed" && view.status != "unknown";
+    let resources: Vec<ResourceView> = if deployed {
+        deployer
+            .resources()
+            .await
+            .map_err(internal)?
+            .iter()
+            .map(Into::into)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let outputs = if deployed {
+        deployer.outputs().await.map_err(internal)?
+    } else {
+        Default::default()
+    };
+    let recent_events: Vec<StackEventView> = if deployed {
+        deployer
+            .recent_events(50)
+            .await
+            .map_err(internal)?
+            .iter()
+            .map(Into::into)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let drift = if deployed {
+        deployer
+            .drift()
+            .await
+            .unwrap_or_else(|_| "unknown".to_owned())
+    } else {
+        "unknown".to_owned()
+    };
+    let alarms = resources
+        .iter()
+        .filter(|r| r.resource_type == "AWS::CloudWatch::Alarm")
+        .cloned()
+        .collect();
+    Ok(EnvironmentDetail {
+        environment: view,
+        resources,
+        outputs,
+        alarms,
+        recent_events,
+        drift,
+        overrides: environments::overrides(&plane.db, env)
+            .await?
+            .into_iter()
+            .map(|o| OverrideView {
+                action: o.action,
+                by: o.by,
+                at: o.at,
+                reason: o.reason,
+            })
+            .collect(),
+    })
+}
+
+/// An environment's releases, newest first.
+pub async fn releases(plane: &ControlPlane, env: &str) -> Result<Vec<ReleaseView>> {
+    plane.env(env)?;
+    Ok(releases::list(&plane.db, env, 200)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// A promotion with its artifact and approvals (expired ones marked so first).
+pub async fn promotion(plane: &ControlPlane, id: &str) -> Result<PromotionView> {
+    promotions::expire_due(&plane.db).await?;
+    let p = promotions::get(&plane.db, id).await?;
+    let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
+    let approvals = promotions::approvals(&plane.db, id).await?;
+    Ok(PromotionView::new(p, &artifact, approvals))
+}
+
+/// Promotions, newest first.
+pub async fn list_promotions(
+    plane: &ControlPlane,
+    status: Option<&str>,
+) -> Result<Vec<PromotionView>> {
+    promotions::expire_due(&plane.db).await?;
+    let status = status
+        .filter(|s| !s.is_empty())
+        .map(Status::parse)
+        .transpose()?;
+    let mut out = Vec::new();
+    for p in promotions::list(&plane.db, status, 200).await? {
+        let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
+        let approvals = promotions::approvals(&plane.db, &p.id).await?;
+        out.push(PromotionView::new(p, &artifact, approvals));
+    }
+    Ok(out)
+}
+
+pub async fn list_artifacts(plane: &ControlPlane) -> Result<Vec<ArtifactView>> {
+    Ok(artifacts::list(&plane.db, 500)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+#[cfg(test)]
+mod short_reason_tests {
+    use super::short_reason;
+
+    #[test]
+    fn an_sdk_failure_is_cut_to_its_first_sentence() {
+        let text = "CloudFormation DescribeStacks: dispatch failure: other: no credentials found in chain. Attempted:\n  Environment: not enabled (DispatchFailure(DispatchFailure { source: … }))";
+        assert_eq!(
+            short_reason(text),
+            "CloudFormation DescribeStacks: dispatch failure: other: no credentials found in chain."
+        );
+        assert_eq!(short_reason(&"x".repeat(500)).chars().count(), 200);
+    }
+}
