@@ -203,6 +203,30 @@ impl Quarry {
             .unwrap_or_else(|e| panic!("GET {path}: not the JSON expected: {e}"))
     }
 
+    /// Signs in through the web form with an API token and returns the session cookie
+    /// (`name=value`), checking that it is HttpOnly and SameSite=Strict.
+    pub async fn session_cookie(&self, token: &str) -> String {
+        let r = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client")
+            .post(self.url("/session"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("sign-in request");
+        assert_eq!(r.status(), 303, "sign-in redirects");
+        let set = r.headers()["set-cookie"]
+            .to_str()
+            .expect("a textual cookie")
+            .to_owned();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        set.split(';').next().unwrap_or_default().to_owned()
+    }
+
     /// Fails the test unless the server still answers `/healthz` with 200: every
     /// refusal of hostile input is followed by this.
     pub async fn assert_healthy(&self, after: &str) {

@@ -2,6 +2,7 @@
 //! every refusal under `/api/v1` has the JSON error shape, result pages are bounded in
 //! cells, sorted pages come from one sort, and CSV downloads stream.
 
+use crate::jobs::result_page;
 use quarry_tests::fixtures::mixed_csv;
 use quarry_tests::{Quarry, eventually};
 use serde_json::{Value, json};
@@ -65,18 +66,6 @@ async fn sql_result(q: &Quarry, dataset: &str, query: &str) -> String {
     })
     .await;
     id
-}
-
-async fn page(q: &Quarry, id: &str, query: &str) -> Value {
-    let r = q
-        .http
-        .get(q.url(&format!("/api/v1/jobs/{id}/result{query}")))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{query}");
-    r.json().await.unwrap()
 }
 
 /// A client that opens a connection per request: the server closes a connection
@@ -290,17 +279,17 @@ async fn a_wide_result_is_paged_by_cells_and_the_page_says_its_limit() {
     let dataset = q.upload_csv(&q.admin_token, "wide", csv).await;
     let id = sql_result(&q, &dataset, "SELECT * FROM data").await;
 
-    let p = page(&q, &id, "?limit=10000").await;
+    let p = result_page(&q, &id, "?limit=10000").await;
     assert_eq!(p["limit"], 100_000 / width);
     assert_eq!(p["rows"].as_array().unwrap().len(), 2_500);
     assert_eq!(p["total_rows"], 3_000);
-    let p = page(&q, &id, "?limit=10").await;
+    let p = result_page(&q, &id, "?limit=10").await;
     assert_eq!(
         (p["limit"].as_u64(), p["rows"].as_array().unwrap().len()),
         (Some(10), 10)
     );
     // Sorted pages have the same bound.
-    let p = page(&q, &id, "?limit=10000&sort=-c0").await;
+    let p = result_page(&q, &id, "?limit=10000&sort=-c0").await;
     assert_eq!(p["limit"], 2_500);
     assert_eq!(p["rows"][0][0], 2_999 * width);
 }
@@ -328,7 +317,7 @@ async fn sorted_pages_are_consistent_match_an_independent_sort_and_sort_once() {
     let mut unsorted = Vec::new();
     for offset in (0..20_000).step_by(5_000) {
         unsorted.extend(rows_of(
-            &page(&q, &id, &format!("?offset={offset}&limit=5000")).await,
+            &result_page(&q, &id, &format!("?offset={offset}&limit=5000")).await,
         ));
     }
     assert_eq!(unsorted.len(), 20_000);
@@ -343,7 +332,7 @@ async fn sorted_pages_are_consistent_match_an_independent_sort_and_sort_once() {
 
     let mut sorted = Vec::new();
     for offset in (0..20_000).step_by(3_000) {
-        let p = page(
+        let p = result_page(
             &q,
             &id,
             &format!("?offset={offset}&limit=3000&sort=-amount"),
@@ -365,10 +354,10 @@ async fn sorted_pages_are_consistent_match_an_independent_sort_and_sort_once() {
             .unwrap_or(0)
     };
     assert_eq!(copies(), 1);
-    let again = page(&q, &id, "?offset=6000&limit=3000&sort=-amount").await;
+    let again = result_page(&q, &id, "?offset=6000&limit=3000&sort=-amount").await;
     assert_eq!(rows_of(&again).as_slice(), &expected[6_000..9_000]);
     assert_eq!(copies(), 1);
-    let ascending = page(&q, &id, "?limit=5&sort=id").await;
+    let ascending = result_page(&q, &id, "?limit=5&sort=id").await;
     assert_eq!(
         rows_of(&ascending).iter().map(|r| r.0).collect::<Vec<_>>(),
         [0, 1, 2, 3, 4]

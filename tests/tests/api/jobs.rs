@@ -96,7 +96,7 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid}");
 }
 
-async fn result_page(q: &Quarry, id: &str, query: &str) -> Value {
+pub(crate) async fn result_page(q: &Quarry, id: &str, query: &str) -> Value {
     let r = q
         .http
         .get(q.url(&format!("/api/v1/jobs/{id}/result{query}")))
@@ -104,7 +104,7 @@ async fn result_page(q: &Quarry, id: &str, query: &str) -> Value {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 200, "{query}");
     r.json().await.unwrap()
 }
 

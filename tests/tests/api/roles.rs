@@ -22,29 +22,9 @@ struct Caller {
     cookie: Option<String>,
 }
 
-/// Signs in through the web form and returns the session cookie (`name=value`).
-async fn session_cookie(q: &Quarry, token: &str) -> String {
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(q.url("/session"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "sign-in redirects");
-    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
-    set.split(';').next().unwrap().to_owned()
-}
-
 async fn caller(q: &Quarry, token: Option<String>) -> Caller {
     let cookie = match &token {
-        Some(t) => Some(session_cookie(q, t).await),
+        Some(t) => Some(q.session_cookie(t).await),
         None => None,
     };
     Caller { token, cookie }

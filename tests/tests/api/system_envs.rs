@@ -9,22 +9,6 @@ use quarry_tests::Quarry;
 use quarry_tests::aws::Moto;
 use serde_json::Value;
 
-/// Signs in through the web form and returns the session cookie (`name=value`).
-async fn session_cookie(q: &Quarry, token: &str) -> String {
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(q.url("/session"))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "sign-in redirects");
-    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    set.split(';').next().unwrap().to_owned()
-}
-
 /// The `system_graphs` server function as the cookie's user: status and body.
 async fn graphs(q: &Quarry, cookie: &str, environment: Option<&str>) -> (u16, Value) {
     let mut form = vec![("minutes", "15")];
@@ -99,7 +83,7 @@ async fn a_lead_reads_each_stack_environments_cloudwatch_series_from_a_local_ser
     let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let q = Quarry::start_with(&vars).await;
     let lee = q.add_user("lee", "lead").await;
-    let cookie = session_cookie(&q, &lee).await;
+    let cookie = q.session_cookie(&lee).await;
 
     let (status, local) = graphs(&q, &cookie, None).await;
     assert_eq!(status, 200, "{local}");
@@ -182,7 +166,7 @@ async fn an_unreachable_cloudwatch_empties_the_graphs_with_a_message_not_a_500()
     ])
     .await;
     let lee = q.add_user("lee", "lead").await;
-    let cookie = session_cookie(&q, &lee).await;
+    let cookie = q.session_cookie(&lee).await;
     let (status, staging) = graphs(&q, &cookie, Some("staging")).await;
     assert_eq!(status, 200, "{staging}");
     let why = staging["unavailable"].as_str().expect("a message");
