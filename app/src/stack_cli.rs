@@ -454,7 +454,7 @@ async fn follow(
     loop {
         let current = releases::get(&plane.db, release).await?;
         if current.outcome != Outcome::InProgress.as_str() {
-            return Ok(current.into());
+            return Ok(crate::control::views::release(current));
         }
         match tokio::time::timeout(std::time::Duration::from_secs(2), events.recv()).await {
             Ok(Ok(event)) if event.kind == "stack" => {

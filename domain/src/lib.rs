@@ -5,6 +5,7 @@
 //! sqlx or the AWS SDKs.
 
 pub mod analysis;
+pub mod control;
 pub mod dataset;
 pub mod error;
 pub mod job;

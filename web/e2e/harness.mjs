@@ -1,7 +1,7 @@
 // Shared helpers for the browser tests: start the real `quarry up` on port 0 with a
 // temporary data directory, and launch Debian's Chromium through playwright-core.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createServer } from "node:net";
@@ -174,4 +174,46 @@ export async function startMoto() {
       await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
     },
   };
+}
+
+// Both stack environments' files (from the repository's environments/) in a new
+// directory, importing a network made in moto (a VPC with DNS hostnames, two public
+// and two private subnets across two zones), as tests/tests/api/control.rs does.
+// Returns the directory, for QUARRY_CONTROL__ENVIRONMENTS_DIR.
+export function stackEnvironments(moto) {
+  const vpc = moto.aws(["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"]).Vpc.VpcId;
+  moto.aws(["ec2", "modify-vpc-attribute", "--vpc-id", vpc, "--enable-dns-hostnames", '{"Value":true}']);
+  const subnets = [0, 1, 2, 3].map((i) =>
+    moto.aws([
+      "ec2", "create-subnet", "--vpc-id", vpc, "--cidr-block", `10.0.${i + 1}.0/24`,
+      "--availability-zone", `us-east-1${i % 2 === 0 ? "a" : "b"}`,
+    ]).Subnet.SubnetId,
+  );
+  const imported = `mode = "import"\nvpc_id = "${vpc}"\npublic_subnets = ${JSON.stringify(subnets.slice(0, 2))}\nprivate_subnets = ${JSON.stringify(subnets.slice(2))}`;
+  const dir = mkdtempSync(join(tmpdir(), "quarry-envs-"));
+  const source = new URL("../../environments/", import.meta.url).pathname;
+  for (const [env, cidr] of [["staging", "10.40.0.0/16"], ["production", "10.41.0.0/16"]]) {
+    const text = readFileSync(join(source, `${env}.toml`), "utf8");
+    const changed = text.replace(`mode = "create"\ncidr = "${cidr}"`, imported);
+    if (!changed.includes(imported)) throw new Error(`${env}.toml's network section moved`);
+    writeFileSync(join(dir, `${env}.toml`), changed);
+  }
+  return dir;
+}
+
+// A JSON call to the REST API with a bearer token; returns { status, body }.
+export async function api(base, token, method, path, body) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await r.text();
+  let parsed;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = text;
+  }
+  return { status: r.status, body: parsed };
 }

@@ -6,7 +6,7 @@
 
 use super::guards::{awaiting, check_frozen, check_idle, refuse_held, require_reason};
 use super::reads::{environment, promotion};
-use super::views::{ArtifactView, DiffRow, EnvironmentView, PromotionView, ReleaseView};
+use super::views::{self, ArtifactView, DiffRow, EnvironmentView, PromotionView, ReleaseView};
 use super::{ControlPlane, EnvDef};
 use quarry_core::control::promotions::{self, NewPromotion, Status};
 use quarry_core::control::{artifacts, environments};
@@ -94,7 +94,7 @@ async fn start_release(
     plane.announce(
         &env.name,
         "release",
-        serde_json::to_value(ReleaseView::from(releases::get(&plane.db, &id).await?))
+        serde_json::to_value(views::release(releases::get(&plane.db, &id).await?))
             .unwrap_or_default(),
     );
     Ok(id)
@@ -127,7 +127,7 @@ pub async fn deploy(
     }
     let id = start_release(plane, &def, &artifact, who, "deploy", None, None).await?;
     plane.spawn_drive(id.clone());
-    Ok(releases::get(&plane.db, &id).await?.into())
+    Ok(views::release(releases::get(&plane.db, &id).await?))
 }
 
 /// The artifact an environment runs successfully now.
@@ -161,7 +161,7 @@ async fn preview(
         .preview(&json, &artifact.image, &change_set_name("promote"))
         .await
         .map_err(internal)?;
-    let rows: Vec<DiffRow> = preview.rows.iter().map(DiffRow::from).collect();
+    let rows: Vec<DiffRow> = preview.rows.iter().map(views::diff_row).collect();
     let id = if preview.change_set.changes.is_empty() && rows.is_empty() {
         String::new()
     } else {
@@ -217,7 +217,7 @@ pub async fn request_promotion(
         promotions::set_change_set(&plane.db, &p.id, &cs).await?;
     }
     let p = promotions::get(&plane.db, &p.id).await?;
-    let view = PromotionView::new(p, &artifact, Vec::new());
+    let view = views::promotion(p, &artifact, Vec::new());
     plane.announce(
         to,
         "promotion",
@@ -260,7 +260,7 @@ pub async fn approve(
         .await
         .map_err(internal)?
         .iter()
-        .map(DiffRow::from)
+        .map(views::diff_row)
         .collect();
     let diff = diff_json(&rows);
     let hash = template_hash(&diff);
@@ -448,7 +448,7 @@ pub async fn rollback(
     )
     .await?;
     plane.spawn_drive(id.clone());
-    Ok(releases::get(&plane.db, &id).await?.into())
+    Ok(views::release(releases::get(&plane.db, &id).await?))
 }
 
 /// The changes of an environment's freeze and hold that are not a release.
@@ -520,7 +520,7 @@ pub async fn reject_artifact(
     who: &Actor,
 ) -> Result<ArtifactView> {
     require_reason(reason, "reject it")?;
-    Ok(artifacts::reject(&plane.db, id, &who.name, reason)
-        .await?
-        .into())
+    Ok(views::artifact(
+        artifacts::reject(&plane.db, id, &who.name, reason).await?,
+    ))
 }

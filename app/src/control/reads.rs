@@ -3,10 +3,9 @@
 //! artifacts. Nothing here changes a record (expired promotions are marked so first).
 
 use super::ControlPlane;
-use super::ops::internal;
 use super::views::{
-    ArtifactView, EnvironmentDetail, EnvironmentView, OverrideView, PromotionView, ReleaseView,
-    ResourceView, StackEventView,
+    self, ArtifactView, EnvironmentDetail, EnvironmentView, OverrideView, PromotionView,
+    ReleaseView, ResourceView, StackEventView,
 };
 use quarry_core::Result;
 use quarry_core::control::promotions::{self, Status};
@@ -44,8 +43,8 @@ pub async fn environment(plane: &ControlPlane, env: &str) -> Result<EnvironmentV
         status_reason,
         artifact: release.as_ref().map(|r| r.image.clone()),
         release_id: state.current_release_id.clone(),
-        frozen: state.frozen.as_ref().map(Into::into),
-        hold: state.hold.as_ref().map(Into::into),
+        frozen: state.frozen.as_ref().map(views::mark),
+        hold: state.hold.as_ref().map(views::mark),
         approvals_required: def.approvals(),
     })
 }
@@ -86,59 +85,52 @@ pub(crate) fn short_reason(text: &str) -> String {
     }
 }
 
-/// An environment with its stack's resources, outputs, alarms, events and drift.
+/// An environment with its stack's resources, outputs, alarms, events and drift. The
+/// stack is asked for each at once, and for no longer than [`DETAIL_READ_TIMEOUT`]: past
+/// it, or when a read fails, the page still answers, with what could not be read left
+/// empty and the reason in `status_reason` (drift not told in time is `unknown`).
 pub async fn environment_detail(plane: &ControlPlane, env: &str) -> Result<EnvironmentDetail> {
-    let view = environment(plane, env).await?;
+    let mut view = environment(plane, env).await?;
     let def = plane.env(env)?.clone();
     let deployer = plane.deployer(&def).await;
     let deployed = view.status != "not_deployed" && view.status != "unknown";
-    let resources: Vec<ResourceView> = if deployed {
-        deployer
-            .resources()
-            .await
-            .map_err(internal)?
-            .iter()
-            .map(Into::into)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let outputs = if deployed {
-        deployer.outputs().await.map_err(internal)?
-    } else {
-        Default::default()
-    };
-    let recent_events: Vec<StackEventView> = if deployed {
-        deployer
-            .recent_events(50)
-            .await
-            .map_err(internal)?
-            .iter()
-            .map(Into::into)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let drift = if deployed {
-        deployer
-            .drift()
-            .await
-            .unwrap_or_else(|_| "unknown".to_owned())
-    } else {
-        "unknown".to_owned()
-    };
-    let alarms = resources
+    let mut stack = StackDetail::default();
+    if deployed {
+        let (resources, outputs, events, drift) = futures::join!(
+            within(deployer.resources()),
+            within(deployer.outputs()),
+            within(deployer.recent_events(50)),
+            within(deployer.drift()),
+        );
+        let mut failed = Vec::new();
+        if let Some(r) = settle("resources", resources, &mut failed) {
+            stack.resources = r.iter().map(views::resource).collect();
+        }
+        if let Some(o) = settle("outputs", outputs, &mut failed) {
+            stack.outputs = o;
+        }
+        if let Some(e) = settle("events", events, &mut failed) {
+            stack.events = e.iter().map(views::stack_event).collect();
+        }
+        // Drift that cannot be told in time is `unknown`, not a fault of the page.
+        stack.drift = drift.and_then(Result::ok);
+        if !failed.is_empty() {
+            view.status_reason = Some(format!("could not read the stack's {}", failed.join(", ")));
+        }
+    }
+    let alarms = stack
+        .resources
         .iter()
         .filter(|r| r.resource_type == "AWS::CloudWatch::Alarm")
         .cloned()
         .collect();
     Ok(EnvironmentDetail {
         environment: view,
-        resources,
-        outputs,
+        resources: stack.resources,
+        outputs: stack.outputs,
         alarms,
-        recent_events,
-        drift,
+        recent_events: stack.events,
+        drift: stack.drift.unwrap_or_else(|| "unknown".to_owned()),
         overrides: environments::overrides(&plane.db, env)
             .await?
             .into_iter()
@@ -152,13 +144,55 @@ pub async fn environment_detail(plane: &ControlPlane, env: &str) -> Result<Envir
     })
 }
 
+/// How long an environment's page waits for its stack's resources, events and drift.
+pub const DETAIL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A stack read of an environment's page, given at most [`DETAIL_READ_TIMEOUT`]; `None`
+/// past it.
+async fn within<T>(
+    read: impl Future<Output = Result<T, quarry_stacks::cloudformation::CfnError>>,
+) -> Option<Result<T, quarry_stacks::cloudformation::CfnError>> {
+    tokio::time::timeout(DETAIL_READ_TIMEOUT, read).await.ok()
+}
+
+/// What a read gave, or `None` with the reason added to `failed`.
+fn settle<T>(
+    what: &str,
+    read: Option<Result<T, quarry_stacks::cloudformation::CfnError>>,
+    failed: &mut Vec<String>,
+) -> Option<T> {
+    match read {
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            failed.push(format!("{what} ({})", short_reason(&e.to_string())));
+            None
+        }
+        None => {
+            failed.push(format!(
+                "{what} (no answer within {} s)",
+                DETAIL_READ_TIMEOUT.as_secs()
+            ));
+            None
+        }
+    }
+}
+
+/// What the stack itself says about an environment.
+#[derive(Default)]
+struct StackDetail {
+    resources: Vec<ResourceView>,
+    outputs: std::collections::BTreeMap<String, String>,
+    events: Vec<StackEventView>,
+    drift: Option<String>,
+}
+
 /// An environment's releases, newest first.
 pub async fn releases(plane: &ControlPlane, env: &str) -> Result<Vec<ReleaseView>> {
     plane.env(env)?;
     Ok(releases::list(&plane.db, env, 200)
         .await?
         .into_iter()
-        .map(Into::into)
+        .map(views::release)
         .collect())
 }
 
@@ -168,7 +202,7 @@ pub async fn promotion(plane: &ControlPlane, id: &str) -> Result<PromotionView> 
     let p = promotions::get(&plane.db, id).await?;
     let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
     let approvals = promotions::approvals(&plane.db, id).await?;
-    Ok(PromotionView::new(p, &artifact, approvals))
+    Ok(views::promotion(p, &artifact, approvals))
 }
 
 /// Promotions, newest first.
@@ -185,7 +219,7 @@ pub async fn list_promotions(
     for p in promotions::list(&plane.db, status, 200).await? {
         let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
         let approvals = promotions::approvals(&plane.db, &p.id).await?;
-        out.push(PromotionView::new(p, &artifact, approvals));
+        out.push(views::promotion(p, &artifact, approvals));
     }
     Ok(out)
 }
@@ -194,7 +228,7 @@ pub async fn list_artifacts(plane: &ControlPlane) -> Result<Vec<ArtifactView>> {
     Ok(artifacts::list(&plane.db, 500)
         .await?
         .into_iter()
-        .map(Into::into)
+        .map(views::artifact)
         .collect())
 }
 

@@ -5,7 +5,7 @@
 
 use super::ControlPlane;
 use super::ops::{change_set_name, diff_json, template};
-use super::views::{DiffRow, PromotionView, ReleaseView, StackEventView};
+use super::views::{self, DiffRow};
 use quarry_core::control::promotions::{self, Status};
 use quarry_core::control::{artifacts, environments};
 use quarry_core::releases::{self, Outcome};
@@ -29,7 +29,7 @@ pub(super) async fn drive(plane: &Arc<ControlPlane>, release_id: &str) -> anyhow
             plane.announce(
                 &name,
                 "stack",
-                serde_json::to_value(StackEventView::from(e)).unwrap_or_default(),
+                serde_json::to_value(views::stack_event(e)).unwrap_or_default(),
             );
         }
     };
@@ -41,7 +41,7 @@ pub(super) async fn drive(plane: &Arc<ControlPlane>, release_id: &str) -> anyhow
                 let preview = deployer
                     .preview(&json, &release.image, &change_set_name(&release.kind))
                     .await?;
-                let rows: Vec<DiffRow> = preview.rows.iter().map(DiffRow::from).collect();
+                let rows: Vec<DiffRow> = preview.rows.iter().map(views::diff_row).collect();
                 // Emulators list no changes for a new parameter value alone: our rows
                 // (from the templates and parameters) decide too.
                 if preview.change_set.id.is_empty()
@@ -141,7 +141,7 @@ async fn finish(
     plane.announce(
         &release.environment,
         "release",
-        serde_json::to_value(ReleaseView::from(done)).unwrap_or_default(),
+        serde_json::to_value(views::release(done)).unwrap_or_default(),
     );
     if let Some(p) = &release.promotion_id {
         let to = if good {
@@ -156,7 +156,7 @@ async fn finish(
         plane.announce(
             &release.environment,
             "promotion",
-            serde_json::to_value(PromotionView::new(promotion, &artifact, approvals))
+            serde_json::to_value(views::promotion(promotion, &artifact, approvals))
                 .unwrap_or_default(),
         );
     }

@@ -95,43 +95,25 @@ fn JobTable(list: Vec<JobRow>) -> impl IntoView {
     }
 }
 
-/// Opens an EventSource on the job's events and feeds them to `live` until the job
-/// has finished. The browser reconnects by itself if the connection drops.
+/// Follows the job's events into `live` until the job has finished.
 #[cfg(feature = "hydrate")]
 fn follow(id: &str, live: RwSignal<Option<JobEvent>>) {
-    use wasm_bindgen::JsCast as _;
-    use wasm_bindgen::closure::Closure;
-    let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/jobs/{id}/events")) else {
-        return;
-    };
-    let stored = StoredValue::new_local(Some(source.clone()));
-    let on_job =
-        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
-            let Some(text) = e.data().as_string() else {
-                return;
-            };
+    let stream = StoredValue::new_local(None::<super::live::Live>);
+    let opened = super::live::listen(
+        &format!("/api/v1/jobs/{id}/events"),
+        &["job"],
+        move |_, text| {
             let Ok(event) = serde_json::from_str::<JobEvent>(&text) else {
                 return;
             };
             let finished = event.job.status.is_terminal();
             live.set(Some(event));
-            if finished {
-                stored.update_value(|s| {
-                    if let Some(s) = s.take() {
-                        s.close();
-                    }
-                });
-            }
-        });
-    let _ = source.add_event_listener_with_callback("job", on_job.as_ref().unchecked_ref());
-    on_job.forget();
-    on_cleanup(move || {
-        stored.update_value(|s| {
-            if let Some(s) = s.take() {
+            if finished && let Some(s) = stream.get_value() {
                 s.close();
             }
-        });
-    });
+        },
+    );
+    stream.set_value(opened);
 }
 
 #[component]

@@ -2,10 +2,16 @@
 
 pub mod charts;
 mod column_types;
+pub mod control_fns;
 mod dataset;
 mod datasets;
+mod environment;
 mod jobs;
+#[cfg(feature = "hydrate")]
+mod live;
 mod login;
+mod operations;
+mod promotion;
 mod results;
 pub mod server_fns;
 mod settings;
@@ -50,7 +56,7 @@ pub fn App() -> impl IntoView {
                 <nav>
                     <A href="/datasets">"Datasets"</A>
                     <A href="/jobs">"Jobs"</A>
-                    <SystemLink/>
+                    <LeadLinks/>
                 </nav>
                 <UserBadge/>
             </header>
@@ -64,21 +70,26 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs/:id") view=jobs::JobPage ssr=SsrMode::Async/>
                     <Route path=path!("/system") view=system::SystemPage ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view=settings::SettingsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/operations") view=operations::OperationsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/operations/environments/:env") view=environment::EnvironmentPageView ssr=SsrMode::Async/>
+                    <Route path=path!("/operations/promotions/:id") view=promotion::PromotionPageView ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
     }
 }
 
-/// The system page's link, for the roles that may open it (the server checks again).
+/// The system and operations pages' links, for the roles that may open them (leads,
+/// operators and admins; the server checks again).
 #[component]
-fn SystemLink() -> impl IntoView {
+fn LeadLinks() -> impl IntoView {
     let me = Resource::new(|| (), |_| server_fns::current_user());
     view! {
         <Suspense fallback=|| ()>
             {move || Suspend::new(async move {
                 me.await.ok().flatten().filter(|u| u.role != quarry_domain::Role::Analyst).map(|_| view! {
                     <A href="/system">"System"</A>
+                    <A href="/operations">"Operations"</A>
                 })
             })}
         </Suspense>

@@ -68,7 +68,7 @@ pub struct SystemCharts {
 }
 
 #[cfg(feature = "ssr")]
-mod backend {
+pub(crate) mod backend {
     use crate::server::auth::session_principal;
     use crate::server::error::AppError;
     use crate::server::state::Services;

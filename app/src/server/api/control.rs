@@ -5,9 +5,6 @@
 
 use crate::control::ops::{self, Actor};
 use crate::control::reads;
-use crate::control::views::{
-    ArtifactView, EnvironmentDetail, EnvironmentView, PromotionView, ReleaseView,
-};
 use crate::server::auth::Auth;
 use crate::server::error::{ApiResult, AppError};
 use crate::server::extract::{Json, Path, Query};
@@ -16,12 +13,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use quarry_core::auth::Principal;
+use quarry_domain::control::{
+    ArtifactView, EnvironmentDetail, EnvironmentView, PromotionView, ReleaseView,
+};
 use quarry_domain::{ErrorBody, Role};
 use serde::Deserialize;
 
 type JsonOut<T> = axum::Json<T>;
 
-fn reader(who: &Principal) -> ApiResult<()> {
+/// Refuses `who` unless they may read the control plane (leads, operators, admins).
+pub(crate) fn reader(who: &Principal) -> ApiResult<()> {
     if who.sees_system() {
         Ok(())
     } else {
@@ -31,7 +32,9 @@ fn reader(who: &Principal) -> ApiResult<()> {
     }
 }
 
-fn writer(who: &Principal) -> ApiResult<Actor> {
+/// `who` as an actor, unless they may not change the control plane (operators and
+/// admins may).
+pub(crate) fn writer(who: &Principal) -> ApiResult<Actor> {
     if matches!(who.role, Role::Operator | Role::Admin) {
         Ok(Actor {
             name: who.name.clone(),

@@ -41,11 +41,11 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, jobs::JobEventMessage, results::ResultFormat,
         control::DeployRequest, control::PromotionRequest, control::DecisionRequest,
         control::RollbackRequest, control::Reason, control::ControlEventMessage,
-        crate::control::views::EnvironmentView, crate::control::views::EnvironmentDetail,
-        crate::control::views::MarkView, crate::control::views::DiffRow,
-        crate::control::views::ResourceView, crate::control::views::StackEventView,
-        crate::control::views::ReleaseView, crate::control::views::PromotionView,
-        crate::control::views::ApprovalView, crate::control::views::OverrideView, crate::control::views::ArtifactView)),
+        quarry_domain::control::EnvironmentView, quarry_domain::control::EnvironmentDetail,
+        quarry_domain::control::MarkView, quarry_domain::control::DiffRow,
+        quarry_domain::control::ResourceView, quarry_domain::control::StackEventView,
+        quarry_domain::control::ReleaseView, quarry_domain::control::PromotionView,
+        quarry_domain::control::ApprovalView, quarry_domain::control::OverrideView, quarry_domain::control::ArtifactView)),
     modifiers(&BearerAuth, &AnyCells),
     security(("bearer" = []))
 )]

@@ -1,0 +1,161 @@
+// The operator's control plane in the browser, against moto's server holding both
+// stacks: staging runs v1 (deployed through the REST API); one operator promotes it to
+// production from the overview, another opens the promotion, reads its diff rows,
+// approves it and watches it reach `succeeded` without a reload. Analysts get 403.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import {
+  startQuarry, startMoto, stackEnvironments, api, launchBrowser, watchErrors, waitForHydration, signIn, screenshot,
+} from "./harness.mjs";
+
+const V1 = `registry.example/quarry@sha256:${"1".repeat(64)}`;
+const PASSWORD = "a long operator password";
+// Stack operations on the emulator take seconds; the budget is generous for a loaded machine.
+const DEPLOY_MS = 240_000;
+
+let moto;
+let envDir;
+let quarry;
+let browser;
+let olga;
+
+async function settled(env) {
+  const deadline = Date.now() + DEPLOY_MS;
+  for (;;) {
+    const { body } = await api(quarry.base, olga, "GET", `/api/v1/environments/${env}/releases`);
+    if (body[0] && body[0].outcome !== "in_progress") return body[0];
+    if (Date.now() > deadline) throw new Error(`${env}'s release did not finish: ${JSON.stringify(body[0])}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+before(async () => {
+  moto = await startMoto();
+  envDir = stackEnvironments(moto);
+  quarry = await startQuarry({ ...moto.env, QUARRY_CONTROL__ENVIRONMENTS_DIR: envDir, QUARRY_CONTROL__POLL_MS: "200" });
+  olga = quarry.addUser("olga", "operator", PASSWORD);
+  quarry.addUser("otto", "operator", PASSWORD);
+  quarry.addUser("ana", "analyst", PASSWORD);
+  const { status, body } = await api(quarry.base, olga, "POST", "/api/v1/environments/staging/deploy", { artifact: V1, commit: "c0ffee" });
+  assert.equal(status, 202, JSON.stringify(body));
+  assert.equal((await settled("staging")).outcome, "succeeded");
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await quarry?.stop();
+  await moto?.stop();
+  if (envDir) rmSync(envDir, { recursive: true, force: true });
+});
+
+test("an operator promotes from the overview; another approves the diff and watches it succeed", async () => {
+  // Olga: the overview, and the promote button on production's card.
+  const olgaCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await olgaCtx.newPage();
+  const errors = watchErrors(page);
+  await signIn(page, quarry.base, "olga", PASSWORD);
+  await page.goto(`${quarry.base}/operations`);
+  await waitForHydration(page);
+  const cards = page.getByTestId("pipeline").locator("article");
+  assert.deepEqual(await cards.evaluateAll((xs) => xs.map((x) => x.dataset.environment)), ["staging", "production"]);
+  const staging = page.getByTestId("env-card-staging");
+  assert.match(await staging.getByTestId("artifact").innerText(), /^quarry@sha256:111111111111…$/);
+  assert.match(await staging.getByTestId("last-release").innerText(), /deploy by olga at .* succeeded/);
+  assert.equal(await staging.getByTestId("promote").count(), 0, "staging is deployed to, not promoted to");
+  const production = page.getByTestId("env-card-production");
+  assert.equal(await production.getByTestId("artifact").innerText(), "none yet");
+  await screenshot(page, "operations-overview");
+  await production.getByTestId("promote").click();
+
+  // The promotion page: the diff rows, and a panel Olga may not use.
+  await page.waitForURL(/\/operations\/promotions\/[^/]+$/);
+  const id = page.url().split("/").pop();
+  await page.locator("[data-testid=promotion-status][data-status=awaiting_approval]").waitFor();
+  const { body: stored } = await api(quarry.base, olga, "GET", `/api/v1/promotions/${id}`);
+  assert.equal(stored.status, "awaiting_approval");
+  assert.ok(stored.diff.length > 0, "a first deploy adds the stack's resources");
+  assert.equal(await page.getByTestId("diff-row").count(), stored.diff.length);
+  assert.equal(await page.getByTestId("approval-panel").getAttribute("data-enabled"), "false");
+  assert.match(await page.getByTestId("approval-disabled").innerText(), /You requested this promotion, so someone else must approve it/);
+  assert.ok(await page.getByTestId("approve").isDisabled());
+  assert.deepEqual(errors, [], "no errors in Olga's browser");
+
+  // Otto: from the overview to the open promotion, its rows, and an approval.
+  const ottoCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const other = await ottoCtx.newPage();
+  const otherErrors = watchErrors(other);
+  await signIn(other, quarry.base, "otto", PASSWORD);
+  await other.goto(`${quarry.base}/operations`);
+  await waitForHydration(other);
+  await other.getByTestId("env-card-production").getByTestId("open-promotion").click();
+  await other.waitForURL(new RegExp(`/operations/promotions/${id}$`));
+  await waitForHydration(other);
+  const rows = other.getByTestId("diff-row");
+  assert.equal(await rows.count(), stored.diff.length);
+  const shown = await rows.evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((td) => td.innerText.trim())));
+  const expected = stored.diff.map((r) => [r.action, r.logical_id, r.type, r.replacement || "–"]);
+  assert.deepEqual(shown, expected, "the approver sees exactly the stored rows");
+  assert.equal(await other.getByTestId("approval-panel").getAttribute("data-enabled"), "true");
+  await screenshot(other, "promotion-awaiting-approval");
+
+  // The approval, then the status follows the deploy live: no navigation, no reload.
+  await other.evaluate(() => { window.__sameDocument = true; });
+  await other.fill("[data-testid=decide-form] textarea[name=comment]", "diff reviewed");
+  await other.getByTestId("approve").click();
+  await other.locator("[data-testid=promotion-status][data-status=succeeded]").waitFor({ timeout: DEPLOY_MS });
+  assert.equal(await other.evaluate(() => window.__sameDocument), true, "the page was not reloaded");
+  assert.match(await other.getByTestId("approvals").innerText(), /Approved by otto at .*: diff reviewed/);
+  await screenshot(other, "promotion-succeeded");
+  assert.deepEqual(otherErrors, [], "no errors in Otto's browser");
+
+  // The environment page: production's release history shows the promotion.
+  await other.goto(`${quarry.base}/operations/environments/production`);
+  await waitForHydration(other);
+  const release = other.getByTestId("release-row").first();
+  assert.equal(await release.getAttribute("data-kind"), "promotion");
+  assert.equal(await release.getAttribute("data-outcome"), "succeeded");
+  assert.match(await release.innerText(), /otto/);
+  assert.match(await other.getByTestId("artifact").innerText(), /^quarry@sha256:111111111111…$/);
+  assert.ok((await other.getByTestId("resource-row").count()) > 0, "the stack's resources are listed");
+  await other.getByTestId("releases").locator("details summary").first().click();
+  await screenshot(other, "environment-production");
+  await olgaCtx.close();
+  await ottoCtx.close();
+});
+
+test("an operator freezes an environment with a reason and sees a rollback refused", async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await ctx.newPage();
+  await signIn(page, quarry.base, "olga", PASSWORD);
+  await page.goto(`${quarry.base}/operations/environments/staging`);
+  await waitForHydration(page);
+  await page.fill("[data-testid=freeze-form] input[name=reason]", "release freeze for the audit");
+  await page.getByTestId("freeze").click();
+  await page.getByTestId("frozen-note").waitFor();
+  assert.match(await page.getByTestId("frozen-note").innerText(), /Frozen by olga at .*: release freeze for the audit/);
+  await page.fill("[data-testid=rollback-form] input[name=reason]", "try it");
+  await page.getByTestId("rollback").click();
+  await page.getByTestId("action-error").waitFor();
+  assert.match(await page.getByTestId("action-error").innerText(), /frozen.*release freeze for the audit/i);
+  await page.fill("[data-testid=unfreeze-form] input[name=reason]", "audit done");
+  await page.getByTestId("unfreeze").click();
+  await page.getByTestId("freeze-form").waitFor();
+  assert.equal(await page.getByTestId("frozen-note").count(), 0);
+  await ctx.close();
+});
+
+test("an analyst gets 403 on the operations pages", async () => {
+  const { body: list } = await api(quarry.base, olga, "GET", "/api/v1/promotions");
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  await signIn(page, quarry.base, "ana", PASSWORD);
+  assert.equal(await page.locator("header nav a[href='/operations']").count(), 0, "no link for analysts");
+  for (const path of ["/operations", "/operations/environments/production", `/operations/promotions/${list[0].id}`]) {
+    const response = await page.goto(`${quarry.base}${path}`);
+    assert.equal(response.status(), 403, path);
+    assert.match(await page.locator("[role=alert]").first().innerText(), /environments are for leads, operators and admins/, path);
+  }
+  await ctx.close();
+});
