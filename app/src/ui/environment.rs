@@ -185,7 +185,10 @@ fn follow(
                     if e.resource_type == "AWS::CloudFormation::Stack" {
                         status.set(e.status.clone());
                     }
-                    events.update(|list| list.insert(0, e));
+                    events.update(|list| {
+                        list.insert(0, e);
+                        list.truncate(super::environment::SHOWN_EVENTS);
+                    });
                 }
             }
             _ => {
@@ -303,6 +306,9 @@ fn ReleaseHistory(list: Vec<ReleaseView>) -> impl IntoView {
     }
 }
 
+/// How many stack events a page keeps and shows (a long deploy streams more).
+pub const SHOWN_EVENTS: usize = 100;
+
 #[component]
 pub fn EventTable(list: Vec<StackEventView>) -> impl IntoView {
     if list.is_empty() {
@@ -313,7 +319,7 @@ pub fn EventTable(list: Vec<StackEventView>) -> impl IntoView {
         <table class="jobs events" data-testid="stack-events">
             <thead><tr><th>"When"</th><th>"Logical id"</th><th>"Type"</th><th>"Status"</th><th>"Reason"</th></tr></thead>
             <tbody>
-                {list.into_iter().take(100).map(|e| view! {
+                {list.into_iter().take(SHOWN_EVENTS).map(|e| view! {
                     <tr data-testid="stack-event">
                         <td>{short_time(&e.at)}</td><td><code>{e.logical_id}</code></td><td>{e.resource_type}</td>
                         <td><StateBadge state=e.status/></td><td>{e.reason}</td>

@@ -179,7 +179,10 @@ fn follow(p: &PromotionView, live: RwSignal<PromotionView>, events: RwSignal<Vec
             }
             if kind == "stack" {
                 if let Ok(e) = serde_json::from_str::<StackEventView>(&text) {
-                    events.update(|list| list.insert(0, e));
+                    events.update(|list| {
+                        list.insert(0, e);
+                        list.truncate(super::environment::SHOWN_EVENTS);
+                    });
                 }
                 return;
             }
