@@ -1,5 +1,6 @@
 //! Quarry's web app: Leptos pages rendered on the server and hydrated in the browser,
-//! plus (with the `ssr` feature) the REST API, the server and the `quarry` CLI.
+//! plus (with the `ssr` feature) the REST API, the web server and the operator
+//! control plane. The `quarry` binary that runs it lives in `quarry-cli`.
 //!
 //! The `hydrate` build (WASM) compiles only [`ui`] and `quarry-domain`: no polars,
 //! sqlx or AWS SDK reaches the browser.
@@ -10,13 +11,9 @@
 pub mod ui;
 
 #[cfg(feature = "ssr")]
-pub mod cli;
-#[cfg(feature = "ssr")]
 pub mod control;
 #[cfg(feature = "ssr")]
 pub mod server;
-#[cfg(feature = "ssr")]
-pub mod stack_cli;
 
 /// The browser entry point, called by the script Leptos puts in every page.
 #[cfg(feature = "hydrate")]

@@ -4,6 +4,7 @@
 //! adapter is S3. Writes are all-or-nothing: a failed or refused upload leaves no
 //! object behind.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
 use crate::error::{Error, Result};

@@ -11,6 +11,7 @@ mod limits;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use quarry_domain::environments;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -23,9 +24,9 @@ const PRODUCTION: &str = include_str!("../../environments/production.toml");
 
 /// The environment names Quarry knows, with their compiled-in configuration.
 pub const ENVIRONMENTS: [(&str, &str); 3] = [
-    ("local", LOCAL),
-    ("staging", STAGING),
-    ("production", PRODUCTION),
+    (environments::LOCAL, LOCAL),
+    (environments::STAGING, STAGING),
+    (environments::PRODUCTION, PRODUCTION),
 ];
 
 /// Variables with the `QUARRY_` prefix that are not configuration keys.
@@ -291,7 +292,7 @@ pub use limits::{AnalysesConfig, AuthConfig, UploadsConfig};
 impl Config {
     /// Loads the environment named by `QUARRY_ENV` (default `local`) with overrides.
     pub fn load() -> Result<Self, ConfigError> {
-        let name = std::env::var("QUARRY_ENV").unwrap_or_else(|_| "local".to_owned());
+        let name = std::env::var("QUARRY_ENV").unwrap_or_else(|_| environments::LOCAL.to_owned());
         let extra = std::env::var_os("QUARRY_CONFIG").map(PathBuf::from);
         Self::load_from(&name, extra.as_deref(), Some(Env::prefixed("QUARRY_")))
     }
@@ -447,6 +448,17 @@ impl Config {
 
     pub fn visibility_timeout(&self) -> Duration {
         Duration::from_secs(self.queue.visibility_timeout_secs)
+    }
+
+    /// Where processes keep temporary files (downloads, results before they are
+    /// stored, scratch for the S3 store); swept of stale entries at start-up.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// How often a worker renews its lease and its registry row.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.worker.heartbeat_secs)
     }
 }
 

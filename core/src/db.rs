@@ -2,6 +2,7 @@
 //! every repository is written once in portable SQL (`$1` placeholders, `RETURNING`,
 //! INTEGER milliseconds for time, TEXT ids and JSON).
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
 use anyhow::Context as _;

@@ -2,7 +2,10 @@
 //! worker, on purpose: workers stop themselves when the queue stays empty.
 //!
 //! Workers register in the `workers` table (`starting` when launched, `running` once
-//! the process is up, `exited` when it ends), so every process sees the same fleet.
+//! the process is up, `exited` when it ends) and renew their row every heartbeat. The
+//! registry is live, not remembered: a row that stopped being renewed (its process
+//! was killed, or its host went away) does not count and is marked exited, so a
+//! worker of an earlier `quarry up` is never counted as running.
 
 use crate::clock::now_ms;
 use crate::db::Db;
@@ -10,8 +13,11 @@ use crate::error::Result;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use quarry_domain::FleetCounts;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Launches workers.
 #[async_trait]
@@ -20,6 +26,53 @@ pub trait Fleet: Send + Sync + fmt::Debug {
     async fn launch(&self, n: u64) -> Result<Vec<String>>;
     /// Workers running and starting.
     async fn counts(&self) -> Result<FleetCounts>;
+    /// Ends the workers this process launched as its own children, because this
+    /// process is stopping (`quarry up` on SIGTERM): they hand their jobs back, and
+    /// any still running after `grace` is killed. Scaling never calls it; fleets
+    /// whose workers outlive the orchestrator (ECS) do nothing.
+    async fn shutdown(&self, _grace: Duration) {}
+}
+
+/// How long a running worker's row counts without being renewed: three heartbeats,
+/// and a little more for a loaded machine.
+pub fn stale_after(heartbeat: Duration) -> Duration {
+    heartbeat * 3 + Duration::from_secs(5)
+}
+
+/// How long a launched worker may take to come up before its row stops counting.
+pub const STARTING_GRACE: Duration = Duration::from_secs(60);
+
+/// Renews a worker's row (its heartbeat). A live worker whose row was expired (its
+/// heartbeats failed for a while) counts again.
+pub async fn heartbeat(db: &Db, id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE workers SET last_seen_at = $1, state = 'running', exited_at = NULL WHERE id = $2",
+    )
+    .bind(now_ms())
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Marks exited the rows that stopped being renewed; returns how many.
+pub async fn expire(db: &Db, stale: Duration) -> Result<u64> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE workers SET state = 'exited', exited_at = $1, \
+         detail = COALESCE(detail, '') || ' (lost: no heartbeat)' \
+         WHERE (state = 'running' AND last_seen_at < $2) OR (state = 'starting' AND last_seen_at < $3)",
+    )
+    .bind(now)
+    .bind(now - ms(stale))
+    .bind(now - ms(STARTING_GRACE))
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Records a worker's state.
@@ -40,12 +93,17 @@ pub async fn set_state(db: &Db, id: &str, state: &str, detail: Option<&str>) -> 
     Ok(())
 }
 
-/// Counts workers by state from the registry.
-pub async fn registry_counts(db: &Db) -> Result<FleetCounts> {
+/// Counts the live workers by state from the registry: rows renewed within `stale`
+/// (running) or launched within [`STARTING_GRACE`] (starting).
+pub async fn registry_counts(db: &Db, stale: Duration) -> Result<FleetCounts> {
+    let now = now_ms();
     let (running, starting): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END), 0), \
-                COALESCE(SUM(CASE WHEN state = 'starting' THEN 1 ELSE 0 END), 0) FROM workers",
+        "SELECT COALESCE(SUM(CASE WHEN state = 'running' AND last_seen_at >= $1 THEN 1 ELSE 0 END), 0), \
+                COALESCE(SUM(CASE WHEN state = 'starting' AND last_seen_at >= $2 THEN 1 ELSE 0 END), 0) \
+         FROM workers",
     )
+    .bind(now - ms(stale))
+    .bind(now - ms(STARTING_GRACE))
     .fetch_one(db.pool())
     .await?;
     Ok(FleetCounts {
@@ -56,25 +114,52 @@ pub async fn registry_counts(db: &Db) -> Result<FleetCounts> {
 
 /// The embedded adapter: workers are child processes of this one (`quarry worker`),
 /// reaped by a task that records their exit. Their output goes to this log.
+///
+/// Each child's stdin is a pipe from this process, and the worker treats its end of
+/// file as SIGTERM: however this process ends, even by SIGKILL, the kernel closes the
+/// pipe and the children hand their jobs back and exit (the portable equivalent of
+/// `PR_SET_PDEATHSIG`, without unsafe code).
 #[derive(Debug, Clone)]
 pub struct ProcessFleet {
     db: Db,
     exe: PathBuf,
     env: Vec<(String, String)>,
+    stale: Duration,
+    children: Arc<Mutex<HashMap<String, Child>>>,
 }
 
+/// A child worker: the pipe whose closing stops it, and a way to kill it.
+#[derive(Debug)]
+struct Child {
+    stdin: Option<tokio::process::ChildStdin>,
+    kill: Arc<tokio::sync::Notify>,
+    exited: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The variable that tells a worker to stop when its stdin closes.
+pub const PARENT_PIPE_ENV: &str = "QUARRY_WORKER_PARENT_PIPE";
+
 impl ProcessFleet {
-    /// Uses the running executable as the worker binary. Workers left `running` by a
-    /// previous process that no longer exist are marked exited.
-    pub async fn new(db: Db) -> anyhow::Result<Self> {
+    /// Uses the running executable as the worker binary. Rows of workers that
+    /// stopped renewing them (an earlier server's children that were killed) are
+    /// marked exited: a pid alone proves nothing, it may have been reused.
+    pub async fn new(db: Db, heartbeat: Duration) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the quarry binary")?;
-        let fleet = Self {
+        let stale = stale_after(heartbeat);
+        let lost = expire(&db, stale).await?;
+        if lost > 0 {
+            tracing::warn!(
+                lost,
+                "workers of an earlier run stopped renewing their rows: marked exited"
+            );
+        }
+        Ok(Self {
             db,
             exe,
             env: Vec::new(),
-        };
-        fleet.forget_dead().await?;
-        Ok(fleet)
+            stale,
+            children: Arc::default(),
+        })
     }
 
     /// Extra environment for every worker process (see `WorkerConfig::process_env`).
@@ -82,23 +167,6 @@ impl ProcessFleet {
     pub fn with_env(mut self, env: Vec<(String, String)>) -> Self {
         self.env = env;
         self
-    }
-
-    async fn forget_dead(&self) -> anyhow::Result<()> {
-        let rows: Vec<(String, Option<String>)> =
-            sqlx::query_as("SELECT id, detail FROM workers WHERE state <> 'exited'")
-                .fetch_all(self.db.pool())
-                .await?;
-        for (id, detail) in rows {
-            let alive = detail
-                .as_deref()
-                .and_then(|d| d.strip_prefix("pid "))
-                .is_some_and(|pid| std::path::Path::new("/proc").join(pid).exists());
-            if !alive {
-                set_state(&self.db, &id, "exited", None).await?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -112,7 +180,9 @@ impl Fleet for ProcessFleet {
             let spawned = tokio::process::Command::new(&self.exe)
                 .arg("worker")
                 .env("QUARRY_WORKER_ID", &id)
+                .env(PARENT_PIPE_ENV, "1")
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(std::process::Stdio::piped())
                 .kill_on_drop(false)
                 .spawn();
             let mut child = match spawned {
@@ -126,10 +196,33 @@ impl Fleet for ProcessFleet {
             };
             let pid = child.id().map(|p| format!("pid {p}"));
             set_state(&self.db, &id, "starting", pid.as_deref()).await?;
-            let (db, worker_id) = (self.db.clone(), id.clone());
+            let kill = Arc::new(tokio::sync::Notify::new());
+            let (exited_tx, exited) = tokio::sync::watch::channel(false);
+            if let Ok(mut children) = self.children.lock() {
+                children.insert(
+                    id.clone(),
+                    Child {
+                        stdin: child.stdin.take(),
+                        kill: kill.clone(),
+                        exited,
+                    },
+                );
+            }
+            let (db, worker_id, children) = (self.db.clone(), id.clone(), self.children.clone());
             tokio::spawn(async move {
-                let status = child.wait().await;
+                let status = tokio::select! {
+                    status = child.wait() => status,
+                    () = kill.notified() => {
+                        tracing::warn!(worker_id, "a worker did not stop in time: killed");
+                        let _ = child.start_kill();
+                        child.wait().await
+                    }
+                };
                 tracing::info!(worker_id, ?status, "worker process exited");
+                if let Ok(mut children) = children.lock() {
+                    children.remove(&worker_id);
+                }
+                let _ = exited_tx.send(true);
                 if let Err(e) = set_state(&db, &worker_id, "exited", None).await {
                     tracing::error!(worker_id, error = %e, "could not record a worker's exit");
                 }
@@ -141,6 +234,43 @@ impl Fleet for ProcessFleet {
     }
 
     async fn counts(&self) -> Result<FleetCounts> {
-        registry_counts(&self.db).await
+        expire(&self.db, self.stale).await?;
+        registry_counts(&self.db, self.stale).await
+    }
+
+    async fn shutdown(&self, grace: Duration) {
+        // Closing the pipes is each child's SIGTERM.
+        let waiting: Vec<_> = match self.children.lock() {
+            Ok(mut children) => children
+                .values_mut()
+                .map(|c| {
+                    c.stdin.take();
+                    (c.kill.clone(), c.exited.clone())
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        tracing::info!(
+            workers = waiting.len(),
+            ?grace,
+            "stopping this server's workers: they hand their jobs back"
+        );
+        let all_exited = || {
+            futures::future::join_all(waiting.iter().map(|(_, exited)| {
+                let mut exited = exited.clone();
+                async move {
+                    let _ = exited.wait_for(|done| *done).await;
+                }
+            }))
+        };
+        if tokio::time::timeout(grace, all_exited()).await.is_err() {
+            for (kill, _) in &waiting {
+                kill.notify_one();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), all_exited()).await;
+        }
     }
 }

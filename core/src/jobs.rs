@@ -1,38 +1,14 @@
-//! The jobs repository: the user-visible record of each analysis run.
-//!
-//! Delivery is at least once, so every transition is guarded by the job's current
-//! status, and a result is committed at most once (`job_results.job_id` is the
-//! primary key): a duplicate delivery of a finished job changes nothing.
-//!
-//! A user has at most `analyses.max_running_per_user` jobs *released* (sent to the
-//! queue, or running) at once; further jobs are recorded but *held*, not sent, so
-//! they never count toward the queue's receive limits or the fleet's scaling. See
-//! [`submit`] and [`release_held`].
+//! The jobs repository: the user-visible record of each analysis run, and the reads
+//! over it. Every state change a worker or the reconciler makes goes through
+//! [`crate::lifecycle`], which guards it by the job's lease; a result is committed at
+//! most once (`job_results.job_id` is the primary key).
 
 use crate::auth::Principal;
 use crate::clock::{now_ms, rfc3339};
 use crate::db::Db;
-use crate::error::{Error, Result, is_unique_violation};
+use crate::error::{Error, Result};
 use anyhow::Context as _;
 use quarry_domain::{ColumnInfo, Job, JobStatus};
-use serde::{Deserialize, Serialize};
-
-mod held;
-pub use held::{active_count, release_after, release_held, submit, sweep_held};
-
-/// The queue message for a job: the one contract between the lifecycle and the
-/// workers. New fields must be optional, so old and new workers read each other's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobMessage {
-    pub job_id: String,
-}
-
-impl JobMessage {
-    /// The message body for `job_id`.
-    pub fn body(job_id: &str) -> String {
-        serde_json::json!({ "job_id": job_id }).to_string()
-    }
-}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -50,6 +26,10 @@ struct Row {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    lease: Option<String>,
+    lease_until: Option<i64>,
+    enqueued_at: Option<i64>,
+    worker_id: Option<String>,
 }
 
 /// A stored job with what the server and worker need beyond the API view.
@@ -61,6 +41,24 @@ pub struct StoredJob {
     /// While the job is held back (its owner is at their limit of running jobs): the
     /// limit it waits under.
     pub held: Option<u32>,
+    /// The receipt of the delivery that runs it, while one does.
+    pub lease: Option<String>,
+    /// When that lease ends unless renewed (ms since the epoch).
+    pub lease_until: Option<i64>,
+    /// When its message was sent (`None`: held, or released without a message yet).
+    pub enqueued_at: Option<i64>,
+    /// The worker that started its latest attempt.
+    pub worker_id: Option<String>,
+}
+
+impl StoredJob {
+    /// The end of the lease another worker holds on this running job, if it is live
+    /// at `now` (beyond [`crate::lifecycle::LEASE_SKEW`]).
+    pub fn live_lease_until(&self, now: i64) -> Option<i64> {
+        let skew = i64::try_from(crate::lifecycle::LEASE_SKEW.as_millis()).unwrap_or(0);
+        self.lease_until
+            .filter(|until| self.view.status == JobStatus::Running && *until > now + skew)
+    }
 }
 
 impl Row {
@@ -87,12 +85,17 @@ impl Row {
             owner_id: self.owner_id,
             cancel_requested: self.cancel_requested != 0,
             held: u32::try_from(self.held).ok().filter(|n| *n > 0),
+            lease: self.lease,
+            lease_until: self.lease_until,
+            enqueued_at: self.enqueued_at,
+            worker_id: self.worker_id,
         })
     }
 }
 
 const SELECT: &str = "SELECT id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
-     dead_letter, cancel_requested, held, created_at, started_at, finished_at FROM jobs";
+     dead_letter, cancel_requested, held, created_at, started_at, finished_at, lease, lease_until, \
+     enqueued_at, worker_id FROM jobs";
 
 /// A job to record.
 #[derive(Debug, Clone, Copy)]
@@ -103,7 +106,8 @@ pub struct NewJob<'a> {
     pub analysis_json: &'a str,
 }
 
-/// Records a new queued job, already released (see [`submit`] for the usual way in).
+/// Records a new queued job, released but with no message (tests; jobs come in
+/// through [`crate::lifecycle::Lifecycle::submit`]).
 pub async fn insert(
     db: &Db,
     id: &str,
@@ -122,15 +126,6 @@ pub async fn insert(
     .bind(now_ms())
     .execute(db.pool())
     .await?;
-    Ok(())
-}
-
-/// Removes a job that could not be enqueued (so it is never shown as queued forever).
-pub async fn remove(db: &Db, id: &str) -> Result<()> {
-    sqlx::query("DELETE FROM jobs WHERE id = $1")
-        .bind(id)
-        .execute(db.pool())
-        .await?;
     Ok(())
 }
 
@@ -182,64 +177,6 @@ pub async fn list(
     rows.into_iter().map(Row::into_stored).collect()
 }
 
-/// What a worker may do with a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
-    /// Run it; this is attempt number `attempt`.
-    Run,
-    /// The job already finished (or was cancelled): acknowledge the message, do nothing.
-    AlreadyFinished(JobStatus),
-    /// The job no longer exists (its dataset was deleted).
-    Gone,
-}
-
-/// Marks a delivered job running, unless it is already finished. A delivered job is
-/// released, whatever it was before.
-pub async fn start(db: &Db, id: &str, worker_id: &str, attempt: u32) -> Result<Start> {
-    let now = now_ms();
-    let done = sqlx::query(
-        "UPDATE jobs SET status = 'running', attempts = $1, progress = 0, worker_id = $2, held = 0, \
-         started_at = COALESCE(started_at, $3) \
-         WHERE id = $4 AND status IN ('queued', 'running') AND cancel_requested = 0",
-    )
-    .bind(i64::from(attempt))
-    .bind(worker_id)
-    .bind(now)
-    .bind(id)
-    .execute(db.pool())
-    .await?;
-    if done.rows_affected() == 1 {
-        return Ok(Start::Run);
-    }
-    match find(db, id).await? {
-        None => Ok(Start::Gone),
-        Some(job) if job.cancel_requested && !job.view.status.is_terminal() => {
-            finish_cancelled(db, id).await?;
-            Ok(Start::AlreadyFinished(JobStatus::Cancelled))
-        }
-        Some(job) => Ok(Start::AlreadyFinished(job.view.status)),
-    }
-}
-
-/// Records progress (0..1) of a running job.
-pub async fn set_progress(db: &Db, id: &str, progress: f64) -> Result<()> {
-    sqlx::query("UPDATE jobs SET progress = $1 WHERE id = $2 AND status = 'running'")
-        .bind(progress.clamp(0.0, 1.0))
-        .bind(id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
-}
-
-/// Whether cancellation was asked for.
-pub async fn cancel_requested(db: &Db, id: &str) -> Result<bool> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT cancel_requested FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
-    Ok(row.is_none_or(|(c,)| c != 0))
-}
-
 /// A committed result's description.
 #[derive(Debug, Clone)]
 pub struct ResultMeta {
@@ -249,96 +186,9 @@ pub struct ResultMeta {
     pub columns: Vec<ColumnInfo>,
 }
 
-/// Commits a result exactly once. Returns `false` if another delivery already did
-/// (the caller then discards its own blob).
-pub async fn commit_success(db: &Db, id: &str, result: &ResultMeta) -> Result<bool> {
-    let now = now_ms();
-    let mut tx = db.begin_write().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, columns_json, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(&result.blob_key)
-    .bind(i64::try_from(result.rows).context("rows")?)
-    .bind(i64::try_from(result.bytes).context("bytes")?)
-    .bind(serde_json::to_string(&result.columns).context("columns")?)
-    .bind(now)
-    .execute(&mut *tx)
-    .await;
-    match inserted {
-        Err(e) if is_unique_violation(&e) => return Ok(false),
-        other => {
-            other?;
-        }
-    }
-    let updated = sqlx::query(
-        "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = $1 \
-         WHERE id = $2 AND status IN ('queued', 'running')",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        // Cancelled or failed meanwhile: keep that outcome, drop the result row.
-        return Ok(false);
-    }
-    tx.commit().await?;
-    Ok(true)
-}
-
-/// Records a failed attempt. With `last_attempt` the job is failed for good (its
-/// dead-letter state); otherwise it goes back to `queued` to be retried.
-pub async fn fail_attempt(db: &Db, id: &str, error: &str, last_attempt: bool) -> Result<()> {
-    let query = if last_attempt {
-        sqlx::query(
-            "UPDATE jobs SET status = 'failed', error = $1, dead_letter = 1, finished_at = $2 \
-             WHERE id = $3 AND status IN ('queued', 'running')",
-        )
-        .bind(error)
-        .bind(now_ms())
-        .bind(id)
-    } else {
-        sqlx::query(
-            "UPDATE jobs SET status = 'queued', error = $1, progress = 0 \
-             WHERE id = $2 AND status IN ('queued', 'running')",
-        )
-        .bind(error)
-        .bind(id)
-    };
-    query.execute(db.pool()).await?;
-    Ok(())
-}
-
-/// Fails a job for good on its first failure, without a retry and without the
-/// dead-letter mark (e.g. it ran past `analyses.max_runtime_secs`: every attempt would).
-pub async fn fail_final(db: &Db, id: &str, error: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE jobs SET status = 'failed', error = $1, dead_letter = 0, finished_at = $2 \
-         WHERE id = $3 AND status IN ('queued', 'running')",
-    )
-    .bind(error)
-    .bind(now_ms())
-    .bind(id)
-    .execute(db.pool())
-    .await?;
-    Ok(())
-}
-
-/// Hands a running job back to the queue (worker shutting down).
-pub async fn requeue(db: &Db, id: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE jobs SET status = 'queued', progress = 0 WHERE id = $1 AND status = 'running'",
-    )
-    .bind(id)
-    .execute(db.pool())
-    .await?;
-    Ok(())
-}
-
 /// Asks for cancellation: a queued job is cancelled at once, a running one is
-/// flagged and stopped by its worker. Returns the job afterwards.
+/// flagged and stopped by its worker. Returns the job afterwards. (Called through
+/// [`crate::lifecycle::Lifecycle::cancel`].)
 pub async fn request_cancel(db: &Db, who: &Principal, id: &str) -> Result<StoredJob> {
     let job = get(db, who, id).await?;
     if job.owner_id != who.user_id && !who.sees_everything() {
@@ -366,18 +216,6 @@ pub async fn request_cancel(db: &Db, who: &Principal, id: &str) -> Result<Stored
     .execute(db.pool())
     .await?;
     get(db, who, id).await
-}
-
-/// Marks a job cancelled (its worker stopped it).
-pub async fn finish_cancelled(db: &Db, id: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE jobs SET status = 'cancelled', finished_at = $1 WHERE id = $2 AND status IN ('queued', 'running')",
-    )
-    .bind(now_ms())
-    .bind(id)
-    .execute(db.pool())
-    .await?;
-    Ok(())
 }
 
 /// The committed result of a job.

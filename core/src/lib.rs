@@ -16,6 +16,7 @@ pub mod decisions;
 pub mod error;
 pub mod fleet;
 pub mod jobs;
+pub mod lifecycle;
 pub mod metrics;
 pub mod queue;
 pub mod releases;

@@ -2,14 +2,21 @@
 //!
 //! * `send` durably records a message; `receive` long-polls and leases one message for
 //!   the queue's visibility timeout, counting the delivery;
-//! * `change_visibility` extends (heartbeat) or ends (hand back) a lease;
+//! * `change_visibility` extends (heartbeat) or shortens (retry later) a lease;
+//! * `hand_back` gives a delivery back without counting it (a worker shutting down);
 //! * `delete` acknowledges; a message whose lease runs out is delivered again;
-//! * a message received `max_attempts` times and not deleted is dead-lettered instead
-//!   of being delivered once more.
+//! * a message received `max_receives` times and not deleted is dead-lettered instead
+//!   of being delivered once more. That is a backstop: the job row's attempt count
+//!   decides when a job has failed for good (see `crate::lifecycle`), and
+//!   [`backstop_receives`] sets the queue's limit above it.
 //!
-//! Leases are rows in the database, so they survive any process crash.
-//! [`conformance`] holds the tests every adapter must pass.
+//! The one message the queue carries is [`JobMessage`]; every sender and receiver
+//! uses it. Leases of the embedded queue are rows in the database, so they survive
+//! any process crash, and its messages can be written in the transaction that
+//! records their job ([`JobQueue::send_in`]). [`conformance`] holds the tests every
+//! adapter must pass.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
 use crate::clock::now_ms;
@@ -17,8 +24,75 @@ use crate::db::Db;
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use quarry_domain::QueueCounts;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
+
+/// A transaction on the database, for [`JobQueue::send_in`].
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The version of [`JobMessage`] this build writes.
+pub const MESSAGE_VERSION: u32 = 1;
+
+/// The queue message for a job: the one contract between whoever enqueues a job (the
+/// API, the held-job release, the reconciler) and the workers. New fields must be
+/// optional, so old and new workers read each other's messages; a change that is not
+/// backwards compatible raises [`MESSAGE_VERSION`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMessage {
+    /// The message format's version; messages from before versions had none.
+    #[serde(default = "first_version")]
+    pub v: u32,
+    pub job_id: String,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+impl JobMessage {
+    /// The message for `job_id`.
+    pub fn new(job_id: &str) -> Self {
+        Self {
+            v: MESSAGE_VERSION,
+            job_id: job_id.to_owned(),
+        }
+    }
+
+    /// The message body for `job_id`.
+    pub fn body(job_id: &str) -> String {
+        serde_json::to_string(&Self::new(job_id)).unwrap_or_default()
+    }
+
+    /// Reads a message body; the error says why it cannot be used (it is then
+    /// dead-lettered, never retried).
+    pub fn parse(body: &str) -> std::result::Result<Self, String> {
+        let message: Self = serde_json::from_str(body)
+            .map_err(|e| format!("not a job message ({e}): {}", preview(body)))?;
+        if message.v > MESSAGE_VERSION {
+            return Err(format!(
+                "job message version {} is newer than this worker's {MESSAGE_VERSION}: \
+                 a newer Quarry sent it",
+                message.v
+            ));
+        }
+        if message.job_id.is_empty() {
+            return Err("job message without a job id".to_owned());
+        }
+        Ok(message)
+    }
+}
+
+/// The start of a body, for log lines.
+fn preview(body: &str) -> String {
+    let mut end = body.len().min(120);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}", &body[..end])
+}
+
+pub use quarry_domain::backstop_receives;
 
 /// One delivery of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +112,10 @@ pub struct DeadLetter {
     pub message_id: String,
     pub body: String,
     pub receive_count: u32,
+    /// What [`JobQueue::redrive`] needs to find it (an id, or an SQS receipt handle).
+    pub handle: String,
+    /// Where a walk of the dead letters continues after this one.
+    pub cursor: String,
 }
 
 /// A durable queue with leases.
@@ -47,20 +125,33 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
     async fn send(&self, body: &str) -> Result<String>;
     /// Waits up to `wait` for a message and leases it for the visibility timeout.
     async fn receive(&self, wait: Duration) -> Result<Option<Delivery>>;
+    /// Records a message within `tx` if the adapter lives in the database, so the
+    /// message exists exactly when the transaction commits; returns `false` (having
+    /// done nothing) if it does not, and the caller sends after committing.
+    async fn send_in(&self, _tx: &mut Tx, _body: &str) -> Result<bool> {
+        Ok(false)
+    }
     /// Sets the remaining lease of a delivery; `Error::Conflict` if the lease was lost.
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()>;
+    /// Gives a delivery back for another worker at once, without counting it toward
+    /// the dead-letter limit (the receive count of the next delivery is this one's).
+    async fn hand_back(&self, delivery: &Delivery) -> Result<()>;
     /// Acknowledges a delivery: the message is gone. A stale receipt is not an error.
     async fn delete(&self, receipt: &str) -> Result<()>;
     /// Moves a delivered message to the dead letters now (e.g. it cannot be parsed).
     async fn dead_letter(&self, delivery: &Delivery) -> Result<()>;
     /// Approximate visible, in-flight and dead counts.
     async fn counts(&self) -> Result<QueueCounts>;
-    /// Dead-lettered messages, newest first.
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>>;
+    /// Dead-lettered messages, oldest first, after the one whose `cursor` is `after`.
+    /// (SQS cannot page: it ignores `after`, and each read hides what it returned for
+    /// a while, so successive reads walk on.) Fewer than `limit`: the walk is done.
+    async fn dead_letters(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeadLetter>>;
+    /// Puts a dead letter back into the queue, to be delivered afresh.
+    async fn redrive(&self, letter: &DeadLetter) -> Result<()>;
     /// The queue's visibility timeout.
     fn visibility_timeout(&self) -> Duration;
-    /// Deliveries before a message is dead-lettered.
-    fn max_attempts(&self) -> u32;
+    /// Deliveries before a message is dead-lettered (the backstop).
+    fn max_receives(&self) -> u32;
 }
 
 /// The embedded adapter: leases in the `queue_messages` table.
@@ -69,17 +160,20 @@ pub struct DbQueue {
     db: Db,
     name: String,
     visibility: Duration,
-    max_attempts: u32,
+    max_receives: u32,
     poll: Duration,
 }
 
+const INSERT: &str = "INSERT INTO queue_messages (id, queue, body, sent_at, visible_at, receive_count) \
+     VALUES ($1, $2, $3, $4, $4, 0)";
+
 impl DbQueue {
-    pub fn new(db: Db, name: &str, visibility: Duration, max_attempts: u32) -> Self {
+    pub fn new(db: Db, name: &str, visibility: Duration, max_receives: u32) -> Self {
         Self {
             db,
             name: name.to_owned(),
             visibility,
-            max_attempts,
+            max_receives,
             poll: Duration::from_millis(100),
         }
     }
@@ -93,7 +187,7 @@ impl DbQueue {
         )
         .bind(now)
         .bind(&self.name)
-        .bind(i64::from(self.max_attempts))
+        .bind(i64::from(self.max_receives))
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -108,7 +202,7 @@ impl DbQueue {
         )
         .bind(now)
         .bind(&self.name)
-        .bind(i64::from(self.max_attempts))
+        .bind(i64::from(self.max_receives))
         .execute(&mut *tx)
         .await?;
         let receipt = uuid::Uuid::new_v4().to_string();
@@ -144,18 +238,38 @@ fn duration_ms(d: Duration) -> i64 {
 impl JobQueue for DbQueue {
     async fn send(&self, body: &str) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        let now = now_ms();
+        sqlx::query(INSERT)
+            .bind(&id)
+            .bind(&self.name)
+            .bind(body)
+            .bind(now_ms())
+            .execute(self.db.pool())
+            .await?;
+        Ok(id)
+    }
+
+    async fn send_in(&self, tx: &mut Tx, body: &str) -> Result<bool> {
+        sqlx::query(INSERT)
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(&self.name)
+            .bind(body)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
+        Ok(true)
+    }
+
+    async fn hand_back(&self, delivery: &Delivery) -> Result<()> {
         sqlx::query(
-            "INSERT INTO queue_messages (id, queue, body, sent_at, visible_at, receive_count) \
-             VALUES ($1, $2, $3, $4, $4, 0)",
+            "UPDATE queue_messages SET visible_at = $1, receipt = NULL, \
+             receive_count = CASE WHEN receive_count > 0 THEN receive_count - 1 ELSE 0 END \
+             WHERE receipt = $2 AND dead_at IS NULL",
         )
-        .bind(&id)
-        .bind(&self.name)
-        .bind(body)
-        .bind(now)
+        .bind(now_ms())
+        .bind(&delivery.receipt)
         .execute(self.db.pool())
         .await?;
-        Ok(id)
+        Ok(())
     }
 
     async fn receive(&self, wait: Duration) -> Result<Option<Delivery>> {
@@ -228,18 +342,27 @@ impl JobQueue for DbQueue {
         })
     }
 
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT id, body, receive_count FROM queue_messages \
-             WHERE queue = $1 AND dead_at IS NOT NULL ORDER BY dead_at DESC, id LIMIT $2",
+    async fn dead_letters(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeadLetter>> {
+        let (at, id) = after
+            .and_then(|c| c.split_once('|'))
+            .map(|(at, id)| (at.parse::<i64>().unwrap_or(-1), id.to_owned()))
+            .unwrap_or((-1, String::new()));
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, body, receive_count, dead_at FROM queue_messages \
+             WHERE queue = $1 AND dead_at IS NOT NULL \
+             AND (dead_at > $2 OR (dead_at = $2 AND id > $3)) ORDER BY dead_at, id LIMIT $4",
         )
         .bind(&self.name)
+        .bind(at)
+        .bind(id)
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(message_id, body, count)| DeadLetter {
+            .map(|(message_id, body, count, dead_at)| DeadLetter {
+                cursor: format!("{dead_at}|{message_id}"),
+                handle: message_id.clone(),
                 message_id,
                 body,
                 receive_count: u32::try_from(count).unwrap_or(u32::MAX),
@@ -247,12 +370,25 @@ impl JobQueue for DbQueue {
             .collect())
     }
 
+    async fn redrive(&self, letter: &DeadLetter) -> Result<()> {
+        sqlx::query(
+            "UPDATE queue_messages SET dead_at = NULL, receipt = NULL, receive_count = 0, \
+             visible_at = $1 WHERE id = $2 AND queue = $3 AND dead_at IS NOT NULL",
+        )
+        .bind(now_ms())
+        .bind(&letter.handle)
+        .bind(&self.name)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
     fn visibility_timeout(&self) -> Duration {
         self.visibility
     }
 
-    fn max_attempts(&self) -> u32 {
-        self.max_attempts
+    fn max_receives(&self) -> u32 {
+        self.max_receives
     }
 }
 
@@ -268,9 +404,28 @@ mod tests {
         (dir, DbQueue::new(db, "jobs", visibility, max_attempts))
     }
 
+    #[test]
+    fn job_messages_carry_a_version_and_refuse_what_they_cannot_use() {
+        let body = JobMessage::body("j-1");
+        assert_eq!(body, r#"{"v":1,"job_id":"j-1"}"#);
+        assert_eq!(JobMessage::parse(&body), Ok(JobMessage::new("j-1")));
+        // Messages from before versions, and with fields added later, still read.
+        assert_eq!(JobMessage::parse(r#"{"job_id":"j-2"}"#).map(|m| m.v), Ok(1));
+        assert!(JobMessage::parse(r#"{"v":1,"job_id":"j-3","priority":2}"#).is_ok());
+        for (bad, says) in [
+            ("not json", "not a job message"),
+            (r#"{"v":2,"job_id":"j"}"#, "newer"),
+            (r#"{"v":1,"job_id":""}"#, "without a job id"),
+            (r#"{"id":"j"}"#, "not a job message"),
+        ] {
+            let e = JobMessage::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
     #[tokio::test]
     async fn db_queue_passes_the_conformance_suite() {
-        let (_dir, q) = queue(conformance::VISIBILITY, conformance::MAX_ATTEMPTS).await;
+        let (_dir, q) = queue(conformance::VISIBILITY, conformance::MAX_RECEIVES).await;
         assert_eq!(q.visibility_timeout(), conformance::VISIBILITY);
         conformance::run_all(&q, conformance::Semantics::STRICT).await;
     }

@@ -72,11 +72,11 @@ impl FromStr for JobStatus {
 pub struct Job {
     pub id: String,
     pub dataset_id: String,
-    /// The analysis as submitted.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub analysis: serde_json::Value,
+    /// The analysis as submitted (checked against the dataset when it was).
+    pub analysis: crate::Analysis,
     pub status: JobStatus,
-    /// Deliveries so far (1 on the first run).
+    /// Attempts so far (1 on the first run). A worker that was stopped and handed
+    /// the job back (SIGTERM, a shutdown) does not count.
     pub attempts: u32,
     /// 0.0 to 1.0.
     pub progress: f64,
@@ -192,6 +192,15 @@ impl Waiting {
         let waves = (position - free).div_ceil(capacity);
         Some((waves as f64 * median).ceil() as u64)
     }
+}
+
+/// The queue's own dead-letter limit (SQS `maxReceiveCount`) for jobs tried at most
+/// `max_attempts` times. It sits above `max_attempts`, so the job row's attempt count
+/// decides when a job has failed for good, with room for deliveries that never
+/// started an attempt (a worker killed between receiving and starting, a duplicate
+/// deferred). One rule for the embedded queue and the stacks.
+pub fn backstop_receives(max_attempts: u32) -> u32 {
+    max_attempts.saturating_add(3)
 }
 
 #[cfg(test)]

@@ -7,14 +7,17 @@
 pub mod analysis;
 pub mod control;
 pub mod dataset;
+pub mod environments;
 pub mod error;
 pub mod job;
+pub mod metrics;
 pub mod role;
 
 pub use analysis::{AggOp, Aggregation, Analysis, OrderKey};
 pub use dataset::{ColumnInfo, Dataset, DatasetFormat, Encoding, IngestOptions};
 pub use error::{ErrorBody, ErrorDetail};
 pub use job::{
-    Decision, FleetCounts, Job, JobEvent, JobStatus, QueueCounts, ResultPage, SystemStatus, Waiting,
+    Decision, FleetCounts, Job, JobEvent, JobStatus, QueueCounts, ResultPage, SystemStatus,
+    Waiting, backstop_receives,
 };
 pub use role::Role;

@@ -1,8 +1,10 @@
 //! Quarry's scale-up-only orchestrator: a pure policy ([`policy`]) and the loop that
 //! applies it every tick and right after each enqueue. It launches workers and never
-//! stops one; it also records metrics, turns dead letters into failed jobs and
-//! releases jobs held back by `analyses.max_running_per_user` once their owner is
-//! under it. Held jobs are not in the queue, so they never count as queue depth.
+//! stops one; it also records metrics and runs the lifecycle's reconciliation
+//! ([`Lifecycle::reconcile`]): running jobs whose lease ran out go back to the queue,
+//! released jobs without a message are sent, dead letters are accounted for, and
+//! jobs held back by `analyses.max_running_per_user` are released once their owner
+//! is under it. Held jobs are not in the queue, so they never count as queue depth.
 
 pub mod policy;
 
@@ -11,10 +13,11 @@ use quarry_core::clock::{now_ms, rfc3339};
 use quarry_core::decisions;
 use quarry_core::fleet::Fleet;
 use quarry_core::jobs;
+use quarry_core::lifecycle::Lifecycle;
 use quarry_core::metrics::{Metrics, Sample};
-use quarry_core::queue::JobQueue;
 use quarry_core::{Db, Result};
 use quarry_domain::Decision;
+use quarry_domain::metrics as metric;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -24,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Orchestrator {
     pub db: Db,
-    pub queue: Arc<dyn JobQueue>,
+    pub lifecycle: Lifecycle,
     pub fleet: Arc<dyn Fleet>,
     pub metrics: Arc<dyn Metrics>,
     pub jobs_per_worker: u64,
@@ -63,15 +66,13 @@ impl Orchestrator {
         tracing::info!("orchestrator stopped");
     }
 
-    /// One tick: reconcile dead letters, release held jobs, observe, decide, launch,
-    /// record.
+    /// One tick: reconcile, observe, decide, launch, record.
     pub async fn tick(&self, since_ms: i64) -> Result<Plan> {
-        self.reconcile_dead_letters().await?;
-        let released = jobs::sweep_held(&self.db, self.queue.as_ref()).await?;
-        if released > 0 {
-            tracing::info!(released, "held jobs released to the queue");
+        let reconciled = self.lifecycle.reconcile().await?;
+        if !reconciled.is_empty() {
+            tracing::info!(?reconciled, "reconciled jobs");
         }
-        let queue = self.queue.counts().await?;
+        let queue = self.lifecycle.queue().counts().await?;
         let fleet = self.fleet.counts().await?;
         let plan = decide(Observation {
             visible: queue.visible,
@@ -100,50 +101,50 @@ impl Orchestrator {
         let activity = jobs::activity_since(&self.db, since_ms).await?;
         let mut samples = vec![
             Sample {
-                name: "queue_visible",
+                name: metric::QUEUE_VISIBLE,
                 value: queue.visible as f64,
             },
             Sample {
-                name: "queue_in_flight",
+                name: metric::QUEUE_IN_FLIGHT,
                 value: queue.in_flight as f64,
             },
             Sample {
-                name: "queue_dead",
+                name: metric::QUEUE_DEAD,
                 value: queue.dead as f64,
             },
             Sample {
-                name: "oldest_job_age_seconds",
+                name: metric::OLDEST_JOB_AGE_SECONDS,
                 value: oldest,
             },
             Sample {
-                name: "workers_running",
+                name: metric::WORKERS_RUNNING,
                 value: fleet.running as f64,
             },
             Sample {
-                name: "workers_starting",
+                name: metric::WORKERS_STARTING,
                 value: fleet.starting as f64,
             },
             Sample {
-                name: "workers_launched",
+                name: metric::WORKERS_LAUNCHED,
                 value: plan.launch as f64,
             },
             Sample {
-                name: "jobs_started",
+                name: metric::JOBS_STARTED,
                 value: activity.started as f64,
             },
             Sample {
-                name: "jobs_succeeded",
+                name: metric::JOBS_SUCCEEDED,
                 value: activity.succeeded as f64,
             },
             Sample {
-                name: "jobs_failed",
+                name: metric::JOBS_FAILED,
                 value: activity.failed as f64,
             },
         ];
         for (name, value) in [
-            ("job_duration_seconds", activity.mean_duration_secs),
-            ("job_duration_p50_seconds", activity.p50_duration_secs),
-            ("job_duration_p95_seconds", activity.p95_duration_secs),
+            (metric::JOB_DURATION_SECONDS, activity.mean_duration_secs),
+            (metric::JOB_DURATION_P50_SECONDS, activity.p50_duration_secs),
+            (metric::JOB_DURATION_P95_SECONDS, activity.p95_duration_secs),
         ] {
             if let Some(value) = value {
                 samples.push(Sample { name, value });
@@ -152,31 +153,11 @@ impl Orchestrator {
         // Worker time used since the last tick: what the fleet costs.
         let elapsed_secs = (now_ms() - since_ms).max(0) as f64 / 1000.0;
         samples.push(Sample {
-            name: "worker_seconds",
+            name: metric::WORKER_SECONDS,
             value: (fleet.running + fleet.starting) as f64 * elapsed_secs,
         });
         self.metrics.record(&samples).await?;
         Ok(plan)
-    }
-
-    /// A job whose message was dead-lettered (its worker kept dying) is failed, with
-    /// an error saying so. Idempotent: finished jobs are left alone.
-    async fn reconcile_dead_letters(&self) -> Result<()> {
-        for letter in self.queue.dead_letters(100).await? {
-            let Ok(message) = serde_json::from_str::<serde_json::Value>(&letter.body) else {
-                continue;
-            };
-            let Some(job_id) = message.get("job_id").and_then(|v| v.as_str()) else {
-                continue;
-            };
-            let error = format!(
-                "gave up after {} attempts: the worker stopped without finishing \
-                 (killed, crashed or out of memory)",
-                letter.receive_count
-            );
-            jobs::fail_attempt(&self.db, job_id, &error, true).await?;
-        }
-        Ok(())
     }
 
     async fn record_decision(&self, d: &Decision) -> Result<()> {

@@ -24,7 +24,7 @@ pub use crate::changes::{
 };
 
 /// The template parameter that carries the container image of every task.
-pub const IMAGE_PARAMETER: &str = "ImageUri";
+pub use crate::stack::IMAGE_PARAMETER;
 
 /// A CloudFormation failure, with the text AWS gave.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,10 @@ pub const STAGING: &str = include_str!("../../environments/staging.toml");
 pub const PRODUCTION: &str = include_str!("../../environments/production.toml");
 
 /// The environments that have a stack, with their compiled-in files.
-pub const ENVIRONMENTS: [(&str, &str); 2] = [("staging", STAGING), ("production", PRODUCTION)];
+pub const ENVIRONMENTS: [(&str, &str); 2] = [
+    (quarry_domain::environments::STAGING, STAGING),
+    (quarry_domain::environments::PRODUCTION, PRODUCTION),
+];
 
 /// Everything the stack of one environment is synthesized from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +269,7 @@ impl StackConfig {
 
     /// Whether this is production, where data is retained and deletion-protected.
     pub fn is_production(&self) -> bool {
-        self.environment == "production"
+        self.environment == quarry_domain::environments::PRODUCTION
     }
 
     /// The removal policy of stateful resources: `stack.removal_policy`, or by default

@@ -20,7 +20,10 @@
 //! (encryption, no public data, no `*` IAM grants, log retention, production retains
 //! data) on any template JSON, honouring `[[stack.suppress]]` entries.
 //!
-//! This crate does not talk to AWS: deploying, diffing and promoting build on it.
+//! Synthesis, the policy rules and the template diff ([`diff`], [`changes`]) are pure;
+//! [`cloudformation`] is the one module that talks to AWS: the change-set driver
+//! that previews, executes and follows deployments, and the stack reads the control
+//! plane shows.
 
 pub mod changes;
 pub mod cloudformation;
@@ -43,7 +46,7 @@ pub use stack::{IMAGE_PARAMETER, StackProps};
 use sha2::{Digest, Sha256};
 
 /// The CloudWatch namespace of Quarry's own metrics (dimension `Environment`).
-pub const METRICS_NAMESPACE: &str = "Quarry";
+pub use quarry_domain::metrics::NAMESPACE as METRICS_NAMESPACE;
 
 /// Validates every construct's props, then builds the environment's template.
 ///

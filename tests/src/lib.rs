@@ -75,6 +75,27 @@ impl Quarry {
     pub async fn crash_and_restart(mut self) -> Self {
         self.child.start_kill().expect("SIGKILL quarry");
         let _ = self.child.wait().await;
+        self.restart().await
+    }
+
+    /// Stops the server with SIGTERM, as an operator would, and starts `quarry up`
+    /// again on the same data directory with the same variables.
+    pub async fn stop_and_restart(mut self) -> Self {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .is_err()
+        {
+            panic!("quarry up did not stop within 60 s of SIGTERM");
+        }
+        self.restart().await
+    }
+
+    async fn restart(mut self) -> Self {
         let vars: Vec<(String, String)> = self.env.clone();
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("tempdir"));
         let borrowed: Vec<(&str, &str)> =
@@ -294,6 +315,37 @@ impl Quarry {
         }
         Ok(tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await??)
     }
+}
+
+/// PIDs of `quarry worker` processes whose parent is `parent` (a `quarry up`).
+pub fn worker_pids_of(parent: u32) -> Vec<u32> {
+    let parent = parent.to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let is_worker = cmdline.split(|b| *b == 0).nth(1) == Some(b"worker".as_slice());
+        // stat: pid (comm) state ppid ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
+        if is_worker && ppid.as_deref() == Some(parent.as_str()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Sends `sig` (`-KILL`, `-TERM`, `-STOP`, `-CONT`) to `pid`; whether it was delivered.
+pub fn signal(pid: u32, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Polls `check` until it returns `Some`, or fails after `within`.

@@ -104,7 +104,16 @@ test("an operator promotes from the overview; another approves the diff and watc
   await other.evaluate(() => { window.__sameDocument = true; });
   await other.fill("[data-testid=decide-form] textarea[name=comment]", "diff reviewed");
   await other.getByTestId("approve").click();
-  await other.locator("[data-testid=promotion-status][data-status=succeeded]").waitFor({ timeout: DEPLOY_MS });
+  // Whatever ends the wait is reported: the stored promotion beside what the page shows.
+  await other
+    .locator("[data-testid=promotion-status][data-status=succeeded], [data-testid=promotion-status][data-status=failed], [data-testid=decision-error]")
+    .first()
+    .waitFor({ timeout: DEPLOY_MS })
+    .catch(() => {});
+  const { body: after } = await api(quarry.base, olga, "GET", `/api/v1/promotions/${id}`);
+  const shownStatus = await other.getByTestId("promotion-status").getAttribute("data-status");
+  const problem = await other.getByTestId("decision-error").count() ? await other.getByTestId("decision-error").innerText() : "";
+  assert.equal(shownStatus, "succeeded", `page shows ${shownStatus} ${problem}; stored: ${JSON.stringify({ status: after.status, detail: after.detail })}`);
   assert.equal(await other.evaluate(() => window.__sameDocument), true, "the page was not reloaded");
   assert.match(await other.getByTestId("approvals").innerText(), /Approved by otto at .*: diff reviewed/);
   await screenshot(other, "promotion-succeeded");

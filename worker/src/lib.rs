@@ -1,8 +1,4 @@
-//! Quarry's analysis engine (polars, lazy and streaming) and the worker loop.
+//! The worker loop (`quarry worker`): takes jobs from the queue through the job
+//! lifecycle and runs them on the engine (`quarry-engine`).
 
-pub mod analysis;
-pub mod ingest;
-pub mod limits;
-pub mod results;
 pub mod run;
-pub mod scan;

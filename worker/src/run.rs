@@ -1,34 +1,39 @@
 //! The worker loop (`quarry worker`).
 //!
-//! Receive a job (long poll), run it on a separate thread while heartbeating its lease,
-//! write the result through the blob store, commit exactly once, delete the message.
-//! The worker exits by itself once the queue has stayed empty for `idle_timeout`. On
-//! SIGTERM it takes no new job and hands the running one back unless it finishes
-//! within `stop_timeout`. A panic in an analysis fails that attempt only.
+//! Receive a job (long poll), begin it through the lifecycle (which gives this worker
+//! a lease on it), run it on a separate thread while heartbeating the lease, write the
+//! result through the blob store and commit it. Every state change goes through
+//! [`Lifecycle`] and names the lease: once the lease has passed to another worker
+//! (this one was stopped past it), a heartbeat is refused, the analysis is stopped at
+//! once and nothing more is done with the job.
 //!
+//! The worker exits by itself once the queue has stayed empty for `idle_timeout`. On
+//! SIGTERM (or when the process that launched it goes away) it takes no new job and
+//! hands the running one back unless it finishes within `stop_timeout`; a hand-back
+//! does not use up an attempt. A panic in an analysis fails that attempt only.
+//!
+//! Database and queue errors are retried with backoff for as long as the lease holds
+//! (a busy SQLite, an RDS failover): a job is abandoned only when its lease is gone.
 //! An attempt that runs past `analyses.max_runtime_secs` is stopped and its job
 //! failed for good: every retry would run as long. A polars I/O or object-store
 //! failure is the worker's trouble: it is logged with the job id, the attempt is
-//! retried, and the user only ever sees a short message. When a job finishes, the
-//! owner's oldest held job (see `quarry_core::jobs::release_held`) is released.
+//! retried, and the user only ever sees a short message.
 
-use crate::analysis::{self, INTERNAL_MESSAGE, RunContext, RunError};
-use crate::limits::{self, MemoryGuard};
-use crate::scan::{Source, scan_source};
 use anyhow::Context as _;
-use polars::prelude::*;
 use quarry_core::blob::BlobStore;
-use quarry_core::jobs::{self, ResultMeta, Start};
-use quarry_core::queue::{Delivery, JobQueue};
-use quarry_core::{Config, Db, datasets};
-use quarry_domain::{Analysis, ColumnInfo, DatasetFormat};
-use std::path::PathBuf;
+use quarry_core::jobs::{ResultMeta, StoredJob};
+use quarry_core::lifecycle::{Begin, Fenced, Lease, Lifecycle, Retry};
+use quarry_core::{Config, Db, datasets, fleet};
+use quarry_domain::{Analysis, DatasetFormat};
+use quarry_engine::analysis::{self, INTERNAL_MESSAGE, RunError};
+use quarry_engine::limits::{self, MemoryGuard};
+use quarry_engine::produce::{Produced, produce};
+use quarry_engine::scan::Source;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-pub use quarry_core::jobs::JobMessage;
 
 /// What a worker needs.
 #[derive(Debug, Clone)]
@@ -36,8 +41,11 @@ pub struct Worker {
     pub id: String,
     pub config: Config,
     pub db: Db,
-    pub queue: Arc<dyn JobQueue>,
+    pub lifecycle: Lifecycle,
     pub blobs: Arc<dyn BlobStore>,
+    /// Cancelled when the process that launched this worker went away: the running
+    /// job is handed back at once instead of after `stop_timeout`.
+    pub stop_now: CancellationToken,
 }
 
 /// Why the loop ended.
@@ -45,7 +53,7 @@ pub struct Worker {
 pub enum Exit {
     /// The queue stayed empty for `idle_timeout`.
     Idle,
-    /// SIGTERM or SIGINT.
+    /// SIGTERM or SIGINT, or the launching process went away.
     Shutdown,
     /// An analysis thread could not be stopped in time: the process must exit.
     Abandoned,
@@ -56,18 +64,64 @@ enum Outcome {
     ExitNow(Exit),
 }
 
-struct Produced {
-    file: tempfile::NamedTempFile,
-    rows: u64,
-    columns: Vec<ColumnInfo>,
+/// What the analysis thread sends back.
+type ThreadResult = std::thread::Result<Result<Produced, RunError>>;
+
+/// The longest pause between two tries of a failing database or queue call.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Calls `op` until it succeeds or `until` says to give up, backing off between
+/// tries; each failure is logged.
+async fn retrying<T, F, Fut>(
+    what: &str,
+    mut give_up: impl FnMut() -> bool,
+    mut op: F,
+) -> quarry_core::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = quarry_core::Result<T>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if give_up() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, ?wait, "{what} failed: retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
 }
 
 impl Worker {
-    /// Runs until idle, shut down, or an analysis had to be abandoned.
+    /// Runs until idle, shut down, or an analysis had to be abandoned. The worker's
+    /// row in the registry is renewed every heartbeat while it runs.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<Exit> {
+        let beat = Duration::from_secs(self.config.worker.heartbeat_secs);
+        let registry = tokio::spawn({
+            let (db, id) = (self.db.clone(), self.id.clone());
+            async move {
+                loop {
+                    if let Err(e) = fleet::heartbeat(&db, &id).await {
+                        tracing::warn!(worker_id = %id, error = %e, "could not renew the worker's registry row");
+                    }
+                    tokio::time::sleep(beat).await;
+                }
+            }
+        });
+        let exit = self.serve(&shutdown).await;
+        registry.abort();
+        exit
+    }
+
+    async fn serve(&self, shutdown: &CancellationToken) -> anyhow::Result<Exit> {
         let idle_timeout = Duration::from_secs(self.config.worker.idle_timeout_secs);
         let mut idle_since = Instant::now();
+        let mut backoff = Duration::from_millis(100);
         tracing::info!(worker_id = %self.id, "worker started");
+        let queue = self.lifecycle.queue();
         let exit = loop {
             if shutdown.is_cancelled() {
                 break Exit::Shutdown;
@@ -79,10 +133,39 @@ impl Worker {
             let wait = (idle_timeout - idle_for).min(Duration::from_secs(2));
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break Exit::Shutdown,
-                d = self.queue.receive(wait) => d.context("receiving from the queue")?,
+                d = queue.receive(wait) => d,
             };
-            let Some(delivery) = delivery else { continue };
-            match self.process(delivery, &shutdown).await? {
+            let delivery = match delivery {
+                Ok(Some(d)) => d,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(worker_id = %self.id, error = %e, ?backoff, "receiving from the queue failed: retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            // The delivery's own lease bounds how long beginning it may be retried.
+            let lease_end = Instant::now() + queue.visibility_timeout();
+            let begun = retrying(
+                "beginning a job",
+                || Instant::now() >= lease_end,
+                || self.lifecycle.begin(delivery.clone(), &self.id),
+            )
+            .await;
+            let (lease, job) = match begun {
+                Ok(Begin::Run(lease, job)) => (*lease, *job),
+                Ok(Begin::Skipped) => {
+                    idle_since = Instant::now();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(message_id = %delivery.message_id, error = %e, "could not begin a job within its lease: it is delivered again");
+                    continue;
+                }
+            };
+            match self.process(lease, job, shutdown).await {
                 Outcome::Continue => idle_since = Instant::now(),
                 Outcome::ExitNow(exit) => break exit,
             }
@@ -91,172 +174,181 @@ impl Worker {
         Ok(exit)
     }
 
-    async fn process(&self, d: Delivery, shutdown: &CancellationToken) -> anyhow::Result<Outcome> {
-        let Ok(message) = serde_json::from_str::<JobMessage>(&d.body) else {
-            tracing::error!(message_id = %d.message_id, "unparseable queue message: dead-lettered");
-            self.queue.dead_letter(&d).await?;
-            return Ok(Outcome::Continue);
-        };
-        let job_id = message.job_id;
-        match jobs::start(&self.db, &job_id, &self.id, d.receive_count).await? {
-            Start::Run => {}
-            Start::AlreadyFinished(status) => {
-                tracing::info!(%job_id, %status, "duplicate delivery of a finished job: deleted");
-                self.queue.delete(&d.receipt).await?;
-                self.release_after(&job_id).await;
-                return Ok(Outcome::Continue);
-            }
-            Start::Gone => {
-                self.queue.delete(&d.receipt).await?;
-                return Ok(Outcome::Continue);
+    /// Retries a lifecycle call while the lease holds; `Err(Fenced)` once it is gone.
+    async fn keep<T, F, Fut>(&self, lease: &Lease, what: &str, op: F) -> Result<T, Fenced>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = quarry_core::Result<Result<T, Fenced>>>,
+    {
+        match retrying(what, || lease.expired(), op).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(job_id = %lease.job_id, error = %e, "{what} failed until the lease ran out");
+                Err(Fenced)
             }
         }
-        tracing::info!(%job_id, attempt = d.receive_count, "job started");
+    }
+
+    async fn process(
+        &self,
+        mut lease: Lease,
+        job: StoredJob,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        let job_id = lease.job_id.clone();
+        tracing::info!(%job_id, attempt = lease.attempt, "job started");
         let started = Instant::now();
-        let result = self.execute(&job_id, &d, shutdown).await;
-        let last = d.receive_count >= self.queue.max_attempts();
-        match result {
-            Ok(Executed::Done(produced)) => {
-                self.commit(&job_id, &d, produced).await?;
-                tracing::info!(%job_id, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded");
-                self.release_after(&job_id).await;
-                Ok(Outcome::Continue)
+        let result = match self.execute(&job, &mut lease, shutdown).await {
+            Ok(executed) => executed,
+            Err(e) => {
+                // Reading the dataset's record or the local disk failed: an attempt of
+                // its own, retried while attempts remain.
+                tracing::error!(%job_id, error = format!("{e:#}"), "job could not run");
+                Executed::Internal(format!("{e:#}"))
             }
-            Ok(Executed::Failed(message)) => {
-                self.fail_attempt(&job_id, &d, &message, last).await?;
-                Ok(Outcome::Continue)
+        };
+        let last = lease.attempt >= self.lifecycle.max_attempts();
+        let done = match result {
+            Executed::Done(produced) => {
+                let committed = self.commit(&lease, produced).await;
+                if committed.is_ok() {
+                    tracing::info!(%job_id, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded");
+                }
+                committed.map(|()| Outcome::Continue)
             }
-            Ok(Executed::Internal(detail)) => {
-                tracing::error!(%job_id, attempt = d.receive_count, last, error = %detail, "the analysis could not read its data or write its result");
+            Executed::Failed(message) => self.fail(&lease, &message, Retry::IfAttemptsLeft).await,
+            Executed::Internal(detail) => {
+                tracing::error!(%job_id, attempt = lease.attempt, last, error = %detail, "the analysis could not read its data or write its result");
                 let message = if last {
                     format!(
                         "the worker could not read the dataset (tried {} times); ask an operator to check the worker logs",
-                        d.receive_count
+                        lease.attempt
                     )
                 } else {
                     INTERNAL_MESSAGE.to_owned()
                 };
-                self.fail_attempt(&job_id, &d, &message, last).await?;
-                Ok(Outcome::Continue)
+                self.fail(&lease, &message, Retry::IfAttemptsLeft).await
             }
-            Ok(Executed::TimedOut { thread_done }) => {
+            Executed::TimedOut { thread_done } => {
                 let limit = self.config.analyses.max_runtime_secs;
                 tracing::warn!(%job_id, limit_secs = limit, "analysis ran past analyses.max_runtime_secs: failed");
-                jobs::fail_final(&self.db, &job_id, &runtime_exceeded_message(limit)).await?;
-                self.queue.delete(&d.receipt).await?;
-                self.release_after(&job_id).await;
-                Ok(if thread_done {
-                    Outcome::Continue
-                } else {
-                    Outcome::ExitNow(Exit::Abandoned)
-                })
+                self.fail(&lease, &runtime_exceeded_message(limit), Retry::Never)
+                    .await
+                    .map(|_| exit_unless(thread_done))
             }
-            Ok(Executed::OverMemory { peak_bytes }) => {
+            Executed::OverMemory { peak_bytes } => {
                 let limit_mb = self.config.worker.memory_limit_mb;
                 tracing::warn!(%job_id, limit_mb, peak_mb = peak_bytes >> 20, "analysis went over the memory limit");
-                self.fail_attempt(&job_id, &d, &limits::exceeded_message(limit_mb), last)
-                    .await?;
                 // The analysis thread may still hold the memory: give it back by exiting.
-                Ok(Outcome::ExitNow(Exit::Abandoned))
+                self.fail(
+                    &lease,
+                    &limits::exceeded_message(limit_mb),
+                    Retry::IfAttemptsLeft,
+                )
+                .await
+                .map(|_| Outcome::ExitNow(Exit::Abandoned))
             }
-            Ok(Executed::Cancelled { thread_done }) => {
-                jobs::finish_cancelled(&self.db, &job_id).await?;
-                self.queue.delete(&d.receipt).await?;
-                tracing::info!(%job_id, "job cancelled");
-                self.release_after(&job_id).await;
-                Ok(if thread_done {
-                    Outcome::Continue
-                } else {
-                    Outcome::ExitNow(Exit::Abandoned)
+            Executed::Cancelled { thread_done } => {
+                let done = self
+                    .keep(&lease, "recording a cancellation", || {
+                        self.lifecycle.cancelled(&lease)
+                    })
+                    .await;
+                if done.is_ok() {
+                    tracing::info!(%job_id, "job cancelled");
+                }
+                done.map(|()| exit_unless(thread_done))
+            }
+            Executed::HandedBack { thread_done } => {
+                let done = self
+                    .keep(&lease, "handing a job back", || {
+                        self.lifecycle.hand_back(&lease)
+                    })
+                    .await;
+                if done.is_ok() {
+                    tracing::info!(%job_id, "shutting down: job handed back to the queue");
+                }
+                done.map(|()| {
+                    if thread_done {
+                        Outcome::ExitNow(Exit::Shutdown)
+                    } else {
+                        Outcome::ExitNow(Exit::Abandoned)
+                    }
                 })
             }
-            Ok(Executed::HandedBack) => {
-                jobs::requeue(&self.db, &job_id).await?;
-                self.queue
-                    .change_visibility(&d.receipt, Duration::ZERO)
-                    .await
-                    .ok();
-                tracing::info!(%job_id, "shutting down: job handed back to the queue");
-                Ok(Outcome::ExitNow(Exit::Shutdown))
+            Executed::Fenced { thread_done } => {
+                tracing::warn!(%job_id, attempt = lease.attempt, "stopped: the lease passed to another worker, this attempt takes no action");
+                return exit_unless(thread_done);
             }
-            Err(e) => {
-                // Infrastructure trouble (database, blob store): let the lease expire
-                // so another worker retries, and stop this one.
-                tracing::error!(%job_id, error = format!("{e:#}"), "job could not run");
-                Ok(Outcome::ExitNow(Exit::Abandoned))
-            }
-        }
+        };
+        done.unwrap_or_else(|Fenced| {
+            tracing::warn!(%job_id, attempt = lease.attempt, "the lease passed to another worker: this attempt took no action");
+            Outcome::Continue
+        })
     }
 
-    /// Records a failed attempt; the last one dead-letters the message, the others
-    /// make it visible again soon for the next attempt.
-    async fn fail_attempt(
-        &self,
-        job_id: &str,
-        d: &Delivery,
-        message: &str,
-        last: bool,
-    ) -> anyhow::Result<()> {
-        tracing::warn!(%job_id, attempt = d.receive_count, last, error = %message, "job attempt failed");
-        jobs::fail_attempt(&self.db, job_id, message, last).await?;
-        if last {
-            self.queue.dead_letter(d).await?;
-            self.release_after(job_id).await;
-        } else {
-            let _ = self
-                .queue
-                .change_visibility(&d.receipt, Duration::from_secs(1))
-                .await;
-        }
-        Ok(())
+    async fn fail(&self, lease: &Lease, message: &str, retry: Retry) -> Result<Outcome, Fenced> {
+        tracing::warn!(job_id = %lease.job_id, attempt = lease.attempt, error = %message, "job attempt failed");
+        self.keep(lease, "recording a failure", || {
+            self.lifecycle.fail(lease, message, retry)
+        })
+        .await
+        .map(|_| Outcome::Continue)
     }
 
-    /// Releases what the owner's finished job frees; a failure is only logged (the
-    /// orchestrator's sweep releases it on its next tick).
-    async fn release_after(&self, job_id: &str) {
-        if let Err(e) = jobs::release_after(&self.db, self.queue.as_ref(), job_id).await {
-            tracing::warn!(%job_id, error = %e, "could not release the owner's held jobs");
-        }
-    }
-
-    async fn commit(&self, job_id: &str, d: &Delivery, produced: Produced) -> anyhow::Result<()> {
+    async fn commit(&self, lease: &Lease, produced: Produced) -> Result<(), Fenced> {
         let key = format!(
-            "results/{job_id}/attempt-{}-{}.parquet",
-            d.receive_count, self.id
+            "results/{}/attempt-{}-{}.parquet",
+            lease.job_id, lease.attempt, self.id
         );
-        let bytes = self.blobs.put_file(&key, produced.file.path()).await?;
+        let stored = retrying(
+            "storing a result",
+            || lease.expired(),
+            || self.blobs.put_file(&key, produced.file.path()),
+        )
+        .await;
+        let bytes = match stored {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(job_id = %lease.job_id, error = %e, "the result could not be stored within the lease");
+                return Err(Fenced);
+            }
+        };
         let meta = ResultMeta {
             blob_key: key.clone(),
             rows: produced.rows,
             bytes,
             columns: produced.columns,
         };
-        if !jobs::commit_success(&self.db, job_id, &meta).await? {
-            tracing::info!(%job_id, "another delivery committed first: result discarded");
-            self.blobs.delete(&key).await?;
+        let committed = self
+            .keep(lease, "committing a result", || {
+                self.lifecycle.commit(lease, &meta)
+            })
+            .await;
+        if committed.is_err() {
+            tracing::info!(job_id = %lease.job_id, "the lease passed on before the commit: result discarded");
+            if let Err(e) = self.blobs.delete(&key).await {
+                tracing::warn!(blob_key = %key, error = %e, "could not remove a discarded result (the start-up sweep will)");
+            }
         }
-        self.queue.delete(&d.receipt).await?;
-        Ok(())
+        committed
     }
 
     async fn execute(
         &self,
-        job_id: &str,
-        d: &Delivery,
+        job: &StoredJob,
+        lease: &mut Lease,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Executed> {
-        let job = jobs::find(&self.db, job_id)
-            .await?
-            .context("job vanished")?;
-        let analysis: Analysis = match serde_json::from_value(job.view.analysis.clone()) {
-            Ok(a) => a,
-            Err(e) => {
-                return Ok(Executed::Failed(format!(
-                    "the analysis cannot be read: {e}"
-                )));
-            }
-        };
-        let Some(dataset) = datasets::find(&self.db, &job.view.dataset_id).await? else {
+        let job_id = job.view.id.clone();
+        let analysis: Analysis = job.view.analysis.clone();
+        let found = retrying(
+            "reading the dataset's record",
+            || lease.expired(),
+            || datasets::find(&self.db, &job.view.dataset_id),
+        )
+        .await?;
+        let Some(dataset) = found else {
             return Ok(Executed::Failed("the dataset was deleted".to_owned()));
         };
         // The typed Parquet copy, or the original of a dataset stored before them.
@@ -273,7 +365,7 @@ impl Worker {
             }
         };
         let columns = dataset.view.columns.clone();
-        let tmp_dir = tmp_dir(&self.config);
+        let tmp_dir = self.config.tmp_dir();
         std::fs::create_dir_all(&tmp_dir).context("creating the worker's temp directory")?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -295,6 +387,13 @@ impl Worker {
                 })
                 .context("starting the analysis thread")?;
         }
+        // Stops the analysis thread and waits a little for it; whether it ended.
+        let halt = async |rx: &mut tokio::sync::oneshot::Receiver<ThreadResult>| {
+            stop.store(true, Ordering::Relaxed);
+            tokio::time::timeout(Duration::from_secs(2), rx)
+                .await
+                .is_ok()
+        };
 
         let guard = MemoryGuard::start(
             self.config
@@ -303,7 +402,6 @@ impl Worker {
                 .saturating_mul(1024 * 1024),
             stop.clone(),
         );
-        let visibility = self.queue.visibility_timeout();
         let heartbeat = Duration::from_secs(self.config.worker.heartbeat_secs);
         let mut last_beat = Instant::now();
         let mut last_progress = -1.0_f64;
@@ -324,48 +422,86 @@ impl Worker {
                         Ok(Err(RunError::Failed(m))) => Executed::Failed(m),
                         Ok(Err(RunError::Internal(detail))) => Executed::Internal(detail),
                         Ok(Err(RunError::Stopped)) if started.elapsed() >= max_runtime => Executed::TimedOut { thread_done: true },
-                        Ok(Err(RunError::Stopped)) if stop_deadline.is_some() => Executed::HandedBack,
+                        Ok(Err(RunError::Stopped)) if stop_deadline.is_some() => Executed::HandedBack { thread_done: true },
                         Ok(Err(RunError::Stopped)) => Executed::Cancelled { thread_done: true },
                         Err(panic) => Executed::Failed(format!("the analysis crashed: {}", panic_text(&panic))),
                     });
                 }
                 _ = shutdown.cancelled(), if stop_deadline.is_none() => {
-                    let grace = Duration::from_secs(self.config.worker.stop_timeout_secs);
-                    tracing::info!(%job_id, ?grace, "SIGTERM: finishing the running job if it can within stop_timeout");
+                    let grace = if self.stop_now.is_cancelled() {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_secs(self.config.worker.stop_timeout_secs)
+                    };
+                    tracing::info!(%job_id, ?grace, "shutting down: finishing the running job if it can within stop_timeout");
                     stop_deadline = Some(Instant::now() + grace);
                 }
                 _ = tick.tick() => {
                     if guard.exceeded() {
                         return Ok(Executed::OverMemory { peak_bytes: guard.peak_bytes() });
                     }
-                    if stop_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                        stop.store(true, Ordering::Relaxed);
-                        return Ok(Executed::HandedBack);
+                    // Past the grace, or the launching process went away meanwhile.
+                    if stop_deadline.is_some_and(|deadline| Instant::now() >= deadline || self.stop_now.is_cancelled()) {
+                        let thread_done = halt(&mut rx).await;
+                        return Ok(Executed::HandedBack { thread_done });
                     }
                     if started.elapsed() >= max_runtime {
-                        stop.store(true, Ordering::Relaxed);
-                        let finished = tokio::time::timeout(Duration::from_secs(2), &mut rx).await.is_ok();
-                        return Ok(Executed::TimedOut { thread_done: finished });
+                        let thread_done = halt(&mut rx).await;
+                        return Ok(Executed::TimedOut { thread_done });
                     }
+                    // The database or the queue may fail for a while (a busy SQLite, a
+                    // failover): the lease is given up only once it has run out.
                     if last_beat.elapsed() >= heartbeat {
-                        if let Err(e) = self.queue.change_visibility(&d.receipt, visibility).await {
-                            tracing::warn!(%job_id, error = %e, "heartbeat failed");
+                        match self.lifecycle.heartbeat(lease).await {
+                            Ok(Ok(())) => last_beat = Instant::now(),
+                            Ok(Err(Fenced)) => {
+                                tracing::warn!(%job_id, "the heartbeat was refused: the lease passed to another worker; stopping");
+                                let thread_done = halt(&mut rx).await;
+                                return Ok(Executed::Fenced { thread_done });
+                            }
+                            Err(e) if lease.expired() => {
+                                tracing::error!(%job_id, error = %e, "the lease ran out while the heartbeat failed; stopping");
+                                let thread_done = halt(&mut rx).await;
+                                return Ok(Executed::Fenced { thread_done });
+                            }
+                            Err(e) => tracing::warn!(%job_id, error = %e, "heartbeat failed: retrying while the lease holds"),
                         }
-                        last_beat = Instant::now();
                     }
                     let p = f64::from_bits(progress.load(Ordering::Relaxed));
                     if (p - last_progress).abs() >= 0.01 {
-                        jobs::set_progress(&self.db, job_id, p).await?;
-                        last_progress = p;
+                        match self.lifecycle.progress(lease, p).await {
+                            Ok(Ok(())) => last_progress = p,
+                            Ok(Err(Fenced)) => {
+                                let thread_done = halt(&mut rx).await;
+                                return Ok(Executed::Fenced { thread_done });
+                            }
+                            Err(e) => tracing::debug!(%job_id, error = %e, "progress not recorded"),
+                        }
                     }
-                    if jobs::cancel_requested(&self.db, job_id).await? {
-                        stop.store(true, Ordering::Relaxed);
-                        let finished = tokio::time::timeout(Duration::from_secs(2), &mut rx).await.is_ok();
-                        return Ok(Executed::Cancelled { thread_done: finished });
+                    match self.lifecycle.cancel_requested(lease).await {
+                        Ok(Ok(false)) => {}
+                        Ok(Ok(true)) => {
+                            let thread_done = halt(&mut rx).await;
+                            return Ok(Executed::Cancelled { thread_done });
+                        }
+                        Ok(Err(Fenced)) => {
+                            let thread_done = halt(&mut rx).await;
+                            return Ok(Executed::Fenced { thread_done });
+                        }
+                        Err(e) => tracing::debug!(%job_id, error = %e, "could not check for cancellation"),
                     }
                 }
             }
         }
+    }
+}
+
+/// Go on with the next job, unless the analysis thread would not stop.
+fn exit_unless(thread_done: bool) -> Outcome {
+    if thread_done {
+        Outcome::Continue
+    } else {
+        Outcome::ExitNow(Exit::Abandoned)
     }
 }
 
@@ -385,7 +521,13 @@ enum Executed {
     Cancelled {
         thread_done: bool,
     },
-    HandedBack,
+    HandedBack {
+        thread_done: bool,
+    },
+    /// The lease passed to another worker: nothing more is done with the job.
+    Fenced {
+        thread_done: bool,
+    },
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -396,35 +538,6 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".to_owned())
 }
 
-/// Runs the analysis and writes its result as Parquet to a temporary file.
-fn produce(
-    analysis: &Analysis,
-    source: &Source,
-    format: quarry_domain::DatasetFormat,
-    columns: &[ColumnInfo],
-    tmp_dir: &std::path::Path,
-    stop: &AtomicBool,
-    progress: &AtomicU64,
-) -> Result<Produced, RunError> {
-    let report = |p: f64| progress.store(p.to_bits(), Ordering::Relaxed);
-    let ctx = RunContext {
-        stop,
-        progress: &report,
-    };
-    let data = scan_source(source, format, columns)?;
-    let mut df = analysis::run(analysis, data, &ctx)?;
-    let file = tempfile::Builder::new()
-        .suffix(".parquet")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| RunError::Internal(format!("cannot create the result file: {e}")))?;
-    ParquetWriter::new(file.as_file()).finish(&mut df)?;
-    Ok(Produced {
-        rows: df.height() as u64,
-        columns: analysis::result_columns(&df),
-        file,
-    })
-}
-
 /// The message a job gets when an attempt ran past `analyses.max_runtime_secs`.
 pub fn runtime_exceeded_message(limit_secs: u64) -> String {
     format!(
@@ -432,11 +545,6 @@ pub fn runtime_exceeded_message(limit_secs: u64) -> String {
          stopped; it is not retried. Make it cheaper (filter, aggregate, select fewer \
          columns) or ask an operator to raise analyses.max_runtime_secs"
     )
-}
-
-/// Where a worker keeps temporary files.
-pub fn tmp_dir(config: &Config) -> PathBuf {
-    config.data_dir.join("tmp")
 }
 
 #[cfg(test)]
@@ -450,12 +558,5 @@ mod tests {
             m.contains("analyses.max_runtime_secs (2 s)") && m.contains("not retried"),
             "{m}"
         );
-    }
-
-    #[test]
-    fn the_queue_message_is_the_one_the_lifecycle_sends() {
-        let body = JobMessage::body("j-1");
-        let parsed: JobMessage = serde_json::from_str(&body).unwrap();
-        assert_eq!(parsed.job_id, "j-1");
     }
 }

@@ -32,7 +32,7 @@ pub fn dist(layout: &Layout) -> anyhow::Result<PathBuf> {
             "build",
             "--release",
             "--package",
-            "quarry-app",
+            "quarry-cli",
             "--bin",
             "quarry",
         ]),

@@ -3,7 +3,8 @@
 //! * `cargo xtask up`   — install what is missing, build the app, start the embedded default;
 //! * `cargo xtask test` — install/start what the tests need and run the whole suite.
 //!
-//! Also: `cargo xtask build` (server + WASM bundle + styles), `cargo xtask lint`.
+//! Also: `cargo xtask build` (server + WASM bundle + styles), `cargo xtask lint`,
+//! `cargo xtask bench engine`, `cargo xtask chaos [--jobs N] [--cloud]` (the fault run).
 //! The WASM bundle is built with cargo and `wasm-bindgen-cli-support` as a library,
 //! so no tool is downloaded from outside the package registries.
 
@@ -33,11 +34,14 @@ fn main() -> anyhow::Result<()> {
         "test" => test::all(&Layout::discover()?, rest),
         "lint" => test::lint(&Layout::discover()?),
         "bench" => bench(&Layout::discover()?, rest),
+        "chaos" => test::chaos(&Layout::discover()?, rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <up | test | build | dist | lint | bench engine>");
+            println!(
+                "usage: cargo xtask <up | test | build | dist | lint | bench engine | chaos [--jobs N] [--cloud]>"
+            );
             Ok(())
         }
-        other => bail!("unknown task `{other}`: use up, test, build, dist, lint or bench"),
+        other => bail!("unknown task `{other}`: use up, test, build, dist, lint, bench or chaos"),
     }
 }
 

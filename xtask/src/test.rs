@@ -67,6 +67,14 @@ pub fn all(layout: &Layout, args: &[String]) -> anyhow::Result<()> {
             .env("QUARRY_AWS_CLI", tools.join("aws"))
             .env("QUARRY_CFN_LINT", tools.join("cfn-lint")),
     )?;
+    // The fault run, small: the full 500-job run is `cargo xtask chaos`.
+    for cloud in [false, true] {
+        let mut args = vec!["--jobs".to_owned(), CI_CHAOS_JOBS.to_owned()];
+        if cloud {
+            args.push("--cloud".to_owned());
+        }
+        chaos_with(layout, &args, &postgres, &tools)?;
+    }
     api_schema(layout, &tools)?;
     let chromium = prereq::chromium(layout)?;
     prereq::node_modules(layout)?;
@@ -80,6 +88,35 @@ pub fn all(layout: &Layout, args: &[String]) -> anyhow::Result<()> {
             .env("QUARRY_SITE_ROOT", &site)
             .env("QUARRY_MOTO_SERVER", tools.join("moto_server"))
             .env("CHROMIUM", chromium),
+    )
+}
+
+/// Jobs in each of `cargo xtask test`'s chaos runs.
+const CI_CHAOS_JOBS: &str = "60";
+
+/// `cargo xtask chaos [--jobs N] [--cloud] [--seed S]`: builds, provides Postgres and
+/// the emulator, and runs the chaos program (`tests/src/bin/chaos.rs`).
+pub fn chaos(layout: &Layout, args: &[String]) -> anyhow::Result<()> {
+    build::host(layout)?;
+    let postgres = prereq::postgres(layout)?;
+    let tools = prereq::python_tools(layout)?;
+    chaos_with(layout, args, &postgres, &tools)
+}
+
+fn chaos_with(
+    layout: &Layout,
+    args: &[String],
+    postgres: &str,
+    tools: &Path,
+) -> anyhow::Result<()> {
+    run(
+        layout,
+        Command::new(layout.target.join("debug").join("chaos"))
+            .args(args)
+            .env("QUARRY_BIN", layout.quarry_bin())
+            .env("QUARRY_TEST_POSTGRES", postgres)
+            .env("QUARRY_MOTO_SERVER", tools.join("moto_server"))
+            .env("QUARRY_AWS_CLI", tools.join("aws")),
     )
 }
 

@@ -13,6 +13,7 @@ use crate::ui::charts::Series;
 use crate::ui::server_fns::{Graph, SystemCharts};
 use quarry_core::clock::now_ms;
 use quarry_core::metrics::Statistic;
+use quarry_domain::metrics as metric;
 use std::time::Duration;
 
 /// How long one environment's series may take to read before the page gives up on it.
@@ -49,44 +50,44 @@ const GRAPHS: &[(&str, &str, &[Line])] = &[
         "Queue depth",
         "jobs",
         &[
-            ("waiting", "queue_visible", Combine::Max),
-            ("in flight", "queue_in_flight", Combine::Max),
-            ("dead", "queue_dead", Combine::Max),
+            ("waiting", metric::QUEUE_VISIBLE, Combine::Max),
+            ("in flight", metric::QUEUE_IN_FLIGHT, Combine::Max),
+            ("dead", metric::QUEUE_DEAD, Combine::Max),
         ],
     ),
     (
         "Oldest queued job",
         "seconds",
-        &[("age", "oldest_job_age_seconds", Combine::Max)],
+        &[("age", metric::OLDEST_JOB_AGE_SECONDS, Combine::Max)],
     ),
     (
         "Workers",
         "workers",
         &[
-            ("running", "workers_running", Combine::Max),
-            ("starting", "workers_starting", Combine::Max),
+            ("running", metric::WORKERS_RUNNING, Combine::Max),
+            ("starting", metric::WORKERS_STARTING, Combine::Max),
         ],
     ),
     (
         "Jobs finished",
         "per minute",
         &[
-            ("succeeded", "jobs_succeeded", Combine::PerMinute),
-            ("failed", "jobs_failed", Combine::PerMinute),
+            ("succeeded", metric::JOBS_SUCCEEDED, Combine::PerMinute),
+            ("failed", metric::JOBS_FAILED, Combine::PerMinute),
         ],
     ),
     (
         "Job duration",
         "seconds",
         &[
-            ("p50", "job_duration_p50_seconds", Combine::Max),
-            ("p95", "job_duration_p95_seconds", Combine::Max),
+            ("p50", metric::JOB_DURATION_P50_SECONDS, Combine::Max),
+            ("p95", metric::JOB_DURATION_P95_SECONDS, Combine::Max),
         ],
     ),
     (
         "Worker time used",
         "worker-seconds",
-        &[("used", "worker_seconds", Combine::Sum)],
+        &[("used", metric::WORKER_SECONDS, Combine::Sum)],
     ),
 ];
 

@@ -25,6 +25,7 @@ use state::{AppState, Services};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -128,9 +129,26 @@ pub async fn serve(
         tracing::warn!(site = %site.display(), "no web bundle here: pages will not hydrate (build with `cargo xtask build`)");
     }
     // Connection info gives handlers the client's address (sign-in throttling).
+    let streams = services.shutdown.clone();
+    let grace = Duration::from_secs(services.config.worker.stop_timeout_secs);
     let app = app(services, addr).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("serving HTTP")
+    let serving = axum::serve(listener, app).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            // Event streams end, so open browsers do not hold the shutdown up.
+            streams.cancel();
+        }
+    });
+    // Requests still running after the grace are cut off: the process exits in time.
+    tokio::select! {
+        served = serving => served.context("serving HTTP"),
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "requests still open after stop_timeout_secs: exiting anyway");
+            Ok(())
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
 use quarry_core::blob::BlobStore;
+use quarry_core::lifecycle::Lifecycle;
 use quarry_core::metrics::{Metrics, MetricsSources};
 use quarry_core::queue::JobQueue;
 use quarry_core::{Config, Db};
@@ -16,6 +17,11 @@ pub struct Services {
     pub db: Db,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
+    /// Every job state change, with its queue call (submit, cancel, reconcile).
+    pub lifecycle: Lifecycle,
+    /// Cancelled when the server stops: ends the event streams, so a shutdown never
+    /// waits on a connected browser.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Time series for the system page (written by the orchestrator).
     pub metrics: Arc<dyn Metrics>,
     /// What the system page can read: `metrics` as `local`, and every stack
@@ -28,6 +34,15 @@ pub struct Services {
     pub inspections: Arc<tokio::sync::Semaphore>,
     /// The operator control plane (environments, promotions, rollbacks).
     pub control: Arc<crate::control::ControlPlane>,
+}
+
+impl Services {
+    /// The live workers (the registry's rows renewed within their heartbeats): what
+    /// `/api/v1/system` and the wait estimate show.
+    pub async fn fleet_counts(&self) -> quarry_core::Result<quarry_domain::FleetCounts> {
+        let stale = quarry_core::fleet::stale_after(self.config.heartbeat());
+        quarry_core::fleet::registry_counts(&self.db, stale).await
+    }
 }
 
 /// Axum state: Leptos' options beside the shared services.

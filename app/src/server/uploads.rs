@@ -387,9 +387,9 @@ async fn make_typed_copy(
     format: DatasetFormat,
     options: &IngestOptions,
     typed_key: &str,
-) -> ApiResult<(quarry_worker::ingest::Ingested, TypedCopy)> {
+) -> ApiResult<(quarry_engine::ingest::Ingested, TypedCopy)> {
     let file = services.blobs.local_file(blob_key).await?;
-    let tmp = quarry_worker::run::tmp_dir(&services.config);
+    let tmp = services.config.tmp_dir();
     tokio::fs::create_dir_all(&tmp)
         .await
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", tmp.display()))?;

@@ -165,20 +165,27 @@ fn follow(
     releases: RwSignal<Vec<ReleaseView>>,
 ) {
     let env = name.to_owned();
+    let fresh = super::live::Freshness::new();
     let _ = super::live::listen(
         &format!("/api/v1/environments/{name}/events"),
         &["stack", "release", super::live::OPENED],
+        fresh,
         move |kind, text| match kind {
             super::live::OPENED => {
                 // What happened before the stream opened (or while it was down).
                 let env = env.clone();
-                leptos::task::spawn_local(async move {
-                    if let Ok(page) = environment_page(env).await {
+                super::live::reread(
+                    fresh,
+                    move || {
+                        let env = env.clone();
+                        async move { environment_page(env).await.ok() }
+                    },
+                    move |page| {
                         status.set(page.detail.environment.status);
                         events.set(page.detail.recent_events);
                         releases.set(page.releases);
-                    }
-                });
+                    },
+                );
             }
             "stack" => {
                 if let Ok(e) = serde_json::from_str::<StackEventView>(&text) {

@@ -22,12 +22,8 @@ pub fn duration_text(secs: f64) -> String {
     }
 }
 
-fn kind_of(analysis: &serde_json::Value) -> String {
-    analysis
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or("?")
-        .to_owned()
+fn kind_of(analysis: &quarry_domain::Analysis) -> String {
+    analysis.kind().to_owned()
 }
 
 #[component]
@@ -99,9 +95,11 @@ fn JobTable(list: Vec<JobRow>) -> impl IntoView {
 #[cfg(feature = "hydrate")]
 fn follow(id: &str, live: RwSignal<Option<JobEvent>>) {
     let stream = StoredValue::new_local(None::<super::live::Live>);
+    // Each connection starts with the job's current state: nothing to read again.
     let opened = super::live::listen(
         &format!("/api/v1/jobs/{id}/events"),
         &["job"],
+        super::live::Freshness::new(),
         move |_, text| {
             let Ok(event) = serde_json::from_str::<JobEvent>(&text) else {
                 return;

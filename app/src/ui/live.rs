@@ -25,13 +25,59 @@ impl Live {
     }
 }
 
+/// Counts the events a stream delivered, so that a page's re-read on (re)connection
+/// can tell whether newer events arrived while it was in flight (see [`reread`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness(StoredValue<u64, LocalStorage>);
+
+impl Freshness {
+    pub fn new() -> Self {
+        Self(StoredValue::new_local(0))
+    }
+    fn bump(self) {
+        self.0.update_value(|n| *n += 1);
+    }
+    fn mark(self) -> u64 {
+        self.0.get_value()
+    }
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads the page's state again (after the stream opened) and applies it, unless an
+/// event arrived while the read was in flight: the event is newer than what the read
+/// saw, so the read is made again instead of overwriting it with older state.
+pub fn reread<T, F, Fut>(fresh: Freshness, read: F, apply: impl Fn(T) + 'static)
+where
+    T: 'static,
+    F: Fn() -> Fut + 'static,
+    Fut: std::future::Future<Output = Option<T>> + 'static,
+{
+    leptos::task::spawn_local(async move {
+        for _ in 0..5 {
+            let mark = fresh.mark();
+            let Some(state) = read().await else { return };
+            if fresh.mark() == mark {
+                apply(state);
+                return;
+            }
+        }
+    });
+}
+
 /// Opens an `EventSource` on `url` and calls `on(kind, data)` for every event whose
-/// name is one of `kinds`, with the event's data text. The kind [`OPENED`] is called
-/// (with no data) each time the connection opens, the first time and after every
-/// reconnection, so a page can read again what it may have missed meanwhile.
+/// name is one of `kinds`, with the event's data text; each event counts in `fresh`.
+/// The kind [`OPENED`] is called (with no data) each time the connection opens, the
+/// first time and after every reconnection, so a page can read again what it may
+/// have missed meanwhile (with [`reread`]).
 pub fn listen(
     url: &str,
     kinds: &[&'static str],
+    fresh: Freshness,
     on: impl Fn(&'static str, String) + 'static,
 ) -> Option<Live> {
     use wasm_bindgen::JsCast as _;
@@ -51,6 +97,7 @@ pub fn listen(
         let handler =
             Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
                 if let Some(text) = e.data().as_string() {
+                    fresh.bump();
                     on(kind, text);
                 }
             });

@@ -163,18 +163,29 @@ fn ApprovalPanel(
 fn follow(p: &PromotionView, live: RwSignal<PromotionView>, events: RwSignal<Vec<StackEventView>>) {
     let stream = StoredValue::new_local(None::<super::live::Live>);
     let id = p.id.clone();
+    let fresh = super::live::Freshness::new();
     let opened = super::live::listen(
         &format!("/api/v1/environments/{}/events", p.to),
         &["promotion", "stack", super::live::OPENED],
+        fresh,
         move |kind, text| {
             if kind == super::live::OPENED {
                 // What happened before the stream opened (or while it was down).
                 let id = id.clone();
-                leptos::task::spawn_local(async move {
-                    if let Ok(page) = promotion_page(id).await {
+                super::live::reread(
+                    fresh,
+                    move || {
+                        let id = id.clone();
+                        async move { promotion_page(id).await.ok() }
+                    },
+                    move |page| {
+                        let finished = page.promotion.is_finished();
                         live.set(page.promotion);
-                    }
-                });
+                        if finished && let Some(s) = stream.get_value() {
+                            s.close();
+                        }
+                    },
+                );
                 return;
             }
             if kind == "stack" {

@@ -5,7 +5,7 @@ use super::charts::{BarChart, Heatmap, short_number};
 use super::error_text;
 use super::server_fns::job_result;
 use leptos::prelude::*;
-use quarry_domain::ResultPage;
+use quarry_domain::{Analysis, ResultPage};
 use serde_json::Value;
 
 /// Rows per table page.
@@ -53,10 +53,10 @@ fn index_of(page: &ResultPage, name: &str) -> Option<usize> {
 }
 
 /// The chart for a result of `analysis`, if its kind has one.
-pub fn chart_for(analysis: &Value, page: &ResultPage) -> Option<ChartData> {
+pub fn chart_for(analysis: &Analysis, page: &ResultPage) -> Option<ChartData> {
     let num = |row: &[Value], i: usize| row.get(i).and_then(Value::as_f64);
-    match analysis.get("kind")?.as_str()? {
-        "histogram" => {
+    match analysis {
+        Analysis::Histogram { column, .. } => {
             let (lo, hi, n) = (
                 index_of(page, "lower")?,
                 index_of(page, "upper")?,
@@ -74,15 +74,14 @@ pub fn chart_for(analysis: &Value, page: &ResultPage) -> Option<ChartData> {
                 })
                 .collect();
             let values = page.rows.iter().map(|r| num(r, n).unwrap_or(0.0)).collect();
-            let column = analysis.get("column").and_then(Value::as_str).unwrap_or("");
             Some(ChartData::Bars {
                 title: format!("Distribution of {column}"),
                 labels,
                 values,
             })
         }
-        "aggregate" => {
-            let keys = analysis.get("group_by")?.as_array()?.len();
+        Analysis::Aggregate { group_by, .. } => {
+            let keys = group_by.len();
             if keys == 0 || page.columns.len() <= keys {
                 return None;
             }
@@ -124,7 +123,7 @@ pub fn chart_for(analysis: &Value, page: &ResultPage) -> Option<ChartData> {
                 values,
             })
         }
-        "correlation" => {
+        Analysis::Correlation { .. } => {
             let labels: Vec<String> = page
                 .columns
                 .iter()
@@ -142,7 +141,7 @@ pub fn chart_for(analysis: &Value, page: &ResultPage) -> Option<ChartData> {
                 .collect();
             Some(ChartData::Heat { labels, matrix })
         }
-        "profile" => {
+        Analysis::Profile => {
             let at = |name: &str| index_of(page, name);
             let (column, ty) = (at("column")?, at("type")?);
             let stat_names = ["count", "nulls", "distinct", "min", "max", "mean", "std"];
@@ -184,7 +183,7 @@ pub fn chart_for(analysis: &Value, page: &ResultPage) -> Option<ChartData> {
                 .collect();
             Some(ChartData::Profile(cards))
         }
-        _ => None,
+        Analysis::Sql { .. } | Analysis::Spin { .. } => None,
     }
 }
 
@@ -232,7 +231,7 @@ fn Chart(data: ChartData) -> impl IntoView {
 
 /// The result of a succeeded job.
 #[component]
-pub fn ResultView(id: String, analysis: Value) -> impl IntoView {
+pub fn ResultView(id: String, analysis: Analysis) -> impl IntoView {
     let offset = RwSignal::new(0_u64);
     let sort = RwSignal::new(None::<String>);
     let chart_id = id.clone();
@@ -354,7 +353,12 @@ mod tests {
                 vec![json!("Rome"), json!(4.0)],
             ],
         );
-        let a = json!({"kind": "aggregate", "group_by": ["city"], "aggregations": []});
+        let a = Analysis::Aggregate {
+            group_by: vec!["city".into()],
+            aggregations: vec![],
+            order_by: vec![],
+            limit: None,
+        };
         assert_eq!(
             chart_for(&a, &p),
             Some(ChartData::Bars {
@@ -376,9 +380,13 @@ mod tests {
             ],
             vec![vec![json!(0), json!(0.0), json!(5.0), json!(3)]],
         );
-        let Some(ChartData::Bars { labels, values, .. }) =
-            chart_for(&json!({"kind": "histogram", "column": "x", "bins": 1}), &h)
-        else {
+        let Some(ChartData::Bars { labels, values, .. }) = chart_for(
+            &Analysis::Histogram {
+                column: "x".into(),
+                bins: 1,
+            },
+            &h,
+        ) else {
             panic!("histogram has bars")
         };
         assert_eq!((labels, values), (vec!["0 – 5".to_owned()], vec![3.0]));
@@ -391,12 +399,17 @@ mod tests {
             ],
         );
         assert_eq!(
-            chart_for(&json!({"kind": "correlation"}), &c),
+            chart_for(
+                &Analysis::Correlation {
+                    columns: vec!["a".into(), "b".into()]
+                },
+                &c
+            ),
             Some(ChartData::Heat {
                 labels: vec!["a".into(), "b".into()],
                 matrix: vec![vec![1.0, -0.5], vec![-0.5, 1.0]]
             })
         );
-        assert_eq!(chart_for(&json!({"kind": "sql", "query": "x"}), &c), None);
+        assert_eq!(chart_for(&Analysis::Sql { query: "x".into() }, &c), None);
     }
 }

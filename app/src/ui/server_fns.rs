@@ -147,7 +147,7 @@ pub async fn dataset_detail(id: String) -> Result<DatasetView, ServerFnError> {
         .map_err(backend::fail)?;
     let columns = stored.view.columns.clone();
     let preview = tokio::task::spawn_blocking(move || {
-        quarry_worker::results::preview(file.path(), format, &columns, 10)
+        quarry_engine::results::preview(file.path(), format, &columns, 10)
     })
     .await
     .map_err(|e| backend::fail(anyhow::anyhow!("preview task: {e}")))?
@@ -227,7 +227,9 @@ pub async fn job_detail(id: String) -> Result<JobEvent, ServerFnError> {
 #[server(endpoint = "cancel_job")]
 pub async fn cancel_job(id: String) -> Result<(), ServerFnError> {
     let (services, who) = backend::caller().await?;
-    quarry_core::jobs::request_cancel(&services.db, &who, &id)
+    services
+        .lifecycle
+        .cancel(&who, &id)
         .await
         .map_err(backend::fail)?;
     Ok(())

@@ -19,7 +19,7 @@ const RANGES: [(&str, u32, &str); 3] = [
 ];
 
 /// The environment shown when the URL names none.
-const LOCAL: &str = "local";
+const LOCAL: &str = quarry_domain::environments::LOCAL;
 
 /// The page's address for an environment and a range.
 fn href(env: &str, range: &str) -> String {

@@ -15,7 +15,7 @@ use aws_sdk_cloudwatch::types::{
 use std::time::{Duration, SystemTime};
 
 /// The namespace every Quarry metric is published under.
-pub const NAMESPACE: &str = "Quarry";
+pub use quarry_domain::metrics::NAMESPACE;
 /// The dimension that separates environments.
 pub const ENVIRONMENT_DIMENSION: &str = "Environment";
 /// The period the series are read back at.

@@ -121,6 +121,7 @@ fn on_ec2() -> bool {
 
 /// The SDK configuration for an AWS emulator at `endpoint_url` (tests): fixed dummy
 /// credentials and region, so nothing from the machine's environment leaks in.
+#[cfg(any(test, feature = "testing"))]
 pub async fn emulator_config(endpoint_url: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http_client())

@@ -45,7 +45,7 @@ pub struct SqsQueue {
     url: String,
     dlq_url: String,
     visibility: Duration,
-    max_attempts: u32,
+    max_receives: u32,
 }
 
 impl SqsQueue {
@@ -78,7 +78,7 @@ impl SqsQueue {
             .get("deadLetterTargetArn")
             .and_then(|v| v.as_str())
             .context("RedrivePolicy without deadLetterTargetArn")?;
-        let max_attempts = match policy.get("maxReceiveCount") {
+        let max_receives = match policy.get("maxReceiveCount") {
             Some(serde_json::Value::Number(n)) => n.as_u64(),
             Some(serde_json::Value::String(s)) => s.parse().ok(),
             _ => None,
@@ -102,7 +102,7 @@ impl SqsQueue {
             url: url.to_owned(),
             dlq_url,
             visibility: Duration::from_secs(u64::try_from(whole_secs(visibility)).unwrap_or(1)),
-            max_attempts,
+            max_receives,
         })
     }
 
@@ -113,7 +113,7 @@ impl SqsQueue {
         sdk: &aws_config::SdkConfig,
         name: &str,
         visibility: Duration,
-        max_attempts: u32,
+        max_receives: u32,
     ) -> anyhow::Result<Self> {
         let client = Client::new(sdk);
         let retention = (14 * 24 * 3600).to_string();
@@ -139,7 +139,7 @@ impl SqsQueue {
             .context("the dead-letter queue has no ARN")?;
         let redrive = serde_json::json!({
             "deadLetterTargetArn": dlq_arn,
-            "maxReceiveCount": max_attempts.to_string(),
+            "maxReceiveCount": max_receives.to_string(),
         });
         let url = client
             .create_queue()
@@ -285,6 +285,15 @@ impl JobQueue for SqsQueue {
         }
     }
 
+    /// SQS cannot reset a message's receive count (`ChangeMessageVisibility` only
+    /// shortens the lease), so a hand-back sends the body afresh and deletes the
+    /// delivery. A crash between the two leaves a duplicate, which is harmless: a job
+    /// commits once.
+    async fn hand_back(&self, delivery: &Delivery) -> Result<()> {
+        self.send(&delivery.body).await?;
+        self.delete(&delivery.receipt).await
+    }
+
     async fn delete(&self, receipt: &str) -> Result<()> {
         match self
             .client
@@ -358,7 +367,7 @@ impl JobQueue for SqsQueue {
         })
     }
 
-    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+    async fn dead_letters(&self, _after: Option<&str>, limit: u32) -> Result<Vec<DeadLetter>> {
         let mut letters: Vec<(i64, DeadLetter)> = Vec::new();
         while letters.len() < limit as usize {
             let want = (limit as usize - letters.len()).min(10);
@@ -398,20 +407,38 @@ impl JobQueue for SqsQueue {
                         body: m.body.clone().unwrap_or_default(),
                         receive_count: attr(RECEIVE_COUNT_ATTR)
                             .and_then(|v| v.parse().ok())
-                            .unwrap_or(self.max_attempts),
+                            .unwrap_or(self.max_receives),
+                        handle: m.receipt_handle.clone().unwrap_or_default(),
+                        cursor: String::new(),
                     },
                 ));
             }
         }
-        letters.sort_by_key(|l| std::cmp::Reverse(l.0));
+        letters.sort_by_key(|l| l.0);
         Ok(letters.into_iter().map(|(_, l)| l).collect())
+    }
+
+    async fn redrive(&self, letter: &DeadLetter) -> Result<()> {
+        self.send(&letter.body).await?;
+        match self
+            .client
+            .delete_message()
+            .queue_url(&self.dlq_url)
+            .receipt_handle(&letter.handle)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if lease_lost(error_code(&e)) => Ok(()),
+            Err(e) => Err(internal("deleting a redriven dead letter", e)),
+        }
     }
 
     fn visibility_timeout(&self) -> Duration {
         self.visibility
     }
 
-    fn max_attempts(&self) -> u32 {
-        self.max_attempts
+    fn max_receives(&self) -> u32 {
+        self.max_receives
     }
 }

@@ -1,5 +1,5 @@
 //! The behaviour every [`JobQueue`] adapter must have, as runnable checks. Adapters
-//! call [`run_all`] from their tests with a queue configured with [`MAX_ATTEMPTS`] and
+//! call [`run_all`] from their tests with a queue configured with [`MAX_RECEIVES`] and
 //! a short visibility timeout ([`VISIBILITY`] where the adapter allows fractions of a
 //! second; SQS counts whole seconds). Each check leaves no live message behind and
 //! measures dead letters as differences, so they run in sequence against one queue.
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 /// The visibility timeout for adapters that allow fractions of a second.
 pub const VISIBILITY: Duration = Duration::from_millis(1200);
-/// The max attempts the queue under test must have.
-pub const MAX_ATTEMPTS: u32 = 2;
+/// The dead-letter limit (`max_receives`) the queue under test must have.
+pub const MAX_RECEIVES: u32 = 2;
 
 /// Where an adapter's documented semantics allow a difference.
 #[derive(Debug, Clone, Copy)]
@@ -39,14 +39,15 @@ pub async fn run_all(q: &dyn JobQueue, semantics: Semantics) {
         "configure the queue under test with a short visibility timeout"
     );
     assert_eq!(
-        q.max_attempts(),
-        MAX_ATTEMPTS,
-        "configure the queue with conformance::MAX_ATTEMPTS"
+        q.max_receives(),
+        MAX_RECEIVES,
+        "configure the queue with conformance::MAX_RECEIVES"
     );
     sent_message_is_received_once_and_deleted(q).await;
     expired_lease_redelivers_with_a_new_receipt(q, semantics).await;
     heartbeat_keeps_the_lease(q).await;
     hand_back_makes_the_message_visible_at_once(q).await;
+    hand_back_does_not_count_the_delivery(q).await;
     message_is_dead_lettered_after_max_attempts(q).await;
     explicit_dead_letter_moves_the_message(q).await;
     long_poll_returns_a_message_sent_while_waiting(q).await;
@@ -148,10 +149,37 @@ pub async fn hand_back_makes_the_message_visible_at_once(q: &dyn JobQueue) {
     q.delete(&again.receipt).await.expect("delete");
 }
 
+/// A hand-back (a worker shutting down) is not a delivery that counts: handed back
+/// more often than the dead-letter limit, the message is still delivered.
+pub async fn hand_back_does_not_count_the_delivery(q: &dyn JobQueue) {
+    let dead_before = q.counts().await.expect("counts").dead;
+    q.send("interrupted").await.expect("send");
+    for _ in 0..=MAX_RECEIVES {
+        let d = q
+            .receive(Duration::from_secs(3))
+            .await
+            .expect("receive")
+            .expect("delivered again after a hand-back");
+        assert_eq!((d.body.as_str(), d.receive_count), ("interrupted", 1));
+        q.hand_back(&d).await.expect("hand back");
+    }
+    let d = q
+        .receive(Duration::from_secs(3))
+        .await
+        .expect("receive")
+        .expect("still delivered");
+    q.delete(&d.receipt).await.expect("delete");
+    let counts = q.counts().await.expect("counts");
+    assert_eq!(
+        (counts.visible, counts.in_flight, counts.dead),
+        (0, 0, dead_before)
+    );
+}
+
 pub async fn message_is_dead_lettered_after_max_attempts(q: &dyn JobQueue) {
     let dead_before = q.counts().await.expect("counts").dead;
     let id = q.send("poison").await.expect("send");
-    for attempt in 1..=MAX_ATTEMPTS {
+    for attempt in 1..=MAX_RECEIVES {
         let d = q
             .receive(Duration::from_secs(2))
             .await
@@ -174,15 +202,25 @@ pub async fn message_is_dead_lettered_after_max_attempts(q: &dyn JobQueue) {
         (counts.visible, counts.in_flight, counts.dead),
         (0, 0, dead_before + 1)
     );
-    let dead = q.dead_letters(1000).await.expect("dead letters");
+    let dead = q.dead_letters(None, 1000).await.expect("dead letters");
     let letter = dead
         .iter()
         .find(|l| l.message_id == id)
         .expect("listed as dead");
     assert_eq!(
         (letter.body.as_str(), letter.receive_count),
-        ("poison", MAX_ATTEMPTS)
+        ("poison", MAX_RECEIVES)
     );
+    // Redriven, it is delivered afresh and is no longer dead.
+    q.redrive(letter).await.expect("redrive");
+    let again = q
+        .receive(Duration::from_secs(3))
+        .await
+        .expect("receive")
+        .expect("redriven");
+    assert_eq!((again.body.as_str(), again.receive_count), ("poison", 1));
+    q.delete(&again.receipt).await.expect("delete");
+    assert_eq!(q.counts().await.expect("counts").dead, dead_before);
 }
 
 pub async fn explicit_dead_letter_moves_the_message(q: &dyn JobQueue) {

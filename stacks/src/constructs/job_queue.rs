@@ -1,10 +1,12 @@
 //! The job queue and its dead-letter queue.
 //!
 //! Two `AWS::SQS::Queue`s, both encrypted with SQS-managed keys: `JobQueue`
-//! (`<stack>-jobs`), whose `RedrivePolicy` moves a message received `max_attempts`
-//! times to `DeadLetterQueue` (`<stack>-jobs-dlq`), which keeps it 14 days. Workers
-//! read the dead-letter queue's ARN and `maxReceiveCount` back from the `RedrivePolicy`,
-//! so the stack is the one place they are set.
+//! (`<stack>-jobs`), whose `RedrivePolicy` moves a message received
+//! [`quarry_domain::backstop_receives`]`(max_attempts)` times to `DeadLetterQueue`
+//! (`<stack>-jobs-dlq`), which keeps it 14 days. That limit is a backstop above
+//! `max_attempts`: the job row's attempt count decides when a job has failed, so a
+//! Spot interruption's hand-back never uses one up. Workers read the dead-letter
+//! queue's ARN back from the `RedrivePolicy`.
 
 use super::check_range;
 use crate::error::{PropError, StackError};
@@ -30,8 +32,8 @@ pub struct JobQueueProps {
     /// (`queue.visibility_timeout_secs`). SQS allows 0 to 43200; Quarry needs at least 2
     /// (workers heartbeat at half of it). Default: 120.
     pub visibility_timeout_secs: u32,
-    /// Deliveries before a job is dead-lettered (`queue.max_attempts`, the
-    /// `maxReceiveCount`), 1 to 1000. Default: 3.
+    /// Attempts before a job is dead-lettered (`queue.max_attempts`; the queue's
+    /// `maxReceiveCount` is set above it), 1 to 997. Default: 3.
     pub max_attempts: u32,
     /// How long a job may wait in the queue, in days (SQS allows up to 14). Default: 4,
     /// SQS's own default.
@@ -74,8 +76,8 @@ impl JobQueueProps {
                 "queue.max_attempts",
                 self.max_attempts,
                 "",
-                (1, 1000),
-                " (SQS's maxReceiveCount)",
+                (1, 997),
+                " (SQS's maxReceiveCount, at most 1000, is set 3 above it)",
             ),
             check_range(
                 CONSTRUCT,
@@ -152,7 +154,7 @@ pub fn add(template: &mut Template, props: &JobQueueProps) -> Result<(), StackEr
                 "MessageRetentionPeriod": props.retention_days * DAY_SECS,
                 "RedrivePolicy": {
                     "deadLetterTargetArn": get_att(DEAD_LETTER_QUEUE, "Arn"),
-                    "maxReceiveCount": props.max_attempts,
+                    "maxReceiveCount": quarry_domain::backstop_receives(props.max_attempts),
                 },
             }),
         )

@@ -15,6 +15,7 @@ use super::check_range;
 use crate::error::{PropError, StackError};
 use crate::intrinsic::{get_att, sub};
 use crate::resource::{Resource, Template, to_compact_json};
+use quarry_domain::metrics as metric;
 use serde_json::{Value, json};
 
 const CONSTRUCT: &str = "observability";
@@ -78,25 +79,36 @@ const GRAPHS: [(&str, &str, &[&str]); 6] = [
     (
         "Queue depth",
         "Maximum",
-        &["queue_visible", "queue_in_flight", "queue_dead"],
+        &[
+            metric::QUEUE_VISIBLE,
+            metric::QUEUE_IN_FLIGHT,
+            metric::QUEUE_DEAD,
+        ],
     ),
     (
         "Oldest waiting job (s)",
         "Maximum",
-        &["oldest_job_age_seconds"],
+        &[metric::OLDEST_JOB_AGE_SECONDS],
     ),
     (
         "Workers",
         "Maximum",
-        &["workers_running", "workers_starting"],
+        &[metric::WORKERS_RUNNING, metric::WORKERS_STARTING],
     ),
-    ("Jobs finished", "Sum", &["jobs_succeeded", "jobs_failed"]),
+    (
+        "Jobs finished",
+        "Sum",
+        &[metric::JOBS_SUCCEEDED, metric::JOBS_FAILED],
+    ),
     (
         "Job duration (s)",
         "Average",
-        &["job_duration_p50_seconds", "job_duration_p95_seconds"],
+        &[
+            metric::JOB_DURATION_P50_SECONDS,
+            metric::JOB_DURATION_P95_SECONDS,
+        ],
     ),
-    ("Worker time (s)", "Sum", &["worker_seconds"]),
+    ("Worker time (s)", "Sum", &[metric::WORKER_SECONDS]),
 ];
 
 /// The dashboard's body: two graphs per row; the region comes from `Fn::Sub`.
@@ -174,7 +186,7 @@ pub fn add(
                     props.environment, props.oldest_job_age_secs
                 ),
                 "Namespace": crate::METRICS_NAMESPACE,
-                "MetricName": "oldest_job_age_seconds",
+                "MetricName": metric::OLDEST_JOB_AGE_SECONDS,
                 "Dimensions": [{ "Name": "Environment", "Value": props.environment }],
                 "Statistic": "Maximum",
                 "Period": 60,

@@ -189,10 +189,12 @@ fn the_orchestrator_gets_the_fleet_from_the_environment_file() {
         env_var(&c, "QUARRY_FLEET__ECS__SUBNETS"),
         serde_json::json!({"Fn::Join": [",", [{"Ref": "PrivateSubnet1"}, {"Ref": "PrivateSubnet2"}]]})
     );
+    // A backstop above queue.max_attempts (3): the job row's count decides.
     assert_eq!(
         t["Resources"]["JobQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"],
-        3
+        quarry_domain::backstop_receives(3)
     );
+    assert_eq!(quarry_domain::backstop_receives(3), 6);
 }
 
 #[test]

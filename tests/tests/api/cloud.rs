@@ -39,11 +39,11 @@ async fn sqs_queue_passes_the_queue_conformance_suite() {
         &moto.sdk().await,
         &unique("conformance"),
         Duration::from_secs(2),
-        queue_conformance::MAX_ATTEMPTS,
+        queue_conformance::MAX_RECEIVES,
     )
     .await
     .unwrap();
-    assert_eq!(queue.max_attempts(), queue_conformance::MAX_ATTEMPTS);
+    assert_eq!(queue.max_receives(), queue_conformance::MAX_RECEIVES);
     queue_conformance::run_all(
         &queue,
         queue_conformance::Semantics {

@@ -212,6 +212,7 @@ pub async fn events(
     plane.env(&env)?;
     let rx = plane.subscribe();
     let db = s.services.db.clone();
+    let ending = s.services.shutdown.clone().cancelled_owned();
     let stream = futures::stream::unfold((rx, db, who, env), |(mut rx, db, who, env)| async move {
         loop {
             let next = tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv()).await;
@@ -233,6 +234,7 @@ pub async fn events(
             }
         }
     });
+    let stream = futures::StreamExt::take_until(stream, ending);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

@@ -9,9 +9,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use quarry_core::{datasets, decisions, fleet, jobs};
+use quarry_core::{datasets, decisions, jobs};
 use quarry_domain::{Analysis, ErrorBody, Job, JobEvent, JobStatus, SystemStatus, Waiting};
-use quarry_worker::analysis::validate::validate;
+use quarry_engine::analysis::validate::validate;
 use serde::Deserialize;
 
 /// `POST /api/v1/jobs` body.
@@ -68,7 +68,7 @@ pub async fn submit_analysis(
     })?;
     let dataset = datasets::get(&s.db, who, dataset_id).await?;
     // Planning SQL is CPU work on threads of its own: keep it off the runtime.
-    let limits = quarry_worker::analysis::validate::Limits::from_config(&s.config.analyses);
+    let limits = quarry_engine::analysis::validate::Limits::from_config(&s.config.analyses);
     let columns = dataset.view.columns.clone();
     let checked = analysis.clone();
     tokio::task::spawn_blocking(move || validate(&checked, &columns, &limits))
@@ -84,13 +84,7 @@ pub async fn submit_analysis(
         dataset_id: &dataset.view.id,
         analysis_json: &analysis_json,
     };
-    let held = jobs::submit(
-        &s.db,
-        s.queue.as_ref(),
-        &new,
-        s.config.analyses.max_running_per_user,
-    )
-    .await?;
+    let held = s.lifecycle.submit(&new).await?;
     s.nudge.notify_one();
     tracing::info!(job_id = %id, dataset_id = %dataset.view.id, kind = analysis.kind(), held, "job queued");
     Ok(jobs::get(&s.db, who, &id).await?.view)
@@ -165,11 +159,7 @@ pub async fn cancel(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Job>> {
-    Ok(Json(
-        jobs::request_cancel(&state.services.db, &who, &id)
-            .await?
-            .view,
-    ))
+    Ok(Json(state.services.lifecycle.cancel(&who, &id).await?.view))
 }
 
 /// A job with, while it is queued, why it waits.
@@ -197,14 +187,15 @@ async fn waiting(
     let reason = match jobs::find(&services.db, id).await? {
         Some(job) => match job.held {
             Some(limit) => {
-                let active = jobs::active_count(&services.db, &job.owner_id).await?;
+                let active =
+                    quarry_core::lifecycle::active_count(&services.db, &job.owner_id).await?;
                 Some(held_reason(active, limit))
             }
             None => None,
         },
         None => None,
     };
-    let fleet = fleet::registry_counts(&services.db).await?;
+    let fleet = services.fleet_counts().await?;
     let busy = jobs::running_count(&services.db).await?;
     let capacity = u64::from(services.config.fleet.max_workers)
         * u64::from(services.config.fleet.jobs_per_worker);
@@ -292,6 +283,8 @@ pub async fn events(
             }
         },
     );
+    let stream =
+        futures::StreamExt::take_until(stream, state.services.shutdown.clone().cancelled_owned());
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
@@ -325,7 +318,7 @@ pub async fn system(
     Ok(Json(SystemStatus {
         environment: s.config.environment.clone(),
         queue: s.queue.counts().await?,
-        workers: fleet::registry_counts(&s.db).await?,
+        workers: s.fleet_counts().await?,
         max_workers: u64::from(s.config.fleet.max_workers),
         jobs_per_worker: u64::from(s.config.fleet.jobs_per_worker),
         last_decision: decisions::latest(&s.db).await?,

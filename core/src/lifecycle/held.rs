@@ -9,18 +9,21 @@
 //! to the orchestrator; a held job does neither.
 //!
 //! Held jobs are released oldest first, up to the limit, whenever one of the owner's
-//! jobs finishes ([`release_after`], called by the worker) and on every orchestrator
-//! tick ([`sweep_held`], which also covers cancellations and crashes). Each release
-//! takes the owner's lock (the write lock on SQLite, the owner's `users` row on
-//! Postgres), so two releases never exceed the limit together.
+//! jobs finishes ([`release_after`]) and on every reconciliation ([`sweep_held`],
+//! which also covers cancellations and crashes). Each release takes the owner's lock
+//! (the write lock on SQLite, the owner's `users` row on Postgres), so two releases
+//! never exceed the limit together.
+//!
+//! Releasing a job and sending its message are one transaction on the embedded
+//! queue. On SQS the message is sent after the commit and `enqueued_at` recorded; a
+//! crash in between leaves a released job without a message, which the reconciler
+//! sends (see [`super::reconcile`]).
 
-use super::JobMessage;
 use crate::clock::now_ms;
 use crate::db::{Db, Dialect};
 use crate::error::Result;
-use crate::queue::JobQueue;
-
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+use crate::jobs::{self, NewJob};
+use crate::queue::{JobMessage, JobQueue, Tx};
 
 /// Serialises the owner's submits and releases.
 async fn lock_owner(db: &Db, tx: &mut Tx, owner_id: &str) -> Result<()> {
@@ -58,12 +61,12 @@ pub async fn active_count(db: &Db, owner_id: &str) -> Result<u64> {
 
 /// Records a new job and sends it to the queue, or holds it when its owner already
 /// has `max_running` active jobs or older held ones. Returns whether it was held.
-/// If the queue refuses a job that was not held, the job is removed and the error
-/// returned, so nothing is shown as queued that never will run.
-pub async fn submit(
+/// If SQS refuses the message after the job was recorded, the job stays queued and
+/// the reconciler sends it: the submit is never lost.
+pub(super) async fn submit(
     db: &Db,
     queue: &dyn JobQueue,
-    new: &super::NewJob<'_>,
+    new: &NewJob<'_>,
     max_running: u32,
 ) -> Result<bool> {
     let max_running = max_running.max(1);
@@ -89,29 +92,56 @@ pub async fn submit(
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
     if !hold {
-        if let Err(e) = queue.send(&JobMessage::body(new.id)).await {
-            super::remove(db, new.id).await?;
-            return Err(e);
-        }
+        enqueue(db, queue, tx, new.id).await?;
         return Ok(false);
     }
+    tx.commit().await?;
     if active < u64::from(max_running) {
         // Room, but older held jobs go first: release in order, this one maybe too.
         if let Err(e) = release_held(db, queue, new.owner_id).await {
             tracing::warn!(job_id = new.id, error = %e, "releasing held jobs failed; the orchestrator retries");
         }
     }
-    let still_held = super::find(db, new.id)
+    let still_held = jobs::find(db, new.id)
         .await?
         .is_some_and(|j| j.held.is_some());
     Ok(still_held)
 }
 
+/// Sends a released job's message: within `tx` on the embedded queue, else after
+/// committing it. A send that fails leaves `enqueued_at` unset for the reconciler.
+async fn enqueue(db: &Db, queue: &dyn JobQueue, mut tx: Tx, id: &str) -> Result<()> {
+    let body = JobMessage::body(id);
+    let mark = "UPDATE jobs SET enqueued_at = $1 WHERE id = $2";
+    if queue.send_in(&mut tx, &body).await? {
+        sqlx::query(mark)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    tx.commit().await?;
+    match queue.send(&body).await {
+        Ok(_) => {
+            sqlx::query(mark)
+                .bind(now_ms())
+                .bind(id)
+                .execute(db.pool())
+                .await?;
+        }
+        Err(e) => {
+            tracing::warn!(job_id = id, error = %e, "the queue refused a job's message; the reconciler sends it");
+        }
+    }
+    Ok(())
+}
+
 /// Releases the owner's held jobs, oldest first, while they have fewer active jobs
 /// than the limit each held job waits under. Returns how many were sent.
-pub async fn release_held(db: &Db, queue: &dyn JobQueue, owner_id: &str) -> Result<u32> {
+pub(super) async fn release_held(db: &Db, queue: &dyn JobQueue, owner_id: &str) -> Result<u32> {
     let mut released = 0;
     loop {
         let mut tx = db.begin_write().await?;
@@ -136,16 +166,7 @@ pub async fn release_held(db: &Db, queue: &dyn JobQueue, owner_id: &str) -> Resu
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        if let Err(e) = queue.send(&JobMessage::body(&id)).await {
-            // Hold it again so the next release or sweep tries once more.
-            sqlx::query("UPDATE jobs SET held = $1 WHERE id = $2 AND status = 'queued'")
-                .bind(limit)
-                .bind(&id)
-                .execute(db.pool())
-                .await?;
-            return Err(e);
-        }
+        enqueue(db, queue, tx, &id).await?;
         tracing::info!(job_id = %id, owner_id, "held job released to the queue");
         released += 1;
     }
@@ -153,8 +174,8 @@ pub async fn release_held(db: &Db, queue: &dyn JobQueue, owner_id: &str) -> Resu
 
 /// After one of its owner's jobs finished (or was found finished): releases what
 /// the freed slot allows.
-pub async fn release_after(db: &Db, queue: &dyn JobQueue, job_id: &str) -> Result<u32> {
-    match super::find(db, job_id).await? {
+pub(super) async fn release_after(db: &Db, queue: &dyn JobQueue, job_id: &str) -> Result<u32> {
+    match jobs::find(db, job_id).await? {
         Some(job) => release_held(db, queue, &job.owner_id).await,
         None => Ok(0),
     }
@@ -163,7 +184,7 @@ pub async fn release_after(db: &Db, queue: &dyn JobQueue, job_id: &str) -> Resul
 /// Releases held jobs of every owner who is under their limit (the orchestrator's
 /// tick: covers cancellations and workers that died between finishing and
 /// releasing). Returns how many were sent.
-pub async fn sweep_held(db: &Db, queue: &dyn JobQueue) -> Result<u32> {
+pub(super) async fn sweep_held(db: &Db, queue: &dyn JobQueue) -> Result<u32> {
     let owners: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT owner_id FROM jobs WHERE held > 0 AND status = 'queued' LIMIT 1000",
     )

@@ -1,7 +1,7 @@
 //! `quarry stack …`: synthesize, check, preview, deploy and remove an environment's
 //! CloudFormation stack, recording every deployment as a release; promote, approve,
 //! roll back, freeze and lift holds through the same control plane as the REST API
-//! (`crate::control::ops` and `crate::control::reads`).
+//! (`quarry_app::control::ops` and `quarry_app::control::reads`).
 //!
 //! The environment's parameters come from `environments/<env>.toml` in the current
 //! directory when there is one (an operator's checkout, where changes are reviewed),
@@ -13,12 +13,12 @@
     reason = "the CLI reports progress on stderr and results on stdout"
 )]
 
-use crate::control::ops::{self, Actor};
-use crate::control::reads;
-use crate::control::views::{DiffRow, ReleaseView};
-use crate::control::{self, ControlPlane, load_environments};
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
+use quarry_app::control::ops::{self, Actor};
+use quarry_app::control::reads;
+use quarry_app::control::views::{DiffRow, ReleaseView};
+use quarry_app::control::{self, ControlPlane, load_environments};
 use quarry_core::releases::{self, Outcome};
 use quarry_core::{Config, Db};
 use quarry_stacks::cloudformation::{Deployer, ResourceChange, StackEvent, changes_table};
@@ -454,7 +454,7 @@ async fn follow(
     loop {
         let current = releases::get(&plane.db, release).await?;
         if current.outcome != Outcome::InProgress.as_str() {
-            return Ok(crate::control::views::release(current));
+            return Ok(quarry_app::control::views::release(current));
         }
         match tokio::time::timeout(std::time::Duration::from_secs(2), events.recv()).await {
             Ok(Ok(event)) if event.kind == "stack" => {

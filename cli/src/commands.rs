@@ -1,8 +1,8 @@
 //! The `quarry` command line: one binary, every role a subcommand.
 
-use crate::server::{self, state::Services};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use quarry_app::server::{self, state::Services};
 use quarry_core::auth::{create_user, ensure_admin, find_user, issue_token};
 use quarry_core::aws::{
     self, cloudwatch::CloudWatchMetrics, ecs::EcsFleet, s3::S3BlobStore, sqs::SqsQueue,
@@ -11,8 +11,9 @@ use quarry_core::blob::{BlobStore, LocalBlobStore};
 use quarry_core::clock::now_ms;
 use quarry_core::config::{BlobStoreConfig, FleetKind, MetricsKind, QueueKind};
 use quarry_core::fleet::{self, Fleet, ProcessFleet};
+use quarry_core::lifecycle::Lifecycle;
 use quarry_core::metrics::{DbMetrics, Metrics, MetricsSources};
-use quarry_core::queue::{DbQueue, JobQueue};
+use quarry_core::queue::{DbQueue, JobQueue, backstop_receives};
 use quarry_core::{Config, Db};
 use quarry_domain::Role;
 use quarry_orchestrator::Orchestrator;
@@ -44,7 +45,7 @@ enum Command {
     /// Synthesize, check, preview, deploy and remove an environment's AWS stack.
     Stack {
         #[command(subcommand)]
-        command: crate::stack_cli::StackCommand,
+        command: crate::stack::StackCommand,
     },
     /// Manage users and their API tokens.
     User {
@@ -87,7 +88,7 @@ pub fn main() -> anyhow::Result<()> {
     init_tracing();
     if let Command::InspectUpload = cli.command {
         // No runtime: the child only reads one file with polars.
-        return quarry_worker::ingest::child::serve();
+        return quarry_engine::ingest::child::serve();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -180,8 +181,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             orchestrator(&services).await?.run(shutdown).await;
             Ok(())
         }
-        Command::Stack { command } => crate::stack_cli::run(command).await,
-        Command::InspectUpload => quarry_worker::ingest::child::serve(),
+        Command::Stack { command } => crate::stack::run(command).await,
+        Command::InspectUpload => quarry_engine::ingest::child::serve(),
     }
 }
 
@@ -229,7 +230,7 @@ async fn housekeeping(services: &Services) {
         ),
         Err(e) => tracing::warn!(error = %e, "the start-up sweep of orphaned files failed"),
     }
-    let tmp = quarry_worker::run::tmp_dir(config);
+    let tmp = config.tmp_dir();
     let stale = quarry_core::sweep::stale_temp_files(&tmp, Duration::from_secs(3600));
     if stale > 0 {
         tracing::info!(removed = stale, "removed stale temporary files");
@@ -263,7 +264,7 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
             aws_sdk()?,
             bucket,
             *path_style,
-            &quarry_worker::run::tmp_dir(&config),
+            &config.tmp_dir(),
         )),
     };
     let queue: Arc<dyn JobQueue> = match config.queue.kind {
@@ -271,7 +272,7 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
             db.clone(),
             JOB_QUEUE,
             config.visibility_timeout(),
-            config.queue.max_attempts,
+            backstop_receives(config.queue.max_attempts),
         )),
         QueueKind::Sqs => {
             anyhow::ensure!(
@@ -280,12 +281,13 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
             );
             let queue =
                 SqsQueue::open(aws_sdk()?, &config.queue.url, config.visibility_timeout()).await?;
-            if queue.max_attempts() != config.queue.max_attempts {
+            if queue.max_receives() <= config.queue.max_attempts {
                 tracing::warn!(
-                    queue = queue.max_attempts(),
-                    config = config.queue.max_attempts,
-                    "the SQS RedrivePolicy's maxReceiveCount differs from queue.max_attempts: \
-                     the queue's value is used"
+                    max_receive_count = queue.max_receives(),
+                    max_attempts = config.queue.max_attempts,
+                    "the SQS RedrivePolicy's maxReceiveCount is not above queue.max_attempts: \
+                     messages may be dead-lettered before their job's attempts are used up \
+                     (the reconciler redrives them)"
                 );
             }
             Arc::new(queue)
@@ -302,13 +304,21 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
     ));
     let metrics_sources =
         MetricsSources::new(metrics.clone(), config.metrics.kind, &config.environment);
-    let control = crate::control::ControlPlane::from_config(db.clone(), &config)?;
+    let control = quarry_app::control::ControlPlane::from_config(db.clone(), &config)?;
+    let lifecycle = Lifecycle::new(
+        db.clone(),
+        queue.clone(),
+        config.queue.max_attempts,
+        config.analyses.max_running_per_user,
+    );
     Ok(Arc::new(Services {
         control,
         config,
         db,
         blobs,
         queue,
+        lifecycle,
+        shutdown: CancellationToken::new(),
         metrics,
         metrics_sources,
         nudge: Arc::new(Notify::new()),
@@ -322,7 +332,7 @@ const JOB_QUEUE: &str = "jobs";
 async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
     let fleet: Arc<dyn Fleet> = match services.config.fleet.kind {
         FleetKind::Process => Arc::new(
-            ProcessFleet::new(services.db.clone())
+            ProcessFleet::new(services.db.clone(), services.config.heartbeat())
                 .await?
                 .with_env(services.config.worker.process_env()),
         ),
@@ -336,7 +346,7 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
     let config = &services.config;
     Ok(Orchestrator {
         db: services.db.clone(),
-        queue: services.queue.clone(),
+        lifecycle: services.lifecycle.clone(),
         fleet,
         metrics: services.metrics.clone(),
         jobs_per_worker: u64::from(config.fleet.jobs_per_worker),
@@ -381,19 +391,46 @@ async fn worker() -> anyhow::Result<()> {
     .await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let stop_now = CancellationToken::new();
+    if std::env::var_os(fleet::PARENT_PIPE_ENV).is_some() {
+        cancel_when_parent_goes(stop_now.clone(), shutdown.clone());
+    }
     let worker = Worker {
         id: id.clone(),
         config: services.config.clone(),
         db: services.db.clone(),
-        queue: services.queue.clone(),
+        lifecycle: services.lifecycle.clone(),
         blobs: services.blobs.clone(),
+        stop_now,
     };
     let exit = worker.run(shutdown).await;
-    fleet::set_state(&services.db, &id, "exited", None).await?;
+    if let Err(e) = fleet::set_state(&services.db, &id, "exited", None).await {
+        tracing::warn!(worker_id = %id, error = %e, "could not record the exit (the row expires)");
+    }
     match exit? {
         // An analysis thread that would not stop must not keep the process alive.
         Exit::Abandoned => std::process::exit(0),
         Exit::Idle | Exit::Shutdown => Ok(()),
+    }
+}
+
+/// Cancels `now` and `token` once stdin reaches its end: the process that launched
+/// this worker closed its pipe, or died (the kernel closes it then, even after SIGKILL).
+/// Read on a thread of its own: a blocking read needs no runtime support.
+fn cancel_when_parent_goes(now: CancellationToken, token: CancellationToken) {
+    let watch = std::thread::Builder::new()
+        .name("parent-pipe".to_owned())
+        .spawn(move || {
+            use std::io::Read as _;
+            let mut stdin = std::io::stdin();
+            let mut buf = [0_u8; 64];
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            tracing::info!("the launching process went away: handing back and shutting down");
+            now.cancel();
+            token.cancel();
+        });
+    if let Err(e) = watch {
+        tracing::warn!(error = %e, "cannot watch the launching process");
     }
 }
 
@@ -408,10 +445,12 @@ async fn up() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let orchestrator = orchestrator(&services).await?;
+    let fleet = orchestrator.fleet.clone();
     let orchestrating = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { orchestrator.run(shutdown).await }
     });
+    let grace = Duration::from_secs(services.config.worker.stop_timeout_secs);
     let served = server::serve(services, shutdown.clone(), move |addr| {
         println!("Quarry is up at http://{addr}");
         println!("Admin API token: {}", shown.display());
@@ -419,6 +458,8 @@ async fn up() -> anyhow::Result<()> {
     .await;
     shutdown.cancel();
     orchestrating.await.ok();
+    // The children hand their jobs back; any that would not is killed after the grace.
+    fleet.shutdown(grace).await;
     served
 }
 

@@ -4,10 +4,12 @@
 use super::*;
 use crate::auth::{self, Principal};
 use crate::datasets::{self, NewDataset, TypedCopy};
-use crate::jobs::{self, NewJob, ResultMeta, Start};
-use crate::queue::DbQueue;
+use crate::jobs::{self, NewJob, ResultMeta};
+use crate::lifecycle::{Begin, Lifecycle};
+use crate::queue::{DbQueue, JobMessage, JobQueue};
 use quarry_domain::{ColumnInfo, DatasetFormat, Role};
 use secrecy::SecretString;
+use std::sync::Arc;
 use std::time::Duration;
 
 async fn owner(db: &Db) -> (Principal, String) {
@@ -71,8 +73,7 @@ async fn deliver(q: &DbQueue) -> (String, crate::queue::Delivery) {
         .await
         .unwrap()
         .expect("a message");
-    let m: JobMessage = serde_json::from_str(&d.body).unwrap();
-    (m.job_id, d)
+    (JobMessage::parse(&d.body).unwrap().job_id, d)
 }
 
 fn meta(id: &str) -> ResultMeta {
@@ -127,10 +128,11 @@ async fn held_jobs_wait_for_their_owner(db: &Db) {
     // The first job runs and finishes: the oldest held job is released, only it.
     let (id, d) = deliver(&q).await;
     assert_eq!(id, first);
-    assert_eq!(jobs::start(db, &id, "w1", 1).await.unwrap(), Start::Run);
-    assert!(jobs::commit_success(db, &id, &meta(&id)).await.unwrap());
-    q.delete(&d.receipt).await.unwrap();
-    assert_eq!(release_after(db, &q, &first).await.unwrap(), 1);
+    let life = Lifecycle::new(db.clone(), Arc::new(q.clone()), 3, 1);
+    let Begin::Run(lease, _) = life.begin(d, "w1").await.unwrap() else {
+        panic!("the first job runs");
+    };
+    life.commit(&lease, &meta(&id)).await.unwrap().unwrap();
     assert_eq!(
         release_after(db, &q, &first).await.unwrap(),
         0,
@@ -140,7 +142,7 @@ async fn held_jobs_wait_for_their_owner(db: &Db) {
     assert_eq!(jobs::find(db, &third).await.unwrap().unwrap().held, Some(1));
     let mut sent = Vec::new();
     while let Some(d) = q.receive(Duration::ZERO).await.unwrap() {
-        sent.push(serde_json::from_str::<JobMessage>(&d.body).unwrap().job_id);
+        sent.push(JobMessage::parse(&d.body).unwrap().job_id);
     }
     assert!(sent.contains(&second) && !sent.contains(&third), "{sent:?}");
 

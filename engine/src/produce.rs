@@ -1,0 +1,48 @@
+//! One attempt's work, off the worker loop: scan the dataset, run the analysis, write
+//! the result as Parquet to a temporary file. The loop (in `quarry-worker`) runs this
+//! on a thread of its own and owns everything around it (leases, heartbeats, commits).
+
+use crate::analysis::{self, RunContext, RunError};
+use crate::scan::{Source, scan_source};
+use polars::prelude::*;
+use quarry_domain::{Analysis, ColumnInfo, DatasetFormat};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// A result written to a temporary file, ready to be stored and committed.
+#[derive(Debug)]
+pub struct Produced {
+    pub file: tempfile::NamedTempFile,
+    pub rows: u64,
+    pub columns: Vec<ColumnInfo>,
+}
+
+/// Runs `analysis` over `source` and writes its result as Parquet under `tmp_dir`.
+/// `stop` asks it to stop early; `progress` receives 0..1 as `f64` bits.
+pub fn produce(
+    analysis: &Analysis,
+    source: &Source,
+    format: DatasetFormat,
+    columns: &[ColumnInfo],
+    tmp_dir: &Path,
+    stop: &AtomicBool,
+    progress: &AtomicU64,
+) -> Result<Produced, RunError> {
+    let report = |p: f64| progress.store(p.to_bits(), Ordering::Relaxed);
+    let ctx = RunContext {
+        stop,
+        progress: &report,
+    };
+    let data = scan_source(source, format, columns)?;
+    let mut df = analysis::run(analysis, data, &ctx)?;
+    let file = tempfile::Builder::new()
+        .suffix(".parquet")
+        .tempfile_in(tmp_dir)
+        .map_err(|e| RunError::Internal(format!("cannot create the result file: {e}")))?;
+    ParquetWriter::new(file.as_file()).finish(&mut df)?;
+    Ok(Produced {
+        rows: df.height() as u64,
+        columns: analysis::result_columns(&df),
+        file,
+    })
+}
