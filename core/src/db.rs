@@ -45,6 +45,10 @@ impl Db {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            // A SQLite connection is a file handle in this process: pinging it on every
+            // acquire only costs a round trip. Postgres connections can break (a
+            // failover), so they are checked.
+            .test_before_acquire(dialect == Dialect::Postgres)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {

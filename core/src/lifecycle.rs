@@ -226,14 +226,25 @@ impl Lifecycle {
                 .ok();
             return Ok(Begin::Skipped);
         }
+        let mut job = job;
+        job.view.status = quarry_domain::JobStatus::Running;
+        job.view.attempts += 1;
+        job.view.progress = 0.0;
+        job.view.started_at = job
+            .view
+            .started_at
+            .or_else(|| Some(crate::clock::rfc3339(now)));
+        job.held = None;
+        job.lease = Some(d.receipt.clone());
+        job.lease_until = Some(until);
+        job.worker_id = Some(worker_id.to_owned());
         let lease = Lease {
-            job_id: id.clone(),
+            job_id: id,
             worker_id: worker_id.to_owned(),
-            attempt: job.view.attempts + 1,
+            attempt: job.view.attempts,
             until_ms: until,
             delivery: d,
         };
-        let job = jobs::find(&self.db, &id).await?.context("job vanished")?;
         Ok(Begin::Run(Box::new(lease), Box::new(job)))
     }
 

@@ -193,40 +193,59 @@ impl DbQueue {
         Ok(())
     }
 
+    /// Leases the oldest visible message, if any. An empty poll only reads (it never
+    /// takes SQLite's write lock); the lease is one conditional `UPDATE` by primary key,
+    /// so two receivers never get the same delivery. A candidate delivered
+    /// `max_receives` times already is dead-lettered on the way.
     async fn try_receive(&self) -> Result<Option<Delivery>> {
-        let now = now_ms();
-        let mut tx = self.db.begin_write().await?;
-        sqlx::query(
-            "UPDATE queue_messages SET dead_at = $1, receipt = NULL \
-             WHERE queue = $2 AND dead_at IS NULL AND visible_at <= $1 AND receive_count >= $3",
-        )
-        .bind(now)
-        .bind(&self.name)
-        .bind(i64::from(self.max_receives))
-        .execute(&mut *tx)
-        .await?;
-        let receipt = uuid::Uuid::new_v4().to_string();
-        let lease_end = now + duration_ms(self.visibility);
-        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-            "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, receipt = $2 \
-             WHERE id = (SELECT id FROM queue_messages WHERE queue = $3 AND dead_at IS NULL \
-                         AND visible_at <= $4 ORDER BY sent_at, id LIMIT 1) \
-             RETURNING id, body, receive_count, sent_at",
-        )
-        .bind(lease_end)
-        .bind(&receipt)
-        .bind(&self.name)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row.map(|(message_id, body, count, sent_at_ms)| Delivery {
-            message_id,
-            receipt,
-            body,
-            receive_count: u32::try_from(count).unwrap_or(u32::MAX),
-            sent_at_ms,
-        }))
+        for _ in 0..16 {
+            let now = now_ms();
+            let candidate: Option<(String, i64)> = sqlx::query_as(
+                "SELECT id, receive_count FROM queue_messages WHERE queue = $1 AND dead_at IS NULL \
+                 AND visible_at <= $2 ORDER BY sent_at, id LIMIT 1",
+            )
+            .bind(&self.name)
+            .bind(now)
+            .fetch_optional(self.db.pool())
+            .await?;
+            let Some((id, count)) = candidate else {
+                return Ok(None);
+            };
+            if count >= i64::from(self.max_receives) {
+                sqlx::query(
+                    "UPDATE queue_messages SET dead_at = $1, receipt = NULL \
+                     WHERE id = $2 AND dead_at IS NULL AND visible_at <= $1",
+                )
+                .bind(now)
+                .bind(&id)
+                .execute(self.db.pool())
+                .await?;
+                continue;
+            }
+            let receipt = uuid::Uuid::new_v4().to_string();
+            let row: Option<(String, i64, i64)> = sqlx::query_as(
+                "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
+                 receipt = $2 WHERE id = $3 AND dead_at IS NULL AND visible_at <= $4 \
+                 RETURNING body, receive_count, sent_at",
+            )
+            .bind(now + duration_ms(self.visibility))
+            .bind(&receipt)
+            .bind(&id)
+            .bind(now)
+            .fetch_optional(self.db.pool())
+            .await?;
+            // Taken by another receiver between the read and the lease: look again.
+            if let Some((body, count, sent_at_ms)) = row {
+                return Ok(Some(Delivery {
+                    message_id: id,
+                    receipt,
+                    body,
+                    receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+                    sent_at_ms,
+                }));
+            }
+        }
+        Ok(None)
     }
 }
 

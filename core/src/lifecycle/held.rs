@@ -175,8 +175,16 @@ pub(super) async fn release_held(db: &Db, queue: &dyn JobQueue, owner_id: &str) 
 /// After one of its owner's jobs finished (or was found finished): releases what
 /// the freed slot allows.
 pub(super) async fn release_after(db: &Db, queue: &dyn JobQueue, job_id: &str) -> Result<u32> {
-    match jobs::find(db, job_id).await? {
-        Some(job) => release_held(db, queue, &job.owner_id).await,
+    // Most owners hold nothing back: one read, and no write lock, tells.
+    let held: Option<(String,)> = sqlx::query_as(
+        "SELECT o.owner_id FROM jobs j JOIN jobs o ON o.owner_id = j.owner_id \
+         WHERE j.id = $1 AND o.held > 0 AND o.status = 'queued' LIMIT 1",
+    )
+    .bind(job_id)
+    .fetch_optional(db.pool())
+    .await?;
+    match held {
+        Some((owner,)) => release_held(db, queue, &owner).await,
         None => Ok(0),
     }
 }
