@@ -334,7 +334,8 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
         FleetKind::Process => Arc::new(
             ProcessFleet::new(services.db.clone(), services.config.heartbeat())
                 .await?
-                .with_env(services.config.worker.process_env()),
+                .with_env(services.config.worker.process_env())
+                .with_nice(services.config.worker.nice),
         ),
         FleetKind::Ecs => {
             let ecs = services.config.fleet.ecs.clone();

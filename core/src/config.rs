@@ -272,6 +272,15 @@ pub struct WorkerConfig {
     /// Threads polars may use in one worker; 0 = one per CPU.
     #[serde(default)]
     pub threads: u32,
+    /// The niceness embedded workers run at (0 to 19), so that analyses yield the
+    /// cores to the web server; 0 runs them at the server's priority. The ECS fleet
+    /// ignores it (its workers have their own machines).
+    #[serde(default = "default_nice")]
+    pub nice: u32,
+}
+
+fn default_nice() -> u32 {
+    10
 }
 
 impl WorkerConfig {
@@ -340,6 +349,12 @@ impl Config {
         }
         if self.fleet.tick_secs == 0 {
             return fail("fleet.tick_secs", "must be at least 1");
+        }
+        if self.worker.nice > 19 {
+            return fail(
+                "worker.nice",
+                "must be 0 to 19 (the niceness of embedded workers)",
+            );
         }
         if self.queue.max_attempts == 0 {
             return fail("queue.max_attempts", "must be at least 1");

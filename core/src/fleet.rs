@@ -125,6 +125,7 @@ pub struct ProcessFleet {
     exe: PathBuf,
     env: Vec<(String, String)>,
     stale: Duration,
+    nice: u32,
     children: Arc<Mutex<HashMap<String, Child>>>,
 }
 
@@ -158,8 +159,29 @@ impl ProcessFleet {
             exe,
             env: Vec::new(),
             stale,
+            nice: 0,
             children: Arc::default(),
         })
+    }
+
+    /// Runs workers at this niceness (`worker.nice`), through `nice(1)`, which execs
+    /// the worker in place (same pid). Where `nice` is missing, workers start at the
+    /// server's priority.
+    #[must_use]
+    pub fn with_nice(mut self, nice: u32) -> Self {
+        self.nice = nice.min(19);
+        self
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let nice = std::path::Path::new("/usr/bin/nice");
+        if self.nice > 0 && nice.exists() {
+            let mut cmd = tokio::process::Command::new(nice);
+            cmd.arg("-n").arg(self.nice.to_string()).arg(&self.exe);
+            cmd
+        } else {
+            tokio::process::Command::new(&self.exe)
+        }
     }
 
     /// Extra environment for every worker process (see `WorkerConfig::process_env`).
@@ -177,7 +199,8 @@ impl Fleet for ProcessFleet {
         for _ in 0..n {
             let id = format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
             set_state(&self.db, &id, "starting", None).await?;
-            let spawned = tokio::process::Command::new(&self.exe)
+            let spawned = self
+                .command()
                 .arg("worker")
                 .env("QUARRY_WORKER_ID", &id)
                 .env(PARENT_PIPE_ENV, "1")

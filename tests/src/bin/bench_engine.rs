@@ -11,6 +11,9 @@
 //! 5. Store once, columnar: the upload's one-time cost (streaming the original and
 //!    writing its typed Parquet copy) beside the bytes alone, and the same aggregate
 //!    over the typed copy beside re-parsing the CSV, as every job did before.
+//! 6. The API under load: `GET /api/v1/jobs/{id}` p99 while the workers spin on every
+//!    core, beside the same server idle, with workers at the server's priority and at
+//!    `worker.nice = 10` (the default).
 
 use anyhow::Context as _;
 use polars::prelude::*;
@@ -43,7 +46,65 @@ async fn main() -> anyhow::Result<()> {
     throughput(&q, &dataset).await?;
     aggregate(&q).await?;
     typed_copy(&q).await?;
+    drop(q);
+    println!("API under load: GET /api/v1/jobs/{{id}} p99, 2 spinning workers on 2 cores:");
+    for nice in ["0", "10", "19"] {
+        let (idle, loaded) = api_under_load(nice).await?;
+        println!(
+            "  workers at nice {nice:>2}: idle {idle:>6.2} ms, loaded {loaded:>6.2} ms, ratio {:>5.2} (goal <= 2)",
+            loaded / idle
+        );
+    }
     Ok(())
+}
+
+/// The p99 of `n` sequential reads of a job, in ms.
+async fn read_p99(q: &Quarry, id: &str, n: usize) -> anyhow::Result<f64> {
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        job(q, id).await?;
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(percentile(&ms, 0.99))
+}
+
+/// Idle and loaded p99 of a job read on a server whose workers run at `nice`.
+async fn api_under_load(nice: &str) -> anyhow::Result<(f64, f64)> {
+    let q = Quarry::start_with(&[
+        ("QUARRY_FLEET__MAX_WORKERS", "2"),
+        ("QUARRY_WORKER__NICE", nice),
+        ("QUARRY_WORKER__IDLE_TIMEOUT_SECS", "60"),
+        ("QUARRY_FLEET__TICK_SECS", "1"),
+    ])
+    .await;
+    let dataset = upload(&q, "tiny", "a\n1\n".to_owned()).await?;
+    let probe = submit(&q, &dataset, json!({"kind":"spin","seconds":0.1})).await?;
+    wait_done(&q, &probe).await?;
+    read_p99(&q, &probe, 100).await?; // warm
+    let idle = read_p99(&q, &probe, 500).await?;
+    let spins = [
+        submit(&q, &dataset, json!({"kind":"spin","seconds":60})).await?,
+        submit(&q, &dataset, json!({"kind":"spin","seconds":60})).await?,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut running = 0;
+        for id in &spins {
+            if job(&q, id).await?["status"] == "running" {
+                running += 1;
+            }
+        }
+        if running == spins.len() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the spins did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loaded = read_p99(&q, &probe, 500).await?;
+    Ok((idle, loaded))
 }
 
 /// The median of `runs` timings of `f`.
