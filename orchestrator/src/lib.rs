@@ -37,6 +37,9 @@ pub struct Orchestrator {
     pub nudge: Arc<Notify>,
 }
 
+/// The shortest time between two ticks when enqueues wake the loop.
+pub const MIN_TICK_GAP: Duration = Duration::from_millis(250);
+
 /// Decisions kept for the system page.
 const KEEP_DECISIONS: i64 = 1000;
 
@@ -46,13 +49,22 @@ impl Orchestrator {
         let mut interval = tokio::time::interval(self.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since = now_ms();
+        let mut last = tokio::time::Instant::now();
         tracing::info!(max_workers = self.max_workers, "orchestrator started");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = interval.tick() => {}
-                _ = self.nudge.notified() => {}
+                _ = self.nudge.notified() => {
+                    // A burst of submits makes one tick, not one each.
+                    let next = last + MIN_TICK_GAP;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep_until(next) => {}
+                    }
+                }
             }
+            last = tokio::time::Instant::now();
             let now = now_ms();
             match self.tick(since).await {
                 Ok(plan) if plan.launch > 0 => {
