@@ -447,6 +447,14 @@ async fn up() -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let orchestrator = orchestrator(&services).await?;
     let fleet = orchestrator.fleet.clone();
+    // One deadline for the whole stop: requests, then the workers, share the grace.
+    let stopping = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            std::time::Instant::now()
+        }
+    });
     let orchestrating = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { orchestrator.run(shutdown).await }
@@ -459,8 +467,10 @@ async fn up() -> anyhow::Result<()> {
     .await;
     shutdown.cancel();
     orchestrating.await.ok();
-    // The children hand their jobs back; any that would not is killed after the grace.
-    fleet.shutdown(grace).await;
+    // The children hand their jobs back; any that would not is killed when the grace
+    // left after serving runs out.
+    let began = stopping.await.unwrap_or_else(|_| std::time::Instant::now());
+    fleet.shutdown(grace.saturating_sub(began.elapsed())).await;
     served
 }
 

@@ -106,29 +106,6 @@ pub struct NewJob<'a> {
     pub analysis_json: &'a str,
 }
 
-/// Records a new queued job, released but with no message (tests; jobs come in
-/// through [`crate::lifecycle::Lifecycle::submit`]).
-pub async fn insert(
-    db: &Db,
-    id: &str,
-    owner_id: &str,
-    dataset_id: &str,
-    analysis_json: &str,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, created_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5)",
-    )
-    .bind(id)
-    .bind(owner_id)
-    .bind(dataset_id)
-    .bind(analysis_json)
-    .bind(now_ms())
-    .execute(db.pool())
-    .await?;
-    Ok(())
-}
-
 /// A job by id, regardless of owner (workers, orchestrator).
 pub async fn find(db: &Db, id: &str) -> Result<Option<StoredJob>> {
     let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE id = $1"))

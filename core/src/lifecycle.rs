@@ -65,7 +65,6 @@ pub enum Begin {
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub job_id: String,
-    pub worker_id: String,
     /// 1 for the first counted attempt.
     pub attempt: u32,
     /// When the lease ends unless renewed (milliseconds since the epoch).
@@ -240,7 +239,6 @@ impl Lifecycle {
         job.worker_id = Some(worker_id.to_owned());
         let lease = Lease {
             job_id: id,
-            worker_id: worker_id.to_owned(),
             attempt: job.view.attempts,
             until_ms: until,
             delivery: d,
