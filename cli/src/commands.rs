@@ -322,6 +322,8 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
         metrics,
         metrics_sources,
         nudge: Arc::new(Notify::new()),
+        wake_workers: Arc::new(Notify::new()),
+        watch: quarry_core::watch::JobWatch::new(),
         inspections,
     }))
 }
@@ -335,7 +337,8 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
             ProcessFleet::new(services.db.clone(), services.config.heartbeat())
                 .await?
                 .with_env(services.config.worker.process_env())
-                .with_nice(services.config.worker.nice),
+                .with_nice(services.config.worker.nice)
+                .with_scheduler(services.config.worker.scheduler),
         ),
         FleetKind::Ecs => {
             let ecs = services.config.fleet.ecs.clone();
@@ -417,6 +420,7 @@ async fn worker() -> anyhow::Result<()> {
 
 /// Cancels `now` and `token` once stdin reaches its end: the process that launched
 /// this worker closed its pipe, or died (the kernel closes it then, even after SIGKILL).
+/// Bytes before that are wake-ups: a job may be waiting, poll the queue now.
 /// Read on a thread of its own: a blocking read needs no runtime support.
 fn cancel_when_parent_goes(now: CancellationToken, token: CancellationToken) {
     let watch = std::thread::Builder::new()
@@ -425,7 +429,9 @@ fn cancel_when_parent_goes(now: CancellationToken, token: CancellationToken) {
             use std::io::Read as _;
             let mut stdin = std::io::stdin();
             let mut buf = [0_u8; 64];
-            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {
+                quarry_core::queue::wake_receivers();
+            }
             tracing::info!("the launching process went away: handing back and shutting down");
             now.cancel();
             token.cancel();
@@ -447,6 +453,16 @@ async fn up() -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let orchestrator = orchestrator(&services).await?;
     let fleet = orchestrator.fleet.clone();
+    // Enqueues wake the idle children at once; a burst coalesces into few wake-ups.
+    let waking = tokio::spawn({
+        let (fleet, wake) = (fleet.clone(), services.wake_workers.clone());
+        async move {
+            loop {
+                wake.notified().await;
+                fleet.wake();
+            }
+        }
+    });
     // One deadline for the whole stop: requests, then the workers, share the grace.
     let stopping = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -466,6 +482,7 @@ async fn up() -> anyhow::Result<()> {
     })
     .await;
     shutdown.cancel();
+    waking.abort();
     orchestrating.await.ok();
     // The children hand their jobs back; any that would not is killed when the grace
     // left after serving runs out.

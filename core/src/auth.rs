@@ -308,6 +308,28 @@ pub(crate) async fn token_times(
     )
 }
 
+/// When the credential behind `who` expires (milliseconds), if it does: the sooner of
+/// a session's end and the end of the token it was opened with. An event stream checks
+/// its credential then, so it does not outlive it.
+pub async fn ends_at(db: &Db, who: &Principal) -> Result<Option<i64>> {
+    match &who.credential {
+        Credential::Internal => Ok(None),
+        Credential::Token { token_id } => Ok(token_times(db, token_id)
+            .await?
+            .and_then(|(expires, _)| expires)),
+        Credential::Session { id_hash, .. } => {
+            let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+                "SELECT s.expires_at, t.expires_at FROM sessions s \
+                 LEFT JOIN api_tokens t ON t.id = s.token_id WHERE s.id_hash = $1",
+            )
+            .bind(id_hash)
+            .fetch_optional(db.pool())
+            .await?;
+            Ok(row.map(|(session, token)| token.map_or(session, |t| t.min(session))))
+        }
+    }
+}
+
 /// Whether the credential behind `who` still holds: a bearer token neither revoked
 /// nor expired; a session not ended, not expired, and not opened with a token that
 /// since ended. `Err(Unauthorized)` says why not. Responses that outlast their

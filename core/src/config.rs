@@ -277,10 +277,41 @@ pub struct WorkerConfig {
     /// ignores it (its workers have their own machines).
     #[serde(default = "default_nice")]
     pub nice: u32,
+    /// The Linux scheduling policy of embedded workers (`chrt(1)`): `normal` (the
+    /// default) shares the cores by niceness; `batch` never preempts on wake-up;
+    /// `idle` runs analyses only on CPU time nothing else wants, which on the 2-vCPU
+    /// machines measured here made the server's tail latency worse, not better (see
+    /// the README's benchmarks).
+    #[serde(default)]
+    pub scheduler: WorkerScheduler,
 }
 
 fn default_nice() -> u32 {
     10
+}
+
+/// `worker.scheduler`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerScheduler {
+    /// `SCHED_OTHER`, the server's own policy.
+    #[default]
+    Normal,
+    /// `SCHED_BATCH`: no wake-up preemption of the server.
+    Batch,
+    /// `SCHED_IDLE`: only CPU time nothing else wants.
+    Idle,
+}
+
+impl WorkerScheduler {
+    /// `chrt`'s option for it, `None` for the default policy.
+    pub fn chrt_flag(self) -> Option<&'static str> {
+        match self {
+            Self::Normal => None,
+            Self::Batch => Some("--batch"),
+            Self::Idle => Some("--idle"),
+        }
+    }
 }
 
 impl WorkerConfig {

@@ -23,6 +23,8 @@ pub enum Dialect {
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    /// Postgres only: for connections outside the pool (`LISTEN`, see `crate::watch`).
+    url: Option<std::sync::Arc<SecretString>>,
 }
 
 impl Db {
@@ -65,7 +67,8 @@ impl Db {
             .connect(raw)
             .await
             .context("connecting to the database")?;
-        let db = Db { pool, dialect };
+        let url = (dialect == Dialect::Postgres).then(|| std::sync::Arc::new(url.clone()));
+        let db = Db { pool, dialect, url };
         db.migrate().await?;
         Ok(db)
     }
@@ -125,6 +128,11 @@ impl Db {
 
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The URL of a Postgres database (for a connection of its own); `None` on SQLite.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref().map(ExposeSecret::expose_secret)
     }
 
     /// Starts a transaction that takes the write lock at once on SQLite, so two

@@ -31,6 +31,11 @@ pub trait Fleet: Send + Sync + fmt::Debug {
     /// any still running after `grace` is killed. Scaling never calls it; fleets
     /// whose workers outlive the orchestrator (ECS) do nothing.
     async fn shutdown(&self, _grace: Duration) {}
+    /// Tells this process's idle workers that a job may be waiting, so they poll at
+    /// once instead of at their next poll. Never blocks; a wake that cannot be
+    /// delivered is dropped (the worker still polls). Fleets whose workers are not this
+    /// process's children (ECS: SQS long polls answer at once) do nothing.
+    fn wake(&self) {}
 }
 
 /// How long a running worker's row counts without being renewed: three heartbeats,
@@ -118,7 +123,9 @@ pub async fn registry_counts(db: &Db, stale: Duration) -> Result<FleetCounts> {
 /// Each child's stdin is a pipe from this process, and the worker treats its end of
 /// file as SIGTERM: however this process ends, even by SIGKILL, the kernel closes the
 /// pipe and the children hand their jobs back and exit (the portable equivalent of
-/// `PR_SET_PDEATHSIG`, without unsafe code).
+/// `PR_SET_PDEATHSIG`, without unsafe code). A byte on the pipe is a wake-up
+/// ([`Fleet::wake`]): the worker polls the queue at once. The lease is still taken in
+/// the database, so a lost or extra wake-up changes nothing but latency.
 #[derive(Debug, Clone)]
 pub struct ProcessFleet {
     db: Db,
@@ -126,6 +133,7 @@ pub struct ProcessFleet {
     env: Vec<(String, String)>,
     stale: Duration,
     nice: u32,
+    scheduler: crate::config::WorkerScheduler,
     children: Arc<Mutex<HashMap<String, Child>>>,
 }
 
@@ -136,6 +144,9 @@ struct Child {
     kill: Arc<tokio::sync::Notify>,
     exited: tokio::sync::watch::Receiver<bool>,
 }
+
+/// The byte [`Fleet::wake`] writes to a child's stdin.
+pub const WAKE_BYTE: u8 = b'w';
 
 /// The variable that tells a worker to stop when its stdin closes.
 pub const PARENT_PIPE_ENV: &str = "QUARRY_WORKER_PARENT_PIPE";
@@ -160,6 +171,7 @@ impl ProcessFleet {
             env: Vec::new(),
             stale,
             nice: 0,
+            scheduler: crate::config::WorkerScheduler::Normal,
             children: Arc::default(),
         })
     }
@@ -173,15 +185,33 @@ impl ProcessFleet {
         self
     }
 
+    /// Runs workers under this scheduling policy (`worker.scheduler`), through
+    /// `chrt(1)`, which also execs in place. Where `chrt` is missing, the policy is the
+    /// server's.
+    #[must_use]
+    pub fn with_scheduler(mut self, scheduler: crate::config::WorkerScheduler) -> Self {
+        self.scheduler = scheduler;
+        self
+    }
+
+    /// `[chrt --idle 0] [nice -n N] quarry`: each wrapper execs the next, so the pid
+    /// is the worker's.
     fn command(&self) -> tokio::process::Command {
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        let chrt = std::path::Path::new("/usr/bin/chrt");
+        if let Some(flag) = self.scheduler.chrt_flag()
+            && chrt.exists()
+        {
+            argv.extend([chrt.into(), flag.into(), "0".into()]);
+        }
         let nice = std::path::Path::new("/usr/bin/nice");
         if self.nice > 0 && nice.exists() {
-            let mut cmd = tokio::process::Command::new(nice);
-            cmd.arg("-n").arg(self.nice.to_string()).arg(&self.exe);
-            cmd
-        } else {
-            tokio::process::Command::new(&self.exe)
+            argv.extend([nice.into(), "-n".into(), self.nice.to_string().into()]);
         }
+        argv.push(self.exe.clone().into());
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        cmd
     }
 
     /// Extra environment for every worker process (see `WorkerConfig::process_env`).
@@ -259,6 +289,21 @@ impl Fleet for ProcessFleet {
     async fn counts(&self) -> Result<FleetCounts> {
         expire(&self.db, self.stale).await?;
         registry_counts(&self.db, self.stale).await
+    }
+
+    fn wake(&self) {
+        use futures::FutureExt as _;
+        use tokio::io::AsyncWriteExt as _;
+        let Ok(mut children) = self.children.lock() else {
+            return;
+        };
+        for child in children.values_mut() {
+            if let Some(stdin) = child.stdin.as_mut() {
+                // One poll of a non-blocking pipe: written now, or dropped when the
+                // pipe is full (a stopped worker that is not reading).
+                let _ = stdin.write(&[WAKE_BYTE]).now_or_never();
+            }
+        }
     }
 
     async fn shutdown(&self, grace: Duration) {

@@ -93,9 +93,16 @@ impl Row {
     }
 }
 
-const SELECT: &str = "SELECT id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
-     dead_letter, cancel_requested, held, created_at, started_at, finished_at, lease, lease_until, \
-     enqueued_at, worker_id FROM jobs";
+/// The columns a [`Row`] reads, for `SELECT` and `RETURNING`.
+macro_rules! columns {
+    () => {
+        "id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
+         dead_letter, cancel_requested, held, created_at, started_at, finished_at, lease, \
+         lease_until, enqueued_at, worker_id"
+    };
+}
+
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM jobs");
 
 /// A job to record.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +111,38 @@ pub struct NewJob<'a> {
     pub owner_id: &'a str,
     pub dataset_id: &'a str,
     pub analysis_json: &'a str,
+}
+
+/// Starts a queued job in one statement, the common case of beginning a delivery:
+/// `running` under the lease `receipt` until `until`, one attempt more. `None` (and
+/// nothing changed) unless the job is queued, not being cancelled, has attempts
+/// left and holds no live lease; the caller then looks at the job to see why.
+pub(crate) async fn start_queued(
+    db: &Db,
+    id: &str,
+    receipt: &str,
+    worker_id: &str,
+    now: i64,
+    until: i64,
+    max_attempts: u32,
+) -> Result<Option<StoredJob>> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = $1, \
+         lease_until = $2, worker_id = $3, held = 0, progress = 0, \
+         started_at = COALESCE(started_at, $4), enqueued_at = COALESCE(enqueued_at, $4) \
+         WHERE id = $5 AND status = 'queued' AND cancel_requested = 0 AND attempts < $6 \
+         AND (lease_until IS NULL OR lease_until <= $4) RETURNING {}",
+        columns!()
+    ))
+    .bind(receipt)
+    .bind(until)
+    .bind(worker_id)
+    .bind(now)
+    .bind(id)
+    .bind(i64::from(max_attempts))
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(Row::into_stored).transpose()
 }
 
 /// A job by id, regardless of owner (workers, orchestrator).

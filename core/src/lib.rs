@@ -23,6 +23,7 @@ pub mod releases;
 pub mod sessions;
 pub mod sweep;
 pub mod throttle;
+pub mod watch;
 
 pub use config::Config;
 pub use db::Db;

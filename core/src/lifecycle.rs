@@ -165,12 +165,33 @@ impl Lifecycle {
             }
         };
         let id = message.job_id;
+        let now = now_ms();
+        let until = now + ms(self.queue.visibility_timeout());
+        // The common case in one statement: a queued job with attempts left.
+        if let Some(job) = jobs::start_queued(
+            &self.db,
+            &id,
+            &d.receipt,
+            worker_id,
+            now,
+            until,
+            self.max_attempts,
+        )
+        .await?
+        {
+            let lease = Lease {
+                job_id: id,
+                attempt: job.view.attempts,
+                until_ms: until,
+                delivery: d,
+            };
+            return Ok(Begin::Run(Box::new(lease), Box::new(job)));
+        }
         let Some(job) = jobs::find(&self.db, &id).await? else {
             tracing::info!(job_id = %id, "a message for a job that no longer exists: deleted");
             self.queue.delete(&d.receipt).await?;
             return Ok(Begin::Skipped);
         };
-        let now = now_ms();
         if job.view.status.is_terminal() {
             tracing::info!(job_id = %id, status = %job.view.status, "a delivery of a finished job: deleted");
             self.queue.delete(&d.receipt).await?;
@@ -201,7 +222,6 @@ impl Lifecycle {
             self.release_after(&id).await;
             return Ok(Begin::Skipped);
         }
-        let until = now + ms(self.queue.visibility_timeout());
         let started = sqlx::query(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = $1, \
              lease_until = $2, worker_id = $3, held = 0, progress = 0, \
@@ -337,8 +357,15 @@ impl Lifecycle {
                 other?;
             }
         }
+        // The message goes with the outcome where the queue is in the database.
+        let deleted = self
+            .queue
+            .delete_in(&mut tx, &lease.delivery.receipt)
+            .await?;
         tx.commit().await?;
-        self.settle(lease, Settle::Delete).await;
+        if !deleted {
+            self.settle(lease, Settle::Delete).await;
+        }
         self.release_after(&lease.job_id).await;
         Ok(Ok(()))
     }

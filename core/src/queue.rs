@@ -131,6 +131,12 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
     async fn send_in(&self, _tx: &mut Tx, _body: &str) -> Result<bool> {
         Ok(false)
     }
+    /// Acknowledges a delivery within `tx` if the adapter lives in the database, so the
+    /// message is gone exactly when the job's outcome commits; returns `false` (having
+    /// done nothing) if it does not, and the caller deletes after committing.
+    async fn delete_in(&self, _tx: &mut Tx, _receipt: &str) -> Result<bool> {
+        Ok(false)
+    }
     /// Sets the remaining lease of a delivery; `Error::Conflict` if the lease was lost.
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()>;
     /// Gives a delivery back for another worker at once, without counting it toward
@@ -163,6 +169,8 @@ pub struct DbQueue {
     max_receives: u32,
     poll: Duration,
 }
+
+const DELETE: &str = "DELETE FROM queue_messages WHERE receipt = $1 AND dead_at IS NULL";
 
 const INSERT: &str = "INSERT INTO queue_messages (id, queue, body, sent_at, visible_at, receive_count) \
      VALUES ($1, $2, $3, $4, $4, 0)";
@@ -249,6 +257,18 @@ impl DbQueue {
     }
 }
 
+/// Wakes this process's [`DbQueue`] receivers: the one waiting polls at once instead
+/// of after its poll interval (a worker whose parent announced a job, see
+/// `crate::fleet::Fleet::wake`). Every receiver waiting now wakes, and one wake-up is
+/// kept for the next wait if none was.
+pub fn wake_receivers() {
+    WAKE.notify_waiters();
+    WAKE.notify_one();
+}
+
+static WAKE: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -278,6 +298,11 @@ impl JobQueue for DbQueue {
         Ok(true)
     }
 
+    async fn delete_in(&self, tx: &mut Tx, receipt: &str) -> Result<bool> {
+        sqlx::query(DELETE).bind(receipt).execute(&mut **tx).await?;
+        Ok(true)
+    }
+
     async fn hand_back(&self, delivery: &Delivery) -> Result<()> {
         sqlx::query(
             "UPDATE queue_messages SET visible_at = $1, receipt = NULL, \
@@ -301,7 +326,10 @@ impl JobQueue for DbQueue {
             if now >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(self.poll.min(deadline - now)).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.poll.min(deadline - now)) => {}
+                () = WAKE.notified() => {}
+            }
         }
     }
 
@@ -323,7 +351,7 @@ impl JobQueue for DbQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<()> {
-        sqlx::query("DELETE FROM queue_messages WHERE receipt = $1 AND dead_at IS NULL")
+        sqlx::query(DELETE)
             .bind(receipt)
             .execute(self.db.pool())
             .await?;
@@ -447,6 +475,55 @@ mod tests {
         let (_dir, q) = queue(conformance::VISIBILITY, conformance::MAX_RECEIVES).await;
         assert_eq!(q.visibility_timeout(), conformance::VISIBILITY);
         conformance::run_all(&q, conformance::Semantics::STRICT).await;
+    }
+
+    #[tokio::test]
+    async fn a_delete_in_a_transaction_happens_only_if_it_commits() {
+        let (_dir, q) = queue(Duration::from_secs(30), 3).await;
+        q.send("m").await.unwrap();
+        let d = q.receive(Duration::ZERO).await.unwrap().unwrap();
+        let mut tx = q.db.begin_write().await.unwrap();
+        assert!(q.delete_in(&mut tx, &d.receipt).await.unwrap());
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            q.counts().await.unwrap().in_flight,
+            1,
+            "rolled back: still leased"
+        );
+        let mut tx = q.db.begin_write().await.unwrap();
+        assert!(q.delete_in(&mut tx, &d.receipt).await.unwrap());
+        tx.commit().await.unwrap();
+        let counts = q.counts().await.unwrap();
+        assert_eq!(
+            (counts.visible, counts.in_flight),
+            (0, 0),
+            "committed: gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_cuts_an_empty_poll_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = SecretString::from(format!("sqlite://{}/q.db?mode=rwc", dir.path().display()));
+        let db = Db::connect(&url).await.unwrap();
+        let mut q = DbQueue::new(db, "jobs", Duration::from_secs(30), 3);
+        // Polls so rare that only a wake-up can explain a fast delivery.
+        q.poll = Duration::from_secs(30);
+        let receiving = tokio::spawn({
+            let q = q.clone();
+            async move { q.receive(Duration::from_secs(20)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        q.send("m").await.unwrap();
+        let sent = std::time::Instant::now();
+        wake_receivers();
+        let got = tokio::time::timeout(Duration::from_secs(5), receiving)
+            .await
+            .expect("woken, not left to its 30 s poll")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.map(|d| d.body).as_deref(), Some("m"));
+        assert!(sent.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -97,6 +97,10 @@ impl Orchestrator {
         if plan.launch > 0 {
             self.fleet.launch(plan.launch).await?;
         }
+        if queue.visible > 0 {
+            // Jobs the reconciler released or redrove, or that a poll has not found.
+            self.fleet.wake();
+        }
         self.record_decision(&Decision {
             at: rfc3339(now_ms()),
             visible: queue.visible,

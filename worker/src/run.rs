@@ -67,6 +67,10 @@ enum Outcome {
 /// What the analysis thread sends back.
 type ThreadResult = std::thread::Result<Result<Produced, RunError>>;
 
+/// The longest wait of one receive (SQS allows 20 s); the embedded queue polls within
+/// it, and a wake-up from the parent cuts it short.
+const LONG_POLL: Duration = Duration::from_secs(20);
+
 /// The longest pause between two tries of a failing database or queue call.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -130,7 +134,8 @@ impl Worker {
             if idle_for >= idle_timeout {
                 break Exit::Idle;
             }
-            let wait = (idle_timeout - idle_for).min(Duration::from_secs(2));
+            // SQS's longest long poll: one request per 20 s while the queue is empty.
+            let wait = (idle_timeout - idle_for).min(LONG_POLL);
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break Exit::Shutdown,
                 d = queue.receive(wait) => d,

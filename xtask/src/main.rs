@@ -147,12 +147,33 @@ fn bench(layout: &Layout, args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("engine") => {
             build::host(layout)?;
+            let python = prereq::bench_tools(layout)?.join("python");
             let bench = layout.target.join("debug").join("bench-engine");
-            run(
-                layout,
-                Command::new(bench).env("QUARRY_BIN", layout.quarry_bin()),
-            )
+            // Exits non-zero when a figure misses its goal (after printing them all);
+            // xtask then exits with its code, without a trace of its own.
+            let mut cmd = Command::new(bench);
+            cmd.current_dir(&layout.root);
+            let status = cmd
+                .args(&args[1..])
+                .env("QUARRY_BIN", layout.quarry_bin())
+                .env("QUARRY_BENCH_PYTHON", python)
+                .env(
+                    "QUARRY_BENCH_SCRIPT",
+                    layout
+                        .root
+                        .join("tests")
+                        .join("python")
+                        .join("bench_duckdb.py"),
+                )
+                .env("QUARRY_BENCH_DATA", layout.target.join("bench-data"))
+                .status()
+                .context("starting the benchmark")?;
+            if !status.success() {
+                eprintln!("xtask: the benchmark failed or missed a goal (see above)");
+                std::process::exit(status.code().unwrap_or(1));
+            }
+            Ok(())
         }
-        _ => bail!("usage: cargo xtask bench engine"),
+        _ => bail!("usage: cargo xtask bench engine [SECTION...]"),
     }
 }

@@ -101,27 +101,43 @@ fn answers(addr: &str) -> bool {
 }
 
 /// The Python tools of the tests (moto's AWS emulator, the AWS CLI, cfn-lint, and
-/// Schemathesis for the REST API), pinned
-/// in `tests/python/requirements.txt` and installed into a virtualenv beside the build
-/// cache; reinstalled when the pins change. Returns the virtualenv's `bin` directory.
+/// Schemathesis for the REST API), pinned in `tests/python/requirements.txt` and
+/// installed into a virtualenv beside the build cache; reinstalled when the pins
+/// change. Returns the virtualenv's `bin` directory.
 pub fn python_tools(layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
-    let requirements = layout
-        .root
-        .join("tests")
-        .join("python")
-        .join("requirements.txt");
+    python_env(
+        layout,
+        "requirements.txt",
+        "venv",
+        "moto, awscli, cfn-lint and schemathesis",
+    )
+}
+
+/// The engine benchmark's baselines (DuckDB), pinned in
+/// `tests/python/bench-requirements.txt`, in a virtualenv of their own so the tests'
+/// tools stay as they are. Returns its `bin` directory.
+pub fn bench_tools(layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
+    python_env(layout, "bench-requirements.txt", "bench-venv", "duckdb")
+}
+
+/// A virtualenv `tools/<venv>` beside the build cache with the pins of
+/// `tests/python/<requirements>`, made or remade when they change.
+fn python_env(
+    layout: &Layout,
+    requirements: &str,
+    venv: &str,
+    what: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let requirements = layout.root.join("tests").join("python").join(requirements);
     let wanted = std::fs::read_to_string(&requirements)
         .with_context(|| format!("reading {}", requirements.display()))?;
-    let venv = layout.target.join("tools").join("venv");
+    let venv = layout.target.join("tools").join(venv);
     let stamp = venv.join("quarry-requirements.txt");
     let bin = venv.join("bin");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(bin);
     }
-    eprintln!(
-        "xtask: installing the tests' Python tools into {}",
-        venv.display()
-    );
+    eprintln!("xtask: installing {what} into {}", venv.display());
     run(
         layout,
         Command::new("python3").arg("-m").arg("venv").arg(&venv),
@@ -133,7 +149,7 @@ pub fn python_tools(layout: &Layout) -> anyhow::Result<std::path::PathBuf> {
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(&requirements),
     )
-    .context("installing moto, awscli, cfn-lint and schemathesis from PyPI")?;
+    .with_context(|| format!("installing {what} from PyPI"))?;
     std::fs::write(&stamp, wanted)?;
     Ok(bin)
 }

@@ -128,6 +128,15 @@ pub async fn serve(
     if !site.join("pkg").join("quarry.js").exists() {
         tracing::warn!(site = %site.display(), "no web bundle here: pages will not hydrate (build with `cargo xtask build`)");
     }
+    // One watcher feeds every event stream of this server with the jobs that changed.
+    tokio::spawn({
+        let (watch, db, stop) = (
+            services.watch.clone(),
+            services.db.clone(),
+            services.shutdown.clone(),
+        );
+        async move { watch.run(db, stop).await }
+    });
     // Connection info gives handlers the client's address (sign-in throttling).
     let streams = services.shutdown.clone();
     let grace = Duration::from_secs(services.config.worker.stop_timeout_secs);

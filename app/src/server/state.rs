@@ -29,6 +29,11 @@ pub struct Services {
     pub metrics_sources: MetricsSources,
     /// Wakes an in-process orchestrator right after an enqueue.
     pub nudge: Arc<Notify>,
+    /// Wakes this server's idle worker children right after an enqueue
+    /// (`Fleet::wake`), so a job starts in milliseconds, not at the next poll.
+    pub wake_workers: Arc<Notify>,
+    /// Job changes pushed to the event streams (fed by `server::serve`).
+    pub watch: quarry_core::watch::JobWatch,
     /// Permits for upload inspections (`uploads.max_concurrent_inspections`): each
     /// runs a child process with its own memory limit.
     pub inspections: Arc<tokio::sync::Semaphore>,

@@ -200,10 +200,12 @@ fn escape_html(text: &str) -> String {
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(id) = session_id(&headers)
-        && let Err(e) = end_session(&state.services.db, &id).await
-    {
-        tracing::warn!(error = %e, "could not end a session");
+    if let Some(id) = session_id(&headers) {
+        match end_session(&state.services.db, &id).await {
+            // Streams opened with the session end with it.
+            Ok(()) => state.services.watch.credentials_changed(),
+            Err(e) => tracing::warn!(error = %e, "could not end a session"),
+        }
     }
     redirect_with_cookie("/login", &session_cookie(None, &headers))
 }

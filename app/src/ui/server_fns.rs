@@ -310,7 +310,10 @@ pub async fn revoke_token(id: String) -> Result<(), ServerFnError> {
     let (services, who) = backend::caller().await?;
     quarry_core::auth::revoke_token(&services.db, &who.user_id, &id)
         .await
-        .map_err(backend::fail)
+        .map_err(backend::fail)?;
+    // Streams opened with the token end with it.
+    services.watch.credentials_changed();
+    Ok(())
 }
 
 /// Reads one of the caller's datasets again with other column types or null

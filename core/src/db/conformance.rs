@@ -26,7 +26,8 @@ pub use control::{
 };
 pub use lifecycle::{
     a_fenced_lease_changes_nothing, activity_and_waiting, dead_workers_jobs_are_reconciled,
-    failed_and_cancelled_jobs, hand_backs_are_not_attempts, job_lifecycle_commits_a_result_once,
+    failed_and_cancelled_jobs, hand_backs_are_not_attempts, job_changes_reach_their_followers,
+    job_lifecycle_commits_a_result_once,
 };
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
 
@@ -41,6 +42,7 @@ pub async fn run_all(db: &Db) {
     hand_backs_are_not_attempts(db).await;
     failed_and_cancelled_jobs(db).await;
     dead_workers_jobs_are_reconciled(db).await;
+    job_changes_reach_their_followers(db).await;
     activity_and_waiting(db).await;
     worker_registry(db).await;
     metric_series_and_decisions(db).await;

@@ -20,7 +20,7 @@
 use anyhow::{Context as _, bail};
 use quarry_core::blob::{BlobStore, LocalBlobStore};
 use quarry_tests::aws::Moto;
-use quarry_tests::{Quarry, signal, worker_pids_of as workers_of};
+use quarry_tests::{Quarry, Rng, signal, worker_pids_of as workers_of};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -49,24 +49,6 @@ impl Fault {
             Fault::KillServer => "SIGKILL quarry up, restart",
             Fault::TermServer => "SIGTERM quarry up, restart",
         }
-    }
-}
-
-/// xorshift64*: reproducible from the printed seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn between(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1_u64 << 53) as f64
     }
 }
 

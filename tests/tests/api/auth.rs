@@ -510,30 +510,78 @@ async fn a_session_from_an_expiring_token_cannot_mint_a_longer_lived_token() {
     assert_eq!(r.status(), 200);
 }
 
-#[tokio::test]
-async fn revoking_a_token_ends_the_event_streams_it_opened() {
-    let q = Quarry::start_with(&[("QUARRY_FLEET__TICK_SECS", "1")]).await;
-    let token = q.add_user("fay", "analyst").await;
-    let dataset = q.upload_csv(&token, "d", "a\n1\n").await;
+/// Submits a 60 s spin with `token` and opens its event stream with the same token.
+async fn spin_and_follow(q: &Quarry, token: &str, dataset: &str) -> (String, reqwest::Response) {
     let r = q
         .http
         .post(q.url("/api/v1/jobs"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&serde_json::json!({"dataset_id": dataset, "analysis": {"kind": "spin", "seconds": 60}}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let job: Value = r.json().await.unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
-    let mut stream = q
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stream = q
         .http
         .get(q.url(&format!("/api/v1/jobs/{id}/events")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
+    (id, stream)
+}
+
+#[tokio::test]
+async fn an_event_stream_ends_when_its_token_expires() {
+    use secrecy::ExposeSecret as _;
+    let q = Quarry::start_with(&[("QUARRY_FLEET__TICK_SECS", "1")]).await;
+    let owner = q.add_user("gus", "analyst").await;
+    let dataset = q.upload_csv(&owner, "d", "a\n1\n").await;
+    // A token that expires in 3 s, written straight into the server's database.
+    let db = quarry_core::Db::connect(&secrecy::SecretString::from(format!(
+        "sqlite://{}/quarry.db",
+        q.data_dir.path().display()
+    )))
+    .await
+    .unwrap();
+    let user = quarry_core::auth::find_user(&db, "gus")
+        .await
+        .unwrap()
+        .unwrap();
+    let short = quarry_core::auth::issue_token(
+        &db,
+        &user.id,
+        "short",
+        Some(quarry_core::clock::now_ms() + 3000),
+    )
+    .await
+    .unwrap();
+    let (_, mut stream) = spin_and_follow(&q, short.expose_secret(), &dataset).await;
+    let opened = std::time::Instant::now();
+    // Well before the streams' periodic check (30 s): at the token's end.
+    tokio::time::timeout(Duration::from_secs(12), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await
+    .expect("the stream ends once its token has expired");
+    assert!(
+        opened.elapsed() >= Duration::from_secs(2),
+        "it ended at the expiry, not at once: {:?}",
+        opened.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_token_ends_the_event_streams_it_opened() {
+    let q = Quarry::start_with(&[("QUARRY_FLEET__TICK_SECS", "1")]).await;
+    let token = q.add_user("fay", "analyst").await;
+    let dataset = q.upload_csv(&token, "d", "a\n1\n").await;
+    let (id, mut stream) = spin_and_follow(&q, &token, &dataset).await;
     let first = stream.chunk().await.unwrap().expect("the opening event");
     assert!(String::from_utf8_lossy(&first).contains("event: job"));
 

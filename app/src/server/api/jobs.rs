@@ -8,7 +8,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use quarry_core::{datasets, decisions, jobs};
 use quarry_domain::{Analysis, ErrorBody, Job, JobEvent, JobStatus, SystemStatus, Waiting};
 use quarry_engine::analysis::validate::validate;
@@ -85,6 +84,7 @@ pub async fn submit_analysis(
         analysis_json: &analysis_json,
     };
     let held = s.lifecycle.submit(&new).await?;
+    s.wake_workers.notify_one();
     s.nudge.notify_one();
     tracing::info!(job_id = %id, dataset_id = %dataset.view.id, kind = analysis.kind(), held, "job queued");
     Ok(jobs::get(&s.db, who, &id).await?.view)
@@ -208,84 +208,6 @@ async fn waiting(
         estimated_start_secs: Waiting::estimate(position, busy, capacity, median),
         reason,
     }))
-}
-
-/// One server-sent event of `GET /api/v1/jobs/{id}/events`, as the OpenAPI document
-/// describes the stream's items.
-#[derive(Debug, utoipa::ToSchema)]
-pub struct JobEventMessage {
-    /// Always `job`.
-    #[schema(pattern = "^job$")]
-    pub event: String,
-    /// A [`JobEvent`] as JSON text.
-    #[schema(content_media_type = "application/json")]
-    pub data: String,
-}
-
-/// A job's changes as server-sent events: an `event: job` with a [`JobEvent`] now and
-/// on every change, until the job has finished or the caller's credential ends
-/// (revoked, expired, signed out). The browser follows a job with this instead of
-/// polling.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs",
-    params(("id" = String, Path, description = "Job id")),
-    responses(
-        (status = 200, description = "A stream of `job` events, each carrying a JobEvent as JSON",
-            content_type = "text/event-stream", body = JobEventMessage),
-        (status = 401, description = "Missing or bad token", body = ErrorBody),
-        (status = 404, description = "No such job of yours", body = ErrorBody),
-    ))]
-pub async fn events(
-    State(state): State<AppState>,
-    Auth(who): Auth,
-    Path(id): Path<String>,
-) -> ApiResult<impl IntoResponse> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    let services = state.services.clone();
-    let first = job_event(&services, &who, &id).await?;
-    let stream = futures::stream::unfold(
-        (Some(first), None::<String>, false),
-        move |(next, last, done)| {
-            let (services, who, id) = (services.clone(), who.clone(), id.clone());
-            async move {
-                if done {
-                    return None;
-                }
-                let mut next = next;
-                loop {
-                    let event = match next.take() {
-                        Some(e) => e,
-                        None => {
-                            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                            // A revoked or expired credential ends the stream it opened.
-                            if let Err(e) = quarry_core::auth::still_valid(&services.db, &who).await
-                            {
-                                tracing::info!(job_id = %id, reason = %e, "event stream ended");
-                                return None;
-                            }
-                            match job_event(&services, &who, &id).await {
-                                Ok(e) => e,
-                                // The job was deleted with its dataset: end the stream.
-                                Err(_) => return None,
-                            }
-                        }
-                    };
-                    let json = serde_json::to_string(&event).unwrap_or_default();
-                    if last.as_deref() == Some(json.as_str()) {
-                        continue;
-                    }
-                    let finished = event.job.status.is_terminal();
-                    let sse = Event::default().event("job").data(json.clone());
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(sse),
-                        (None, Some(json), finished),
-                    ));
-                }
-            }
-        },
-    );
-    let stream =
-        futures::StreamExt::take_until(stream, state.services.shutdown.clone().cancelled_owned());
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// Results live in [`super::results`]; the web app's result view pages through them.

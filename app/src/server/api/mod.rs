@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod datasets;
+pub mod job_events;
 pub mod jobs;
 pub mod results;
 
@@ -30,7 +31,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     info(title = "Quarry", description = "Upload datasets, run analyses, read results."),
     paths(datasets::upload, datasets::list, datasets::get, datasets::delete, datasets::retype,
         datasets::download, jobs::submit, jobs::list,
-        jobs::get, jobs::cancel, results::result, jobs::events, jobs::system,
+        jobs::get, jobs::cancel, results::result, job_events::events, jobs::system,
         control::list, control::get, control::releases, control::events, control::deploy,
         control::rollback, control::freeze, control::unfreeze, control::lift_hold,
         control::promote, control::promotions, control::promotion, control::approve,
@@ -38,7 +39,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         openapi_json),
     components(schemas(Dataset, DatasetFormat, ColumnInfo, quarry_domain::IngestOptions,
         quarry_domain::Encoding, datasets::Retype, ErrorBody, ErrorDetail, Role, Job, JobStatus,
-        ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, jobs::JobEventMessage, results::ResultFormat,
+        ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, job_events::JobEventMessage, results::ResultFormat,
         control::DeployRequest, control::PromotionRequest, control::DecisionRequest,
         control::RollbackRequest, control::Reason, control::ControlEventMessage,
         quarry_domain::control::EnvironmentView, quarry_domain::control::EnvironmentDetail,
@@ -118,7 +119,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/result", get(results::result))
-        .route("/jobs/{id}/events", get(jobs::events))
+        .route("/jobs/{id}/events", get(job_events::events))
         .route("/system", get(jobs::system))
         .route("/environments", get(control::list))
         .route("/environments/{env}", get(control::get))

@@ -426,3 +426,61 @@ pub async fn activity_and_waiting(db: &Db) {
             .is_some()
     );
 }
+
+/// The job watch (`crate::watch`) on this dialect: a job's insert and status changes
+/// wake its followers and move the queue; a heartbeat wakes the job's followers only.
+pub async fn job_changes_reach_their_followers(db: &Db) {
+    use crate::watch::JobWatch;
+    use tokio_util::sync::CancellationToken;
+    let within = Duration::from_secs(10);
+    let (life, _queue) = lifecycle(db, 3);
+    let owner = user(db, Role::Analyst).await;
+    let hub = JobWatch::new();
+    let stop = CancellationToken::new();
+    let feeding = tokio::spawn({
+        let (hub, db, stop) = (hub.clone(), db.clone(), stop.clone());
+        async move { hub.run(db, stop).await }
+    });
+    // Somebody follows from the start, so the watcher is looking.
+    let mut bystander = hub.follow("no-such-job");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bystander.queue_moved.mark_unchanged();
+    let id = submitted(&life, &owner).await;
+    tokio::time::timeout(within, bystander.queue_moved.changed())
+        .await
+        .expect("a new job moves the queue")
+        .unwrap();
+    let mut follower = hub.follow(&id);
+    let mut lease = leased(&life, "w-watch").await;
+    tokio::time::timeout(within, follower.job.changed())
+        .await
+        .expect("its start wakes the job's follower")
+        .unwrap();
+    tokio::time::timeout(within, bystander.queue_moved.changed())
+        .await
+        .expect("a start moves the queue")
+        .unwrap();
+    // (Connecting a listener wakes every follower once: start counting from here.)
+    bystander.queue_moved.mark_unchanged();
+    bystander.job.mark_unchanged();
+    follower.job.mark_unchanged();
+    life.heartbeat(&mut lease)
+        .await
+        .expect("heartbeat")
+        .expect("the lease holds");
+    tokio::time::timeout(within, follower.job.changed())
+        .await
+        .expect("a heartbeat wakes the job's follower")
+        .unwrap();
+    assert!(
+        !bystander.queue_moved.has_changed().unwrap(),
+        "a heartbeat moves nothing in the queue"
+    );
+    assert!(
+        !bystander.job.has_changed().unwrap(),
+        "nobody else's follower wakes"
+    );
+    drop((follower, bystander));
+    stop.cancel();
+    feeding.await.unwrap();
+}
