@@ -364,6 +364,20 @@ async fn cloud_column_runs_jobs_end_to_end() {
         cloud.submit(&parquet_dataset, mean_by_category).await,
     ];
 
+    // A browser follows the first job from before any worker runs; on Postgres its
+    // changes reach the stream by LISTEN/NOTIFY.
+    let follow = tokio::spawn({
+        let request = q
+            .http
+            .get(q.url(&format!("/api/v1/jobs/{}/events", jobs[0])))
+            .bearer_auth(&cloud.token);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    });
+
     // The orchestrator sees two waiting jobs and launches two workers with RunTask:
     // the on-demand base of one on FARGATE, the other on FARGATE_SPOT.
     let _orchestrator = q.spawn(&["orchestrator"]);
@@ -423,11 +437,36 @@ async fn cloud_column_runs_jobs_end_to_end() {
 
     // The emulator runs no containers: start the workers the tasks would have run.
     let _workers = [q.spawn(&["worker"]), q.spawn(&["worker"])];
+    let mut follow = Some(follow);
     for id in &jobs {
         let done = cloud
             .wait_job(id, "succeeded", Duration::from_secs(120))
             .await;
         assert_eq!(done["attempts"], 1);
+        if let Some(follow) = follow.take() {
+            // Pushed, so well before the streams' own 30 s check.
+            let text = tokio::time::timeout(Duration::from_secs(10), follow)
+                .await
+                .expect("the stream follows the job to its end soon after it finished")
+                .unwrap();
+            let statuses: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| {
+                    serde_json::from_str::<Value>(d.trim()).unwrap()["job"]["status"].to_string()
+                })
+                .collect();
+            assert_eq!(
+                statuses.first().map(String::as_str),
+                Some("\"queued\""),
+                "{statuses:?}"
+            );
+            assert_eq!(
+                statuses.last().map(String::as_str),
+                Some("\"succeeded\""),
+                "{statuses:?}"
+            );
+        }
         let page = cloud
             .get(&format!("/api/v1/jobs/{id}/result?limit=100"))
             .await;
