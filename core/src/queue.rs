@@ -168,6 +168,9 @@ pub struct DbQueue {
     visibility: Duration,
     max_receives: u32,
     poll: Duration,
+    /// The last receive found a message: the next one leases in a single statement
+    /// (see [`DbQueue::try_receive`]).
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 const DELETE: &str = "DELETE FROM queue_messages WHERE receipt = $1 AND dead_at IS NULL";
@@ -183,6 +186,7 @@ impl DbQueue {
             visibility,
             max_receives,
             poll: Duration::from_millis(100),
+            busy: std::sync::Arc::default(),
         }
     }
 
@@ -201,11 +205,58 @@ impl DbQueue {
         Ok(())
     }
 
-    /// Leases the oldest visible message, if any. An empty poll only reads (it never
-    /// takes SQLite's write lock); the lease is one conditional `UPDATE` by primary key,
-    /// so two receivers never get the same delivery. A candidate delivered
-    /// `max_receives` times already is dead-lettered on the way.
+    /// Leases the oldest visible message, if any.
+    ///
+    /// While messages keep coming (the last receive found one) the lease is a single
+    /// `UPDATE … WHERE id = (oldest) RETURNING`. Otherwise, and once that finds
+    /// nothing, a poll first only reads, so an idle receiver never takes SQLite's
+    /// write lock, and the lease is one conditional `UPDATE` by primary key; either
+    /// way two receivers never get the same delivery. A candidate delivered
+    /// `max_receives` times already is dead-lettered on the way (the single-statement
+    /// lease skips such messages, and the next read finds them).
     async fn try_receive(&self) -> Result<Option<Delivery>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.busy.load(Relaxed) {
+            if let Some(d) = self.lease_oldest().await? {
+                return Ok(Some(d));
+            }
+            self.busy.store(false, Relaxed);
+        }
+        let found = self.read_then_lease().await?;
+        self.busy.store(found.is_some(), Relaxed);
+        Ok(found)
+    }
+
+    /// The lease in one statement; `None` if no message under the receive limit is
+    /// visible (or, on Postgres, a concurrent receiver took the one chosen).
+    async fn lease_oldest(&self) -> Result<Option<Delivery>> {
+        let now = now_ms();
+        let receipt = uuid::Uuid::new_v4().to_string();
+        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
+             receipt = $2 WHERE id = (SELECT id FROM queue_messages WHERE queue = $3 \
+             AND dead_at IS NULL AND visible_at <= $4 AND receive_count < $5 \
+             ORDER BY sent_at, id LIMIT 1) AND dead_at IS NULL AND visible_at <= $4 \
+             RETURNING id, body, receive_count, sent_at",
+        )
+        .bind(now + duration_ms(self.visibility))
+        .bind(&receipt)
+        .bind(&self.name)
+        .bind(now)
+        .bind(i64::from(self.max_receives))
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.map(|(message_id, body, count, sent_at_ms)| Delivery {
+            message_id,
+            receipt,
+            body,
+            receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+            sent_at_ms,
+        }))
+    }
+
+    /// A read for the oldest visible message, then its lease by primary key.
+    async fn read_then_lease(&self) -> Result<Option<Delivery>> {
         for _ in 0..16 {
             let now = now_ms();
             let candidate: Option<(String, i64)> = sqlx::query_as(

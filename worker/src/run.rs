@@ -409,8 +409,11 @@ impl Worker {
         );
         let heartbeat = Duration::from_secs(self.config.worker.heartbeat_secs);
         let mut last_beat = Instant::now();
-        let mut last_progress = -1.0_f64;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // Begin recorded progress 0; the first tick comes after 500 ms, so a short
+        // job writes nothing between its start and its result.
+        let mut last_progress = 0.0_f64;
+        let every = Duration::from_millis(500);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let mut stop_deadline: Option<Instant> = None;
         let started = Instant::now();
         let max_runtime = Duration::from_secs(self.config.analyses.max_runtime_secs);
