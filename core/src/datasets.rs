@@ -219,6 +219,15 @@ pub async fn list(db: &Db, who: &Principal) -> Result<Vec<StoredDataset>> {
     rows.into_iter().map(Row::into_stored).collect()
 }
 
+/// The ids of the dataset's jobs (deleted with it).
+pub async fn job_ids(db: &Db, id: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT id FROM jobs WHERE dataset_id = $1")
+        .bind(id)
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// Removes the row; the caller removes the blob afterwards.
 pub async fn delete(db: &Db, id: &str) -> Result<()> {
     sqlx::query("DELETE FROM datasets WHERE id = $1")

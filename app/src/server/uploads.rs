@@ -483,7 +483,13 @@ pub async fn delete(services: &Services, who: &Principal, id: &str) -> ApiResult
     let stored = datasets::get(&services.db, who, id).await?;
     let mut keys = stored.blob_keys();
     keys.extend(datasets::result_blob_keys(&services.db, id).await?);
+    let jobs = datasets::job_ids(&services.db, id).await?;
     datasets::delete(&services.db, id).await?;
+    // The jobs went with it: their event streams end now (SQLite says nothing of a
+    // deleted row to the job watch).
+    for job in &jobs {
+        services.watch.changed(job, "deleted");
+    }
     remove_blobs(services, &keys).await;
     tracing::info!(dataset_id = %id, files = keys.len(), "dataset deleted");
     Ok(())

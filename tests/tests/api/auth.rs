@@ -577,6 +577,30 @@ async fn an_event_stream_ends_when_its_token_expires() {
 }
 
 #[tokio::test]
+async fn deleting_a_dataset_ends_the_event_streams_of_its_jobs() {
+    let q = Quarry::start_with(&[("QUARRY_FLEET__TICK_SECS", "1")]).await;
+    let token = q.add_user("hal", "analyst").await;
+    let dataset = q.upload_csv(&token, "d", "a\n1\n").await;
+    let (_, mut stream) = spin_and_follow(&q, &token, &dataset).await;
+    let first = stream.chunk().await.unwrap().expect("the opening event");
+    assert!(String::from_utf8_lossy(&first).contains("event: job"));
+    let r = q
+        .http
+        .delete(q.url(&format!("/api/v1/datasets/{dataset}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Well before the streams' periodic check (30 s).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await
+    .expect("the stream ends with its job");
+}
+
+#[tokio::test]
 async fn revoking_a_token_ends_the_event_streams_it_opened() {
     let q = Quarry::start_with(&[("QUARRY_FLEET__TICK_SECS", "1")]).await;
     let token = q.add_user("fay", "analyst").await;
