@@ -113,25 +113,44 @@ pub struct NewJob<'a> {
     pub analysis_json: &'a str,
 }
 
-/// Starts a queued job in one statement, the common case of beginning a delivery:
-/// `running` under the lease `receipt` until `until`, one attempt more. `None` (and
-/// nothing changed) unless the job is queued, not being cancelled, has attempts
-/// left and holds no live lease; the caller then looks at the job to see why.
-pub(crate) async fn start_queued(
+/// Which jobs [`start`] may start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StartIf {
+    /// The common case, without reading the job first: queued, not being cancelled,
+    /// attempts left (below this many) and no live lease.
+    Queued { max_attempts: u32 },
+    /// A job the caller read and checked: still at this attempt count, queued or
+    /// running (a dead worker's lease ran out), not being cancelled.
+    Unchanged { attempts: u32 },
+}
+
+/// Starts a job in one statement: `running` under the lease `receipt` until `until`,
+/// one attempt more; returns the job as it is now. `None` (and nothing changed) when
+/// `only` does not hold.
+pub(crate) async fn start(
     db: &Db,
     id: &str,
     receipt: &str,
     worker_id: &str,
-    now: i64,
-    until: i64,
-    max_attempts: u32,
+    (now, until): (i64, i64),
+    only: StartIf,
 ) -> Result<Option<StoredJob>> {
+    let (condition, n) = match only {
+        StartIf::Queued { max_attempts } => (
+            "status = 'queued' AND cancel_requested = 0 AND attempts < $6 \
+             AND (lease_until IS NULL OR lease_until <= $4)",
+            max_attempts,
+        ),
+        StartIf::Unchanged { attempts } => (
+            "attempts = $6 AND status IN ('queued', 'running') AND cancel_requested = 0",
+            attempts,
+        ),
+    };
     let row: Option<Row> = sqlx::query_as(&format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = $1, \
          lease_until = $2, worker_id = $3, held = 0, progress = 0, \
          started_at = COALESCE(started_at, $4), enqueued_at = COALESCE(enqueued_at, $4) \
-         WHERE id = $5 AND status = 'queued' AND cancel_requested = 0 AND attempts < $6 \
-         AND (lease_until IS NULL OR lease_until <= $4) RETURNING {}",
+         WHERE id = $5 AND {condition} RETURNING {}",
         columns!()
     ))
     .bind(receipt)
@@ -139,7 +158,7 @@ pub(crate) async fn start_queued(
     .bind(worker_id)
     .bind(now)
     .bind(id)
-    .bind(i64::from(max_attempts))
+    .bind(i64::from(n))
     .fetch_optional(db.pool())
     .await?;
     row.map(Row::into_stored).transpose()

@@ -167,24 +167,20 @@ impl Lifecycle {
         let id = message.job_id;
         let now = now_ms();
         let until = now + ms(self.queue.visibility_timeout());
+        let lease_of = |job: &jobs::StoredJob, d: Delivery, job_id: String| Lease {
+            job_id,
+            attempt: job.view.attempts,
+            until_ms: until,
+            delivery: d,
+        };
         // The common case in one statement: a queued job with attempts left.
-        if let Some(job) = jobs::start_queued(
-            &self.db,
-            &id,
-            &d.receipt,
-            worker_id,
-            now,
-            until,
-            self.max_attempts,
-        )
-        .await?
+        let only = jobs::StartIf::Queued {
+            max_attempts: self.max_attempts,
+        };
+        if let Some(job) =
+            jobs::start(&self.db, &id, &d.receipt, worker_id, (now, until), only).await?
         {
-            let lease = Lease {
-                job_id: id,
-                attempt: job.view.attempts,
-                until_ms: until,
-                delivery: d,
-            };
+            let lease = lease_of(&job, d, id);
             return Ok(Begin::Run(Box::new(lease), Box::new(job)));
         }
         let Some(job) = jobs::find(&self.db, &id).await? else {
@@ -222,47 +218,20 @@ impl Lifecycle {
             self.release_after(&id).await;
             return Ok(Begin::Skipped);
         }
-        let started = sqlx::query(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = $1, \
-             lease_until = $2, worker_id = $3, held = 0, progress = 0, \
-             started_at = COALESCE(started_at, $4), enqueued_at = COALESCE(enqueued_at, $4) \
-             WHERE id = $5 AND attempts = $6 AND status IN ('queued', 'running') \
-             AND cancel_requested = 0",
-        )
-        .bind(&d.receipt)
-        .bind(until)
-        .bind(worker_id)
-        .bind(now)
-        .bind(&id)
-        .bind(i64::from(job.view.attempts))
-        .execute(self.db.pool())
-        .await?;
-        if started.rows_affected() == 0 {
+        let only = jobs::StartIf::Unchanged {
+            attempts: job.view.attempts,
+        };
+        let Some(job) =
+            jobs::start(&self.db, &id, &d.receipt, worker_id, (now, until), only).await?
+        else {
             // Another delivery of it started first: look at it again shortly.
             self.queue
                 .change_visibility(&d.receipt, Duration::from_secs(1))
                 .await
                 .ok();
             return Ok(Begin::Skipped);
-        }
-        let mut job = job;
-        job.view.status = quarry_domain::JobStatus::Running;
-        job.view.attempts += 1;
-        job.view.progress = 0.0;
-        job.view.started_at = job
-            .view
-            .started_at
-            .or_else(|| Some(crate::clock::rfc3339(now)));
-        job.held = None;
-        job.lease = Some(d.receipt.clone());
-        job.lease_until = Some(until);
-        job.worker_id = Some(worker_id.to_owned());
-        let lease = Lease {
-            job_id: id,
-            attempt: job.view.attempts,
-            until_ms: until,
-            delivery: d,
         };
+        let lease = lease_of(&job, d, id);
         Ok(Begin::Run(Box::new(lease), Box::new(job)))
     }
 

@@ -510,6 +510,15 @@ async fn a_session_from_an_expiring_token_cannot_mint_a_longer_lived_token() {
     assert_eq!(r.status(), 200);
 }
 
+/// Reads `stream` until the server ends it, failing with `what` after `within`.
+async fn ends_within(stream: &mut reqwest::Response, within: Duration, what: &str) {
+    tokio::time::timeout(within, async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await
+    .expect(what);
+}
+
 /// Submits a 60 s spin with `token` and opens its event stream with the same token.
 async fn spin_and_follow(q: &Quarry, token: &str, dataset: &str) -> (String, reqwest::Response) {
     let r = q
@@ -564,11 +573,12 @@ async fn an_event_stream_ends_when_its_token_expires() {
     let (_, mut stream) = spin_and_follow(&q, short.expose_secret(), &dataset).await;
     let opened = std::time::Instant::now();
     // Well before the streams' periodic check (30 s): at the token's end.
-    tokio::time::timeout(Duration::from_secs(12), async {
-        while stream.chunk().await.unwrap().is_some() {}
-    })
-    .await
-    .expect("the stream ends once its token has expired");
+    ends_within(
+        &mut stream,
+        Duration::from_secs(12),
+        "the stream ends once its token has expired",
+    )
+    .await;
     assert!(
         opened.elapsed() >= Duration::from_secs(2),
         "it ended at the expiry, not at once: {:?}",
@@ -593,11 +603,12 @@ async fn deleting_a_dataset_ends_the_event_streams_of_its_jobs() {
         .unwrap();
     assert_eq!(r.status(), 204);
     // Well before the streams' periodic check (30 s).
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while stream.chunk().await.unwrap().is_some() {}
-    })
-    .await
-    .expect("the stream ends with its job");
+    ends_within(
+        &mut stream,
+        Duration::from_secs(10),
+        "the stream ends with its job",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -617,11 +628,12 @@ async fn revoking_a_token_ends_the_event_streams_it_opened() {
         .to_owned();
     let (status, text) = server_fn(&q, &cookie, "revoke_token", &[("id", &token_id)]).await;
     assert_eq!(status, 200, "{text}");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while stream.chunk().await.unwrap().is_some() {}
-    })
-    .await
-    .expect("the stream ends soon after the revocation");
+    ends_within(
+        &mut stream,
+        Duration::from_secs(10),
+        "the stream ends soon after the revocation",
+    )
+    .await;
     let r = q
         .http
         .get(q.url(&format!("/api/v1/jobs/{id}")))
