@@ -181,7 +181,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             orchestrator(&services).await?.run(shutdown).await;
             Ok(())
         }
-        Command::Stack { command } => crate::stack::run(command).await,
+        Command::Stack { command } => Box::pin(crate::stack::run(command)).await,
         Command::InspectUpload => quarry_engine::ingest::child::serve(),
     }
 }
@@ -393,6 +393,7 @@ async fn worker() -> anyhow::Result<()> {
         Some(&format!("pid {}", std::process::id())),
     )
     .await?;
+    fleet::set_release(&services.db, &id, &services.config.worker.release()).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let stop_now = CancellationToken::new();

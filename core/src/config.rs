@@ -284,6 +284,42 @@ pub struct WorkerConfig {
     /// the README's benchmarks).
     #[serde(default)]
     pub scheduler: WorkerScheduler,
+    /// The release this worker runs, recorded with every attempt it makes. The ECS task
+    /// definition sets it to the image by digest; unset (the embedded default), it is
+    /// the binary's build id ([`build_id`]), which `quarry up` hands its workers.
+    #[serde(default)]
+    pub release: Option<String>,
+}
+
+/// This binary's build id: `build-` and 12 hex digits of a hash of the version, the
+/// commit it was built from (`QUARRY_GIT_COMMIT` at build time, when set) and the
+/// executable's size and modification time. A rebuilt binary gets a new id; reading
+/// the file's metadata costs nothing, where hashing a debug build (hundreds of MB)
+/// would delay every start.
+pub fn build_id() -> String {
+    use sha2::Digest as _;
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let file = std::env::current_exe()
+            .and_then(std::fs::metadata)
+            .map(|m| {
+                let modified = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                format!("{}|{modified}", m.len())
+            })
+            .unwrap_or_default();
+        let text = format!(
+            "{}|{}|{file}",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("QUARRY_GIT_COMMIT").unwrap_or("")
+        );
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        format!("build-{}", &hex::encode(digest)[..12])
+    })
+    .clone()
 }
 
 fn default_nice() -> u32 {
@@ -315,11 +351,22 @@ impl WorkerScheduler {
 }
 
 impl WorkerConfig {
+    /// The release this worker records: `worker.release`, or the build id.
+    pub fn release(&self) -> String {
+        self.release
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(build_id)
+    }
+
     /// The environment a worker process starts with, whatever launches it (child
     /// process or ECS task): polars' thread count, and few malloc arenas so freed
     /// memory goes back to the system instead of lingering per thread.
     pub fn process_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("MALLOC_ARENA_MAX".to_owned(), "2".to_owned())];
+        let mut env = vec![
+            ("MALLOC_ARENA_MAX".to_owned(), "2".to_owned()),
+            ("QUARRY_WORKER__RELEASE".to_owned(), self.release()),
+        ];
         if self.threads > 0 {
             env.push(("POLARS_MAX_THREADS".to_owned(), self.threads.to_string()));
         }

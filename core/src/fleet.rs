@@ -98,6 +98,16 @@ pub async fn set_state(db: &Db, id: &str, state: &str, detail: Option<&str>) -> 
     Ok(())
 }
 
+/// Records the release a worker runs (its attempts record it from here).
+pub async fn set_release(db: &Db, id: &str, release: &str) -> Result<()> {
+    sqlx::query("UPDATE workers SET release = $1 WHERE id = $2")
+        .bind(release)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
 /// Counts the live workers by state from the registry: rows renewed within `stale`
 /// (running) or launched within [`STARTING_GRACE`] (starting).
 pub async fn registry_counts(db: &Db, stale: Duration) -> Result<FleetCounts> {

@@ -8,7 +8,7 @@ use crate::clock::{now_ms, rfc3339};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use anyhow::Context as _;
-use quarry_domain::{ColumnInfo, Job, JobStatus};
+use quarry_domain::{ColumnInfo, Job, JobAttempt, JobStatus};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -181,6 +181,40 @@ pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<StoredJob> {
             "no job with id `{id}`: list yours with GET /api/v1/jobs"
         ))),
     }
+}
+
+/// A job's attempts, first to last, as the triggers of migration 0012 recorded them.
+pub async fn attempts(db: &Db, job_id: &str) -> Result<Vec<JobAttempt>> {
+    type Row = (
+        i64,
+        Option<String>,
+        Option<String>,
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT attempt, worker_id, release, started_at, ended_at, outcome, error \
+         FROM job_attempts WHERE job_id = $1 ORDER BY started_at, attempt",
+    )
+    .bind(job_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(attempt, worker, release, started, ended, outcome, error)| JobAttempt {
+                attempt: u32::try_from(attempt).unwrap_or(0),
+                worker,
+                release,
+                started_at: rfc3339(started),
+                ended_at: ended.map(rfc3339),
+                outcome,
+                error,
+            },
+        )
+        .collect())
 }
 
 /// The principal's jobs (a lead's, operator's or admin's: everyone's), newest first, optionally by status.

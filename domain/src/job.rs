@@ -89,6 +89,29 @@ pub struct Job {
     pub finished_at: Option<String>,
 }
 
+/// One attempt of a job: the delivery a worker ran it under, and how it ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobAttempt {
+    /// The attempt number (1 for the first). A hand-back gives its number back, so the
+    /// attempt after a hand-back has the same number.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    /// The release that worker runs: the artifact set by the ECS task definition, or
+    /// the binary's build id on the embedded default (`build-<12 hex>`).
+    pub release: Option<String>,
+    pub started_at: String,
+    /// `None` while it runs.
+    pub ended_at: Option<String>,
+    /// `succeeded`, `failed`, `cancelled`, `handed_back` (its worker shut down; the
+    /// attempt did not count) or `lost` (the worker stopped without saying); `None`
+    /// while it runs.
+    pub outcome: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
 /// A page of a job's result.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

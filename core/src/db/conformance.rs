@@ -25,9 +25,9 @@ pub use control::{
     promotions_move_on_once,
 };
 pub use lifecycle::{
-    a_fenced_lease_changes_nothing, activity_and_waiting, dead_workers_jobs_are_reconciled,
-    failed_and_cancelled_jobs, hand_backs_are_not_attempts, job_changes_reach_their_followers,
-    job_lifecycle_commits_a_result_once,
+    a_fenced_lease_changes_nothing, activity_and_waiting, attempts_are_recorded_with_their_release,
+    dead_workers_jobs_are_reconciled, failed_and_cancelled_jobs, hand_backs_are_not_attempts,
+    job_changes_reach_their_followers, job_lifecycle_commits_a_result_once,
 };
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
 
@@ -40,6 +40,7 @@ pub async fn run_all(db: &Db) {
     job_lifecycle_commits_a_result_once(db).await;
     a_fenced_lease_changes_nothing(db).await;
     hand_backs_are_not_attempts(db).await;
+    attempts_are_recorded_with_their_release(db).await;
     failed_and_cancelled_jobs(db).await;
     dead_workers_jobs_are_reconciled(db).await;
     job_changes_reach_their_followers(db).await;

@@ -9,7 +9,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use quarry_core::{datasets, decisions, jobs};
-use quarry_domain::{Analysis, ErrorBody, Job, JobEvent, JobStatus, SystemStatus, Waiting};
+use quarry_domain::{
+    Analysis, ErrorBody, Job, JobAttempt, JobEvent, JobStatus, SystemStatus, Waiting,
+};
 use quarry_engine::analysis::validate::validate;
 use serde::Deserialize;
 
@@ -142,6 +144,25 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Job>> {
     Ok(Json(jobs::get(&state.services.db, &who, &id).await?.view))
+}
+
+/// A job's attempts: which worker and release ran each, when, and how it ended.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/attempts", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The attempts, first to last", body = Vec<JobAttempt>),
+        (status = 401, description = "Missing or bad token", body = ErrorBody),
+        (status = 404, description = "No such job of yours", body = ErrorBody),
+    ))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<JobAttempt>>> {
+    let job = jobs::get(&state.services.db, &who, &id).await?;
+    Ok(Json(
+        jobs::attempts(&state.services.db, &job.view.id).await?,
+    ))
 }
 
 /// Cancel a job: a queued job at once, a running one within a few seconds.

@@ -31,14 +31,14 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     info(title = "Quarry", description = "Upload datasets, run analyses, read results."),
     paths(datasets::upload, datasets::list, datasets::get, datasets::delete, datasets::retype,
         datasets::download, jobs::submit, jobs::list,
-        jobs::get, jobs::cancel, results::result, job_events::events, jobs::system,
+        jobs::get, jobs::attempts, jobs::cancel, results::result, job_events::events, jobs::system,
         control::list, control::get, control::releases, control::events, control::deploy,
         control::rollback, control::freeze, control::unfreeze, control::lift_hold,
         control::promote, control::promotions, control::promotion, control::approve,
         control::reject, control::cancel, control::artifacts, control::reject_artifact,
         openapi_json),
     components(schemas(Dataset, DatasetFormat, ColumnInfo, quarry_domain::IngestOptions,
-        quarry_domain::Encoding, datasets::Retype, ErrorBody, ErrorDetail, Role, Job, JobStatus,
+        quarry_domain::Encoding, datasets::Retype, ErrorBody, ErrorDetail, Role, Job, quarry_domain::JobAttempt, JobStatus,
         ResultPage, SystemStatus, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, job_events::JobEventMessage, results::ResultFormat,
         control::DeployRequest, control::PromotionRequest, control::DecisionRequest,
         control::RollbackRequest, control::Reason, control::ControlEventMessage,
@@ -117,6 +117,7 @@ pub fn router() -> Router<AppState> {
         .route("/datasets/{id}/download", get(datasets::download))
         .route("/jobs", get(jobs::list).post(jobs::submit))
         .route("/jobs/{id}", get(jobs::get))
+        .route("/jobs/{id}/attempts", get(jobs::attempts))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/result", get(results::result))
         .route("/jobs/{id}/events", get(job_events::events))

@@ -246,6 +246,72 @@ pub async fn hand_backs_are_not_attempts(db: &Db) {
     assert_eq!(queue.counts().await.expect("counts").dead, 0);
 }
 
+/// Every attempt is recorded with its worker's release and how it ended, whatever
+/// path ended it.
+pub async fn attempts_are_recorded_with_their_release(db: &Db) {
+    let ann = user(db, Role::Analyst).await;
+    let (life, _queue) = lifecycle(db, 3);
+    let (w1, w2) = (unique("w-v1"), unique("w-v2"));
+    for (w, release) in [(&w1, "v1"), (&w2, "v2")] {
+        crate::fleet::set_state(db, w, "running", None)
+            .await
+            .expect("register");
+        crate::fleet::set_release(db, w, release)
+            .await
+            .expect("release");
+    }
+    let id = submitted(&life, &ann).await;
+    assert!(jobs::attempts(db, &id).await.expect("attempts").is_empty());
+    let first = leased(&life, &w1).await;
+    let running = jobs::attempts(db, &id).await.expect("attempts");
+    assert_eq!(running.len(), 1);
+    assert_eq!(
+        (
+            running[0].outcome.as_deref(),
+            running[0].ended_at.as_deref()
+        ),
+        (None, None),
+        "an attempt in progress has no end"
+    );
+    life.fail(&first, "bad luck", Retry::IfAttemptsLeft)
+        .await
+        .expect("fail")
+        .expect("kept");
+    let second = leased(&life, &w2).await;
+    life.hand_back(&second)
+        .await
+        .expect("hand back")
+        .expect("kept");
+    let third = leased(&life, &w2).await;
+    life.commit(&third, &result_meta("results/attempts"))
+        .await
+        .expect("commit")
+        .expect("kept");
+    let attempts = jobs::attempts(db, &id).await.expect("attempts");
+    let seen: Vec<_> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a.attempt,
+                a.worker.as_deref() == Some(w1.as_str()),
+                a.release.as_deref(),
+                a.outcome.as_deref(),
+                a.error.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, true, Some("v1"), Some("failed"), Some("bad luck")),
+            (2, false, Some("v2"), Some("handed_back"), None),
+            (2, false, Some("v2"), Some("succeeded"), None),
+        ],
+        "{attempts:?}"
+    );
+    assert!(attempts.iter().all(|a| a.ended_at.is_some()));
+}
+
 pub async fn failed_and_cancelled_jobs(db: &Db) {
     let ann = user(db, Role::Analyst).await;
     let lead = user(db, Role::Lead).await;
@@ -363,6 +429,13 @@ pub async fn dead_workers_jobs_are_reconciled(db: &Db) {
             .as_deref()
             .is_some_and(|e| e.contains("gave up after 2 attempts"))
     );
+    // Both attempts are on record as lost: their worker never said how they ended.
+    let attempts = jobs::attempts(db, &id).await.expect("attempts");
+    let seen: Vec<(u32, Option<&str>)> = attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_deref()))
+        .collect();
+    assert_eq!(seen, [(1, Some("lost")), (2, Some("lost"))], "{attempts:?}");
 
     // A released job whose message never went out is sent by the reconciler.
     let lost = submitted(&life, &ann).await;

@@ -137,6 +137,29 @@ async fn three_sigterm_hand_backs_do_not_use_up_a_single_attempt() {
     let done = wait_status(&q, &id, "succeeded", Duration::from_secs(60)).await;
     assert_eq!(done["attempts"], 1, "{done}");
     assert_eq!(done["dead_letter"], false);
+
+    // Each delivery is on record: three hand-backs and the success, every one attempt 1,
+    // each on its own worker, all of the same build.
+    let attempts: Value = q.get_json(&format!("/api/v1/jobs/{id}/attempts")).await;
+    let rows = attempts.as_array().expect("a list");
+    let outcomes: Vec<&str> = rows
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["handed_back", "handed_back", "handed_back", "succeeded"],
+        "{attempts}"
+    );
+    assert!(rows.iter().all(|a| a["attempt"] == 1), "{attempts}");
+    let workers: HashSet<&str> = rows.iter().map(|a| a["worker"].as_str().unwrap()).collect();
+    assert_eq!(workers.len(), 4, "a fresh worker each time: {attempts}");
+    let release = rows[0]["release"].as_str().unwrap();
+    assert!(
+        release.starts_with("build-") && release.len() == 18,
+        "the embedded default records the build id: {attempts}"
+    );
+    assert!(rows.iter().all(|a| a["release"] == release), "{attempts}");
 }
 
 /// Holds SQLite's write lock for `hold` in a connection of its own.
