@@ -22,6 +22,21 @@ use std::path::{Path, PathBuf};
 /// A stream of body chunks, as an HTTP server hands them over.
 pub type ByteStream<'a> = BoxStream<'a, std::result::Result<Bytes, std::io::Error>>;
 
+/// The SHA-256 of a stream's bytes, fed as they pass (an upload's content hash).
+#[derive(Debug, Clone, Default)]
+pub struct ContentHash(sha2::Sha256);
+
+impl ContentHash {
+    pub fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    /// Lowercase hex.
+    pub fn hex(self) -> String {
+        hex::encode(sha2::Digest::finalize(self.0))
+    }
+}
+
 /// A blob readable as a local file (polars reads files). For the local adapter this
 /// is the stored file itself; a remote adapter downloads to a temporary file that is
 /// removed when this value is dropped.

@@ -17,6 +17,8 @@ pub struct NewDataset {
     pub blob_key: String,
     pub rows: u64,
     pub bytes: u64,
+    /// The SHA-256 of the original file, lowercase hex.
+    pub sha256: String,
     pub columns: Vec<ColumnInfo>,
     pub typed: TypedCopy,
 }
@@ -78,6 +80,7 @@ struct Row {
     parquet_key: Option<String>,
     stored_bytes: Option<i64>,
     ingest_json: Option<String>,
+    sha256: Option<String>,
 }
 
 impl Row {
@@ -101,6 +104,7 @@ impl Row {
                 rows: u64::try_from(self.row_count).unwrap_or(0),
                 bytes: u64::try_from(self.byte_count).unwrap_or(0),
                 stored_bytes: self.stored_bytes.and_then(|b| u64::try_from(b).ok()),
+                sha256: self.sha256,
                 columns,
                 ingest,
                 created_at: rfc3339(self.created_at),
@@ -115,7 +119,7 @@ impl Row {
 
 const SELECT: &str = "SELECT d.id, d.owner_id, u.name AS owner, d.name, d.format, d.blob_key, \
      d.row_count, d.byte_count, d.columns_json, d.created_at, d.parquet_key, d.stored_bytes, \
-     d.ingest_json FROM datasets d JOIN users u ON u.id = d.owner_id";
+     d.ingest_json, d.sha256 FROM datasets d JOIN users u ON u.id = d.owner_id";
 
 /// Checks a dataset name: 1 to 200 printable characters, no slashes.
 pub fn validate_name(name: &str) -> Result<()> {
@@ -163,8 +167,8 @@ pub async fn insert(db: &Db, new: &NewDataset) -> Result<()> {
     let ingest = serde_json::to_string(&new.typed.ingest).context("ingest options")?;
     let result = sqlx::query(
         "INSERT INTO datasets (id, owner_id, name, format, blob_key, row_count, byte_count, \
-         columns_json, created_at, parquet_key, stored_bytes, ingest_json) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         columns_json, created_at, parquet_key, stored_bytes, ingest_json, sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&new.id)
     .bind(&new.owner_id)
@@ -178,6 +182,7 @@ pub async fn insert(db: &Db, new: &NewDataset) -> Result<()> {
     .bind(&new.typed.parquet_key)
     .bind(i64::try_from(new.typed.stored_bytes).context("stored bytes")?)
     .bind(ingest)
+    .bind(&new.sha256)
     .execute(db.pool())
     .await;
     match result {

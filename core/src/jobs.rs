@@ -196,7 +196,7 @@ pub async fn attempts(db: &Db, job_id: &str) -> Result<Vec<JobAttempt>> {
     );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT attempt, worker_id, release, started_at, ended_at, outcome, error \
-         FROM job_attempts WHERE job_id = $1 ORDER BY started_at, attempt",
+         FROM job_attempts WHERE job_id = $1 ORDER BY seq",
     )
     .bind(job_id)
     .fetch_all(db.pool())

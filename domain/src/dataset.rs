@@ -236,6 +236,10 @@ pub struct Dataset {
     /// stored before typed copies existed (they are read from the original).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<u64>,
+    /// The SHA-256 of the original file (lowercase hex): its content, whatever its
+    /// name. Absent for datasets stored before content hashes were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     pub columns: Vec<ColumnInfo>,
     /// How the original was read, detected values filled in.
     #[serde(default, skip_serializing_if = "Option::is_none")]

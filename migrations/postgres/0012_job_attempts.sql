@@ -14,6 +14,8 @@ ALTER TABLE workers ADD COLUMN release TEXT;
 CREATE TABLE job_attempts (
     job_id      TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     lease       TEXT NOT NULL,
+    -- 1, 2, 3… per job in the order the attempts began (a millisecond clock ties).
+    seq         INTEGER NOT NULL,
     attempt     INTEGER NOT NULL,
     worker_id   TEXT,
     release     TEXT,
@@ -32,9 +34,13 @@ BEGIN
     IF OLD.lease IS NOT NULL THEN
         UPDATE job_attempts SET
             ended_at = now_ms,
+            -- Only the worker commits or hands back; any other end after the lease
+            -- ran out is the reconciler's repair.
             outcome = CASE
-                WHEN NEW.lease IS NOT NULL OR OLD.lease_until < now_ms THEN 'lost'
+                WHEN NEW.lease IS NOT NULL THEN 'lost'
+                WHEN NEW.status = 'succeeded' THEN 'succeeded'
                 WHEN NEW.status = 'queued' AND NEW.attempts < OLD.attempts THEN 'handed_back'
+                WHEN OLD.lease_until < now_ms THEN 'lost'
                 WHEN NEW.status = 'queued' THEN 'failed'
                 ELSE NEW.status
             END,
@@ -47,8 +53,10 @@ BEGIN
             WHERE job_id = NEW.id AND lease = OLD.lease AND ended_at IS NULL;
     END IF;
     IF NEW.lease IS NOT NULL THEN
-        INSERT INTO job_attempts (job_id, lease, attempt, worker_id, release, started_at)
-            VALUES (NEW.id, NEW.lease, NEW.attempts, NEW.worker_id,
+        INSERT INTO job_attempts (job_id, lease, seq, attempt, worker_id, release, started_at)
+            VALUES (NEW.id, NEW.lease,
+                    (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_attempts WHERE job_id = NEW.id),
+                    NEW.attempts, NEW.worker_id,
                     (SELECT release FROM workers WHERE id = NEW.worker_id), now_ms)
             ON CONFLICT DO NOTHING;
     END IF;

@@ -14,6 +14,8 @@ ALTER TABLE workers ADD COLUMN release TEXT;
 CREATE TABLE job_attempts (
     job_id      TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     lease       TEXT NOT NULL,
+    -- 1, 2, 3… per job in the order the attempts began (a millisecond clock ties).
+    seq         INTEGER NOT NULL,
     attempt     INTEGER NOT NULL,
     worker_id   TEXT,
     release     TEXT,
@@ -30,8 +32,10 @@ CREATE TRIGGER job_attempt_begins AFTER UPDATE OF lease ON jobs
 BEGIN
     UPDATE job_attempts SET ended_at = CAST(unixepoch('subsec') * 1000 AS INTEGER), outcome = 'lost'
         WHERE job_id = NEW.id AND lease = OLD.lease AND ended_at IS NULL;
-    INSERT OR IGNORE INTO job_attempts (job_id, lease, attempt, worker_id, release, started_at)
-        VALUES (NEW.id, NEW.lease, NEW.attempts, NEW.worker_id,
+    INSERT OR IGNORE INTO job_attempts (job_id, lease, seq, attempt, worker_id, release, started_at)
+        VALUES (NEW.id, NEW.lease,
+                (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_attempts WHERE job_id = NEW.id),
+                NEW.attempts, NEW.worker_id,
                 (SELECT release FROM workers WHERE id = NEW.worker_id),
                 CAST(unixepoch('subsec') * 1000 AS INTEGER));
 END;
@@ -41,9 +45,12 @@ CREATE TRIGGER job_attempt_ends AFTER UPDATE OF lease ON jobs
 BEGIN
     UPDATE job_attempts SET
         ended_at = CAST(unixepoch('subsec') * 1000 AS INTEGER),
+        -- Only the worker commits or hands back; any other end after the lease ran out
+        -- is the reconciler's repair.
         outcome = CASE
-            WHEN OLD.lease_until < CAST(unixepoch('subsec') * 1000 AS INTEGER) THEN 'lost'
+            WHEN NEW.status = 'succeeded' THEN 'succeeded'
             WHEN NEW.status = 'queued' AND NEW.attempts < OLD.attempts THEN 'handed_back'
+            WHEN OLD.lease_until < CAST(unixepoch('subsec') * 1000 AS INTEGER) THEN 'lost'
             WHEN NEW.status = 'queued' THEN 'failed'
             ELSE NEW.status
         END,

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, header};
 use futures::{StreamExt as _, TryStreamExt as _};
 use quarry_core::Error;
 use quarry_core::auth::Principal;
-use quarry_core::blob::ByteStream;
+use quarry_core::blob::{ByteStream, ContentHash};
 use quarry_core::datasets::{self, NewDataset, TypedCopy};
 use quarry_domain::{Dataset, DatasetFormat, IngestOptions};
 
@@ -333,10 +333,14 @@ pub async fn ingest(
     let id = uuid::Uuid::new_v4().to_string();
     let blob_key = format!("datasets/{id}.{}", format.extension());
     let typed_key = typed_key(&id);
+    // The content's hash, taken as the bytes stream past on their way to the store.
+    let mut hasher = ContentHash::default();
+    let hashed = body.inspect_ok(|chunk| hasher.update(chunk)).boxed();
     let bytes = services
         .blobs
-        .put_stream(&blob_key, body, services.config.uploads.max_bytes)
+        .put_stream(&blob_key, hashed, services.config.uploads.max_bytes)
         .await?;
+    let sha256 = hasher.hex();
 
     let recorded = async {
         if bytes == 0 {
@@ -355,6 +359,7 @@ pub async fn ingest(
             blob_key: blob_key.clone(),
             rows: ingested.rows,
             bytes,
+            sha256,
             columns: ingested.columns,
             typed,
         };

@@ -83,6 +83,7 @@ fn new_dataset(owner: &Principal, name: &str) -> NewDataset {
         format: DatasetFormat::Csv,
         rows: 3_000_000_000, // beyond 32 bits: BIGINT on Postgres
         bytes: 7,
+        sha256: "ab".repeat(32),
         columns: vec![ColumnInfo {
             name: "x".into(),
             r#type: "int64".into(),

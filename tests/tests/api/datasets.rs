@@ -76,13 +76,18 @@ async fn a_300k_row_csv_upload_reports_its_rows_and_column_types() {
     let q = Quarry::start().await;
     let csv = mixed_csv(300_000, 7);
     let bytes = csv.len() as u64;
-    let r = upload(&q, &q.admin_token, "?name=sales", "text/csv", csv).await;
+    let digest = sha256sum(csv.as_bytes());
+    let r = upload(&q, &q.admin_token, "?name=sales", "text/csv", csv.clone()).await;
     assert_eq!(r.status(), 201);
     let created: Value = r.json().await.unwrap();
     assert_eq!(created["name"], "sales");
     assert_eq!(created["format"], "csv");
     assert_eq!(created["rows"], 300_000);
     assert_eq!(created["bytes"], bytes);
+    assert_eq!(
+        created["sha256"], digest,
+        "the content's SHA-256, as sha256sum computes it"
+    );
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
     let expected: Vec<(String, String)> = [
         ("id", "int64"),
@@ -123,6 +128,24 @@ async fn a_300k_row_csv_upload_reports_its_rows_and_column_types() {
         typed < bytes,
         "Parquet is smaller than the CSV: {typed} vs {bytes}"
     );
+
+    // The hash is of the content, not the name.
+    let r = upload(&q, &q.admin_token, "?name=copy", "text/csv", csv).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap()["sha256"], digest);
+}
+
+/// The SHA-256 of `bytes` in hex, by coreutils' `sha256sum`.
+fn sha256sum(bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
 #[tokio::test]

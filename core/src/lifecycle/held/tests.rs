@@ -26,6 +26,7 @@ async fn owner(db: &Db) -> (Principal, String) {
             blob_key: format!("datasets/{dataset}.csv"),
             rows: 1,
             bytes: 1,
+            sha256: "cd".repeat(32),
             columns: vec![ColumnInfo {
                 name: "x".into(),
                 r#type: "int64".into(),
