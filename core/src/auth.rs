@@ -13,7 +13,6 @@ use crate::error::{Error, Result, is_unique_violation};
 use anyhow::Context as _;
 use quarry_domain::Role;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 const TOKEN_PREFIX: &str = "qry_";
@@ -107,7 +106,7 @@ pub(crate) fn new_secret(prefix: &str) -> SecretString {
 
 /// What is stored instead of a secret: its SHA-256, in hex.
 pub(crate) fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    crate::blob::ContentHash::of(secret.as_bytes())
 }
 
 fn new_token() -> SecretString {

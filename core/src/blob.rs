@@ -35,6 +35,13 @@ impl ContentHash {
     pub fn hex(self) -> String {
         hex::encode(sha2::Digest::finalize(self.0))
     }
+
+    /// The SHA-256 of `bytes` at once, lowercase hex.
+    pub fn of(bytes: &[u8]) -> String {
+        let mut hash = Self::default();
+        hash.update(bytes);
+        hash.hex()
+    }
 }
 
 /// A blob readable as a local file (polars reads files). For the local adapter this

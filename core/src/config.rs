@@ -297,7 +297,6 @@ pub struct WorkerConfig {
 /// the file's metadata costs nothing, where hashing a debug build (hundreds of MB)
 /// would delay every start.
 pub fn build_id() -> String {
-    use sha2::Digest as _;
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| {
         let file = std::env::current_exe()
@@ -316,8 +315,8 @@ pub fn build_id() -> String {
             env!("CARGO_PKG_VERSION"),
             option_env!("QUARRY_GIT_COMMIT").unwrap_or("")
         );
-        let digest = sha2::Sha256::digest(text.as_bytes());
-        format!("build-{}", &hex::encode(digest)[..12])
+        let digest = crate::blob::ContentHash::of(text.as_bytes());
+        format!("build-{}", &digest[..12])
     })
     .clone()
 }
@@ -359,9 +358,10 @@ impl WorkerConfig {
             .unwrap_or_else(build_id)
     }
 
-    /// The environment a worker process starts with, whatever launches it (child
-    /// process or ECS task): polars' thread count, and few malloc arenas so freed
-    /// memory goes back to the system instead of lingering per thread.
+    /// The environment of the processes this binary launches (worker children, the
+    /// upload inspector): polars' thread count, few malloc arenas so freed memory goes
+    /// back to the system instead of lingering per thread, and this release. ECS tasks
+    /// get their environment from the task definition instead.
     pub fn process_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("MALLOC_ARENA_MAX".to_owned(), "2".to_owned()),
