@@ -356,6 +356,9 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
         jobs_per_worker: u64::from(config.fleet.jobs_per_worker),
         max_workers: u64::from(config.fleet.max_workers),
         tick: Duration::from_secs(config.fleet.tick_secs),
+        surge: u64::from(config.fleet.surge),
+        release: config.worker.release(),
+        stale: fleet::stale_after(config.heartbeat()),
         nudge: services.nudge.clone(),
     })
 }
@@ -409,13 +412,21 @@ async fn worker() -> anyhow::Result<()> {
         stop_now,
     };
     let exit = worker.run(shutdown).await;
-    if let Err(e) = fleet::set_state(&services.db, &id, "exited", None).await {
+    let why = match &exit {
+        Ok(Exit::Idle) => "the queue stayed empty",
+        Ok(Exit::Shutdown) => "shut down",
+        Ok(Exit::Abandoned) => "an analysis would not stop",
+        Ok(Exit::Superseded) => "superseded by a new release",
+        Err(_) => "failed",
+    };
+    let detail = format!("pid {}; exited: {why}", std::process::id());
+    if let Err(e) = fleet::set_state(&services.db, &id, "exited", Some(&detail)).await {
         tracing::warn!(worker_id = %id, error = %e, "could not record the exit (the row expires)");
     }
     match exit? {
         // An analysis thread that would not stop must not keep the process alive.
         Exit::Abandoned => std::process::exit(0),
-        Exit::Idle | Exit::Shutdown => Ok(()),
+        Exit::Idle | Exit::Shutdown | Exit::Superseded => Ok(()),
     }
 }
 

@@ -184,7 +184,10 @@ fn load(env: &str, file: Option<&Path>) -> anyhow::Result<StackConfig> {
 async fn deployer(config: &StackConfig) -> Deployer {
     let region = Config::load().map(|c| c.aws.region).unwrap_or_default();
     let sdk = quarry_core::aws::sdk_config(&region).await;
-    Deployer::new(&sdk, &config.stack.name)
+    let mut deployer = Deployer::new(&sdk, &config.stack.name);
+    deployer.rollback =
+        Some(quarry_stacks::stack::StackProps::from_config(config).rollback_triggers());
+    deployer
 }
 
 fn print_event(event: &StackEvent) {

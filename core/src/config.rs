@@ -186,6 +186,10 @@ pub struct FleetConfig {
     pub max_workers: u32,
     pub jobs_per_worker: u32,
     pub tick_secs: u64,
+    /// While workers of a superseded release drain after a deploy, the fleet may go
+    /// over `max_workers` by up to this many (never by more than are draining).
+    #[serde(default)]
+    pub surge: u32,
     /// The ECS fleet's settings (`kind = "ecs"`); names come from the stack.
     #[serde(default)]
     pub ecs: EcsConfig,
@@ -289,6 +293,11 @@ pub struct WorkerConfig {
     /// the binary's build id ([`build_id`]), which `quarry up` hands its workers.
     #[serde(default)]
     pub release: Option<String>,
+    /// The container image this worker runs in, recorded in the provenance of every
+    /// result it computes; the ECS task definition sets it. Unset on the embedded
+    /// default, which runs no image.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// This binary's build id: `build-` and 12 hex digits of a hash of the version, the

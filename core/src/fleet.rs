@@ -12,7 +12,7 @@ use crate::db::Db;
 use crate::error::Result;
 use anyhow::Context as _;
 use async_trait::async_trait;
-use quarry_domain::FleetCounts;
+use quarry_domain::{FleetCounts, FleetWorker, ReleaseFleet};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -106,6 +106,126 @@ pub async fn set_release(db: &Db, id: &str, release: &str) -> Result<()> {
         .execute(db.pool())
         .await?;
     Ok(())
+}
+
+/// Declares `release` the one the environment's fleet runs now (the orchestrator does,
+/// when it starts). Workers of any other release are superseded from this moment: they
+/// finish the job they hold, start no new one, and exit. Returns the release this one
+/// replaced, when it replaced one (declaring the current release again changes nothing).
+pub async fn declare_release(db: &Db, release: &str) -> Result<Option<String>> {
+    let before = current_release(db).await?;
+    sqlx::query(
+        "INSERT INTO current_release (id, release, declared_at) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET \
+           previous = CASE WHEN current_release.release = excluded.release \
+                      THEN current_release.previous ELSE current_release.release END, \
+           declared_at = CASE WHEN current_release.release = excluded.release \
+                         THEN current_release.declared_at ELSE excluded.declared_at END, \
+           release = excluded.release",
+    )
+    .bind(release)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(before.map(|c| c.release).filter(|r| r != release))
+}
+
+/// The release the fleet runs now, as declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentRelease {
+    pub release: String,
+    /// When it became current (ms since the epoch).
+    pub since_ms: i64,
+    /// The release it replaced.
+    pub previous: Option<String>,
+}
+
+/// The release the fleet runs now; `None` before any orchestrator declared one.
+pub async fn current_release(db: &Db) -> Result<Option<CurrentRelease>> {
+    let row: Option<(String, i64, Option<String>)> =
+        sqlx::query_as("SELECT release, declared_at, previous FROM current_release WHERE id = 1")
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.map(|(release, since_ms, previous)| CurrentRelease {
+        release,
+        since_ms,
+        previous,
+    }))
+}
+
+/// The current release when it is not `release`: a worker of `release` is then
+/// superseded and takes no new job. (Starting a job checks the same in its own
+/// statement, so a worker that asks just before a switch still cannot start one after.)
+pub async fn superseded_by(db: &Db, release: &str) -> Result<Option<String>> {
+    Ok(current_release(db)
+        .await?
+        .map(|c| c.release)
+        .filter(|r| r != release))
+}
+
+/// The current release when the registered worker `worker_id` runs another.
+pub async fn worker_superseded(db: &Db, worker_id: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT c.release FROM current_release c JOIN workers w ON w.id = $1 \
+         WHERE c.id = 1 AND w.release <> c.release",
+    )
+    .bind(worker_id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|(r,)| r))
+}
+
+/// Live workers of a release other than the current one: they are draining (finishing
+/// the job they hold before they exit).
+pub async fn draining(db: &Db, stale: Duration) -> Result<u64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM workers w JOIN current_release c ON c.id = 1 \
+         WHERE w.state = 'running' AND w.last_seen_at >= $1 AND w.release <> c.release",
+    )
+    .bind(now_ms() - ms(stale))
+    .fetch_one(db.pool())
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The live workers grouped by release, the current release first (then the others
+/// by name, workers that have not said theirs last), each with the job it runs.
+pub async fn by_release(db: &Db, stale: Duration) -> Result<Vec<ReleaseFleet>> {
+    let now = now_ms();
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT w.id, w.state, w.release, \
+                (SELECT j.id FROM jobs j WHERE j.worker_id = w.id AND j.status = 'running' \
+                 ORDER BY j.started_at DESC LIMIT 1) \
+         FROM workers w \
+         WHERE (w.state = 'running' AND w.last_seen_at >= $1) \
+            OR (w.state = 'starting' AND w.last_seen_at >= $2) \
+         ORDER BY w.launched_at, w.id",
+    )
+    .bind(now - ms(stale))
+    .bind(now - ms(STARTING_GRACE))
+    .fetch_all(db.pool())
+    .await?;
+    let current = current_release(db).await?.map(|c| c.release);
+    let mut groups: Vec<ReleaseFleet> = Vec::new();
+    for (id, state, release, job_id) in rows {
+        let worker = FleetWorker { id, state, job_id };
+        match groups.iter_mut().find(|g| g.release == release) {
+            Some(g) => g.workers.push(worker),
+            None => groups.push(ReleaseFleet {
+                current: release.is_some() && release == current,
+                release,
+                workers: vec![worker],
+            }),
+        }
+    }
+    groups.sort_by(|a, b| {
+        (!a.current, a.release.is_none(), &a.release).cmp(&(
+            !b.current,
+            b.release.is_none(),
+            &b.release,
+        ))
+    });
+    Ok(groups)
 }
 
 /// Counts the live workers by state from the registry: rows renewed within `stale`

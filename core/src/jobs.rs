@@ -30,6 +30,7 @@ struct Row {
     lease_until: Option<i64>,
     enqueued_at: Option<i64>,
     worker_id: Option<String>,
+    provenance_json: Option<String>,
 }
 
 /// A stored job with what the server and worker need beyond the API view.
@@ -68,6 +69,12 @@ impl Row {
             .parse()
             .map_err(|e: String| Error::Internal(anyhow::anyhow!(e)))?;
         let analysis = serde_json::from_str(&self.analysis_json).context("analysis_json")?;
+        let provenance = self
+            .provenance_json
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .context("provenance_json")?;
         Ok(StoredJob {
             view: Job {
                 id: self.id,
@@ -81,6 +88,7 @@ impl Row {
                 created_at: rfc3339(self.created_at),
                 started_at: self.started_at.map(rfc3339),
                 finished_at: self.finished_at.map(rfc3339),
+                provenance,
             },
             owner_id: self.owner_id,
             cancel_requested: self.cancel_requested != 0,
@@ -98,7 +106,7 @@ macro_rules! columns {
     () => {
         "id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
          dead_letter, cancel_requested, held, created_at, started_at, finished_at, lease, \
-         lease_until, enqueued_at, worker_id"
+         lease_until, enqueued_at, worker_id, provenance_json"
     };
 }
 
@@ -126,7 +134,8 @@ pub(crate) enum StartIf {
 
 /// Starts a job in one statement: `running` under the lease `receipt` until `until`,
 /// one attempt more; returns the job as it is now. `None` (and nothing changed) when
-/// `only` does not hold.
+/// `only` does not hold, or when the worker's release has been superseded (a deploy
+/// declared another current: its workers start nothing more).
 pub(crate) async fn start(
     db: &Db,
     id: &str,
@@ -150,7 +159,9 @@ pub(crate) async fn start(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = $1, \
          lease_until = $2, worker_id = $3, held = 0, progress = 0, \
          started_at = COALESCE(started_at, $4), enqueued_at = COALESCE(enqueued_at, $4) \
-         WHERE id = $5 AND {condition} RETURNING {}",
+         WHERE id = $5 AND {condition} AND NOT EXISTS (SELECT 1 FROM current_release c \
+           JOIN workers w ON w.id = $3 WHERE c.id = 1 AND w.release <> c.release) \
+         RETURNING {}",
         columns!()
     ))
     .bind(receipt)

@@ -32,12 +32,13 @@ pub use held::active_count;
 pub use reconcile::Reconciled;
 
 use crate::auth::Principal;
-use crate::clock::now_ms;
+use crate::clock::{now_ms, rfc3339};
 use crate::db::Db;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::jobs::{self, ResultMeta, StoredJob};
 use crate::queue::{Delivery, JobMessage, JobQueue};
 use anyhow::Context as _;
+use quarry_domain::Provenance;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,9 @@ pub enum Begin {
     /// Nothing to run: the delivery was acknowledged, dead-lettered or deferred, and
     /// the reason logged.
     Skipped,
+    /// The worker's release was superseded by this one: the delivery was given back
+    /// at once, and the worker must take no more work.
+    Superseded(String),
 }
 
 /// A worker's hold on one job: the delivery that runs it and its attempt number.
@@ -183,6 +187,14 @@ impl Lifecycle {
             let lease = lease_of(&job, d, id);
             return Ok(Begin::Run(Box::new(lease), Box::new(job)));
         }
+        if let Some(current) = crate::fleet::worker_superseded(&self.db, worker_id).await? {
+            tracing::info!(job_id = %id, %worker_id, %current, "this worker's release was superseded: the delivery goes back");
+            self.queue
+                .change_visibility(&d.receipt, Duration::ZERO)
+                .await
+                .ok();
+            return Ok(Begin::Superseded(current));
+        }
         let Some(job) = jobs::find(&self.db, &id).await? else {
             tracing::info!(job_id = %id, "a message for a job that no longer exists: deleted");
             self.queue.delete(&d.receipt).await?;
@@ -290,19 +302,31 @@ impl Lifecycle {
         })
     }
 
-    /// Commits the attempt's result: the job succeeds and the message is deleted.
-    /// Refused once the lease has passed on; the caller then removes its result blob.
-    pub async fn commit(&self, lease: &Lease, result: &ResultMeta) -> Result<Fence<()>> {
+    /// Commits the attempt's result and where it came from: the job succeeds and the
+    /// message is deleted. Refused once the lease has passed on; the caller then
+    /// removes its result blob.
+    pub async fn commit(
+        &self,
+        lease: &Lease,
+        result: &ResultMeta,
+        provenance: &Provenance,
+    ) -> Result<Fence<()>> {
         let now = now_ms();
+        let provenance = serde_json::to_string(&Provenance {
+            computed_at: rfc3339(now),
+            ..provenance.clone()
+        })
+        .context("provenance")?;
         let mut tx = self.db.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = $1, \
-             lease = NULL, lease_until = NULL \
+             lease = NULL, lease_until = NULL, provenance_json = $4 \
              WHERE id = $2 AND lease = $3 AND status = 'running' AND cancel_requested = 0",
         )
         .bind(now)
         .bind(&lease.job_id)
         .bind(lease.receipt())
+        .bind(provenance)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {

@@ -87,6 +87,54 @@ pub struct Job {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Where the result came from, once there is one: the release, the input's
+    /// content hash, the analysis and the engine. `null` until the job succeeds.
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
+}
+
+/// Where a result came from: enough to tell whether two results were computed alike,
+/// and to compute one again the same way. Recorded with the result, in the same
+/// transaction, by the worker that computed it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The release of the worker that computed it: the image by digest in the cloud
+    /// (set by the ECS task definition), the binary's build id (`build-<12 hex>`) on
+    /// the embedded default.
+    pub release: String,
+    /// The container image it ran in, when it ran in one (the cloud); `null` on the
+    /// embedded default.
+    pub image: Option<String>,
+    /// The worker and the attempt that computed it.
+    pub worker: String,
+    pub attempt: u32,
+    /// The engine that computed it: `quarry-engine <version> (polars <version>)`.
+    pub engine: String,
+    /// The analysis as it ran.
+    pub analysis: crate::Analysis,
+    pub dataset: InputProvenance,
+    /// RFC 3339, UTC: when the result was committed.
+    pub computed_at: String,
+}
+
+/// The input of a result, by content.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputProvenance {
+    pub id: String,
+    /// The SHA-256 of the original file (lowercase hex): the content, not the name.
+    /// `null` for datasets stored before content hashes were kept.
+    pub sha256: Option<String>,
+    /// The original's format.
+    pub format: crate::DatasetFormat,
+    /// What the analysis read: `typed_copy` (the Parquet copy made at ingest, with
+    /// the types below) or `original` (a dataset stored before typed copies).
+    pub read: String,
+    /// How the original was read into the typed copy (separator, encoding, null
+    /// markers, type overrides), as it was when the analysis ran.
+    pub ingest: Option<crate::IngestOptions>,
+    pub rows: u64,
 }
 
 /// One attempt of a job: the delivery a worker ran it under, and how it ended.
@@ -167,6 +215,36 @@ pub struct SystemStatus {
     pub max_workers: u64,
     pub jobs_per_worker: u64,
     pub last_decision: Option<Decision>,
+    /// The release the fleet runs now (declared by the orchestrator when it started);
+    /// `null` before any did.
+    #[serde(default)]
+    pub current_release: Option<String>,
+    /// The live workers by release, the current one first: after a deploy, the
+    /// workers of the old release drain (each finishes its job and exits).
+    #[serde(default)]
+    pub releases: Vec<ReleaseFleet>,
+}
+
+/// The live workers of one release.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseFleet {
+    /// The release (`null`: workers still starting, which have not said yet).
+    pub release: Option<String>,
+    /// Whether it is the current release; workers of any other are draining.
+    pub current: bool,
+    pub workers: Vec<FleetWorker>,
+}
+
+/// A live worker and the job it runs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetWorker {
+    pub id: String,
+    /// `starting` or `running`.
+    pub state: String,
+    /// The job it runs now, if any.
+    pub job_id: Option<String>,
 }
 
 /// Why a queued job is waiting, and roughly for how long.

@@ -12,3 +12,13 @@ pub mod limits;
 pub mod produce;
 pub mod results;
 pub mod scan;
+
+/// The engine that computes results, as their provenance records it:
+/// `quarry-engine <version> (polars <version>)`.
+pub fn version() -> String {
+    format!(
+        "quarry-engine {} (polars {})",
+        env!("CARGO_PKG_VERSION"),
+        polars::VERSION
+    )
+}

@@ -33,6 +33,14 @@ pub struct Orchestrator {
     pub jobs_per_worker: u64,
     pub max_workers: u64,
     pub tick: Duration,
+    /// How far over `max_workers` the fleet may go while workers of a superseded
+    /// release drain (`fleet.surge`).
+    pub surge: u64,
+    /// The release this orchestrator launches workers of: it declares it current when
+    /// it starts, which supersedes workers of any other.
+    pub release: String,
+    /// How long a worker's registry row counts without a heartbeat.
+    pub stale: Duration,
     /// Wakes the loop at once (after an enqueue).
     pub nudge: Arc<Notify>,
 }
@@ -50,7 +58,24 @@ impl Orchestrator {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since = now_ms();
         let mut last = tokio::time::Instant::now();
-        tracing::info!(max_workers = self.max_workers, "orchestrator started");
+        loop {
+            match quarry_core::fleet::declare_release(&self.db, &self.release).await {
+                Ok(replaced) => {
+                    if let Some(old) = replaced {
+                        tracing::info!(release = %self.release, superseded = %old, "a new release: workers of the old one drain");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not declare the current release: retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(max_workers = self.max_workers, release = %self.release, "orchestrator started");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -86,13 +111,16 @@ impl Orchestrator {
         }
         let queue = self.lifecycle.queue().counts().await?;
         let fleet = self.fleet.counts().await?;
+        let draining = quarry_core::fleet::draining(&self.db, self.stale).await?;
         let plan = decide(Observation {
             visible: queue.visible,
             in_flight: queue.in_flight,
             running: fleet.running,
             starting: fleet.starting,
+            draining,
             jobs_per_worker: self.jobs_per_worker,
             max_workers: self.max_workers,
+            surge: self.surge,
         });
         if plan.launch > 0 {
             self.fleet.launch(plan.launch).await?;

@@ -4,16 +4,26 @@
 //! `max_workers`. Launch the difference from the workers already running or starting.
 //! The policy never returns a negative: scaling down is each worker's own decision
 //! (it exits when the queue stays empty), so no running job is ever killed.
+//!
+//! After a deploy, workers of the superseded release drain: each finishes the job it
+//! holds and exits. They still count against `max_workers`, and the jobs they hold need
+//! no new worker; `surge` lets the fleet go over `max_workers` by up to that many while
+//! workers drain (never by more than are draining), so a deploy does not stall the queue
+//! behind long jobs of the old release.
 
 /// What the policy looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Observation {
     pub visible: u64,
     pub in_flight: u64,
     pub running: u64,
     pub starting: u64,
+    /// Of the running, the workers of a superseded release (each holds at most one job).
+    pub draining: u64,
     pub jobs_per_worker: u64,
     pub max_workers: u64,
+    /// How far over `max_workers` the fleet may go while workers drain.
+    pub surge: u64,
 }
 
 /// What to do, and why in words.
@@ -26,18 +36,38 @@ pub struct Plan {
 /// Decides how many workers to launch.
 pub fn decide(o: Observation) -> Plan {
     let per_worker = o.jobs_per_worker.max(1);
-    let work = o.visible + o.in_flight;
+    let draining = o.draining.min(o.running);
+    let current = o.running + o.starting - draining;
+    // The jobs the draining workers hold finish there.
+    let work = o.visible + o.in_flight - draining.min(o.in_flight);
+    let cap = o.max_workers + o.surge.min(draining);
+    let room = cap.saturating_sub(current + draining);
     let wanted = work.div_ceil(per_worker).min(o.max_workers);
-    let have = o.running + o.starting;
-    let launch = wanted.saturating_sub(have);
-    let reason = if work == 0 {
-        "queue empty: nothing to launch (idle workers exit by themselves)".to_owned()
-    } else if launch == 0 && have >= o.max_workers {
-        format!("{work} jobs; fleet at max_workers ({})", o.max_workers)
-    } else if launch == 0 {
-        format!("{work} jobs; {have} workers are enough at {per_worker} per worker")
+    let launch = wanted.saturating_sub(current).min(room);
+    let have = current + draining;
+    let draining_note = if draining == 0 {
+        String::new()
     } else {
-        format!("{work} jobs need {wanted} workers; {have} running or starting: launch {launch}")
+        format!(
+            " ({draining} of an earlier release draining; surge {})",
+            o.surge
+        )
+    };
+    let reason = if work == 0 {
+        format!("queue empty: nothing to launch (idle workers exit by themselves){draining_note}")
+    } else if launch == 0 && have >= cap {
+        format!(
+            "{work} jobs; fleet at max_workers ({}){draining_note}",
+            o.max_workers
+        )
+    } else if launch == 0 {
+        format!(
+            "{work} jobs; {current} workers are enough at {per_worker} per worker{draining_note}"
+        )
+    } else {
+        format!(
+            "{work} jobs need {wanted} workers; {current} running or starting{draining_note}: launch {launch}"
+        )
     };
     Plan { launch, reason }
 }
@@ -54,6 +84,7 @@ mod tests {
             starting,
             jobs_per_worker: 1,
             max_workers: 4,
+            ..Observation::default()
         }
     }
 
@@ -93,6 +124,7 @@ mod tests {
             starting: 0,
             jobs_per_worker: 2,
             max_workers: 10,
+            ..Observation::default()
         };
         assert_eq!(decide(o).launch, 3);
         let o = Observation {
@@ -119,6 +151,78 @@ mod tests {
                             after >= (visible + in_flight).min(o.max_workers),
                             "{o:?} -> {plan:?}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn draining_workers_count_against_max_workers_and_surge_adds_room() {
+        // Two old workers finish their jobs; three jobs wait for the new release.
+        let o = Observation {
+            visible: 3,
+            in_flight: 2,
+            running: 2,
+            draining: 2,
+            ..obs(0, 0, 0, 0)
+        };
+        let plan = decide(o);
+        assert_eq!(plan.launch, 2, "4 workers at most, 2 of them draining");
+        assert!(
+            plan.reason.contains("2 of an earlier release draining"),
+            "{}",
+            plan.reason
+        );
+        assert_eq!(decide(Observation { surge: 1, ..o }).launch, 3);
+        assert_eq!(
+            decide(Observation { surge: 5, ..o }).launch,
+            3,
+            "only the queued jobs need new workers"
+        );
+        let one_draining = Observation {
+            visible: 6,
+            in_flight: 1,
+            running: 1,
+            draining: 1,
+            surge: 5,
+            ..obs(0, 0, 0, 0)
+        };
+        assert_eq!(
+            decide(one_draining).launch,
+            4,
+            "surge never adds more than are draining"
+        );
+    }
+
+    #[test]
+    fn with_workers_draining_the_fleet_stays_within_max_workers_plus_surge() {
+        for visible in 0..8 {
+            for running in 0..6 {
+                for draining in 0..=running {
+                    for surge in 0..3 {
+                        let o = Observation {
+                            visible,
+                            in_flight: draining,
+                            running,
+                            draining,
+                            surge,
+                            ..obs(0, 0, 0, 0)
+                        };
+                        let plan = decide(o);
+                        let after = running + plan.launch;
+                        assert!(
+                            plan.launch == 0 || after <= o.max_workers + surge.min(draining),
+                            "{o:?} -> {plan:?}"
+                        );
+                        // With a surge for every draining worker, the queue gets new workers
+                        // as if none were draining.
+                        if running == draining && surge >= draining {
+                            assert!(
+                                plan.launch >= visible.min(o.max_workers),
+                                "{o:?} -> {plan:?}"
+                            );
+                        }
                     }
                 }
             }

@@ -123,6 +123,8 @@ pub struct StackResource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackStatus {
     pub name: String,
+    /// The stack's ARN (`arn:<partition>:cloudformation:<region>:<account>:stack/…`).
+    pub id: String,
     pub status: String,
     pub reason: String,
     pub image: Option<String>,

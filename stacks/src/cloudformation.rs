@@ -12,6 +12,7 @@ use aws_sdk_cloudformation::Client;
 use aws_sdk_cloudformation::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_cloudformation::types::{
     Capability, ChangeAction, ChangeSetStatus, ChangeSetType, Parameter, Replacement,
+    RollbackConfiguration, RollbackTrigger,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -66,6 +67,47 @@ fn stack_missing<E: aws_sdk_cloudformation::error::ProvideErrorMetadata>(e: &Sdk
         .is_some_and(|m| m.contains("does not exist"))
 }
 
+/// The alarms CloudFormation watches while it updates the stack and for
+/// `monitoring_minutes` after: if one fires, it rolls the update back itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackTriggers {
+    /// Alarm names in the stack's account and region.
+    pub alarm_names: Vec<String>,
+    pub monitoring_minutes: u32,
+}
+
+/// The rollback configuration of an update of the stack `stack_arn`: its alarms by ARN
+/// (same partition, region and account as the stack). `None` when the ARN is not one
+/// (a stack being created has none yet, and its alarms do not exist before it does).
+pub fn rollback_configuration(
+    stack_arn: &str,
+    triggers: &RollbackTriggers,
+) -> Option<RollbackConfiguration> {
+    let mut parts = stack_arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("cloudformation"), Some(region), Some(account)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let mut config = RollbackConfiguration::builder()
+        .monitoring_time_in_minutes(i32::try_from(triggers.monitoring_minutes).unwrap_or(180));
+    for name in &triggers.alarm_names {
+        config = config.rollback_triggers(
+            RollbackTrigger::builder()
+                .arn(format!(
+                    "arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}"
+                ))
+                .r#type("AWS::CloudWatch::Alarm")
+                .build(),
+        );
+    }
+    Some(config.build())
+}
+
 /// Drives one named stack.
 #[derive(Debug, Clone)]
 pub struct Deployer {
@@ -75,6 +117,8 @@ pub struct Deployer {
     pub poll: Duration,
     /// How long to wait for a change set or a stack operation.
     pub timeout: Duration,
+    /// The alarms every update of an existing stack passes as rollback triggers.
+    pub rollback: Option<RollbackTriggers>,
 }
 
 impl Deployer {
@@ -84,6 +128,7 @@ impl Deployer {
             stack: stack.to_owned(),
             poll: Duration::from_secs(2),
             timeout: Duration::from_secs(3600),
+            rollback: None,
         }
     }
 
@@ -119,6 +164,7 @@ impl Deployer {
         }
         Ok(Some(StackStatus {
             name: self.stack.clone(),
+            id: stack.stack_id().unwrap_or_default().to_owned(),
             status,
             reason: stack.stack_status_reason().unwrap_or_default().to_owned(),
             image: stack
@@ -138,10 +184,16 @@ impl Deployer {
         image: &str,
         name: &str,
     ) -> Result<ChangeSet, CfnError> {
-        let creates_stack = self.status().await?.is_none();
+        let status = self.status().await?;
+        let creates_stack = status.is_none();
+        let rollback = status
+            .as_ref()
+            .zip(self.rollback.as_ref())
+            .and_then(|(s, t)| rollback_configuration(&s.id, t));
         let out = self
             .client
             .create_change_set()
+            .set_rollback_configuration(rollback)
             .stack_name(&self.stack)
             .change_set_name(name)
             .change_set_type(if creates_stack {

@@ -99,6 +99,9 @@ pub struct StackSection {
     pub database: DatabaseProps,
     /// `[stack.alarms]`.
     pub alarms: AlarmsSection,
+    /// `[stack.rollback]`: CloudFormation's own guard on every update.
+    #[serde(default)]
+    pub rollback: RollbackSection,
     /// `[[stack.suppress]]`: policy findings accepted, each with its reason.
     #[serde(default)]
     pub suppress: Vec<Suppression>,
@@ -137,6 +140,39 @@ pub struct AlarmsSection {
     pub oldest_job_age_secs: u32,
     /// Alarm when the dead-letter queue holds this many letters.
     pub dlq_threshold: u32,
+    /// Alarm when more than this percent of the jobs that finished in 5 minutes failed…
+    #[serde(default = "default_failure_rate_percent")]
+    pub failure_rate_percent: u32,
+    /// …and at least this many finished (fewer say nothing about a release).
+    #[serde(default = "default_failure_rate_min_jobs")]
+    pub failure_rate_min_jobs: u32,
+}
+
+fn default_failure_rate_percent() -> u32 {
+    20
+}
+
+fn default_failure_rate_min_jobs() -> u32 {
+    5
+}
+
+/// `[stack.rollback]`: the alarms CloudFormation watches during and after each stack
+/// update (the dead-letter and job-failure-rate alarms), rolling the update back if
+/// one fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackSection {
+    /// How long CloudFormation keeps watching after the update's last resource, in
+    /// minutes (0 to 180; 0 = only while the resources update).
+    pub monitoring_minutes: u32,
+}
+
+impl Default for RollbackSection {
+    fn default() -> Self {
+        Self {
+            monitoring_minutes: 10,
+        }
+    }
 }
 
 /// `[[stack.suppress]]`: one accepted policy finding.

@@ -121,7 +121,19 @@ impl StackProps {
                 environment: config.environment.clone(),
                 oldest_job_age_secs: s.alarms.oldest_job_age_secs,
                 dlq_threshold: s.alarms.dlq_threshold,
+                failure_rate_percent: s.alarms.failure_rate_percent,
+                failure_rate_min_jobs: s.alarms.failure_rate_min_jobs,
+                rollback_monitoring_minutes: s.rollback.monitoring_minutes,
             },
+        }
+    }
+
+    /// The alarms every update of the stack passes to CloudFormation as rollback
+    /// triggers, and how long it watches them.
+    pub fn rollback_triggers(&self) -> crate::cloudformation::RollbackTriggers {
+        crate::cloudformation::RollbackTriggers {
+            alarm_names: crate::constructs::observability::rollback_alarm_names(&self.name),
+            monitoring_minutes: self.observability.rollback_monitoring_minutes,
         }
     }
 

@@ -74,3 +74,16 @@ pub fn expected_means(csv: &str) -> BTreeMap<String, f64> {
         .map(|(k, (sum, n))| (k, sum / n as f64))
         .collect()
 }
+
+/// The SHA-256 of `bytes` in hex, by coreutils' `sha256sum`.
+pub fn sha256sum(bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}

@@ -61,9 +61,15 @@ impl Quarry {
     /// Spawns another `quarry` process (a worker, the orchestrator) with this
     /// instance's environment; it is killed when the handle is dropped.
     pub fn spawn(&self, args: &[&str]) -> Child {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`Quarry::spawn`] with variables of its own on top (a worker of another release).
+    pub fn spawn_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Child {
         Command::new(quarry_bin())
             .args(args)
             .envs(self.env.iter().cloned())
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { startQuarry, launchBrowser, watchErrors, waitForHydration, signIn, screenshot } from "./harness.mjs";
 
 let quarry;
@@ -113,6 +114,15 @@ test("an analyst uploads, launches an aggregate, watches it succeed live and dow
   const got = new Map(text.slice(1).map((l) => l.split(",")).map(([k, v]) => [k, Number(v)]));
   assert.equal(got.size, expected.size);
   for (const [k, v] of expected) assert.ok(Math.abs(got.get(k) - v) < 1e-9, `${k}: ${got.get(k)} vs ${v}`);
+
+  // Where the result came from, and the one attempt that made it, refreshed live.
+  const sha = createHash("sha256").update(csv).digest("hex");
+  assert.equal(await page.getByTestId("provenance-sha256").innerText(), sha, "the input by content");
+  assert.match(await page.getByTestId("provenance-release").innerText(), /^build-[0-9a-f]{12}$/);
+  assert.match(await page.getByTestId("provenance-engine").innerText(), /^quarry-engine .* \(polars 0\./);
+  const attempts = page.locator("[data-testid=attempt-row]");
+  await page.locator("[data-testid=attempt-row][data-outcome=succeeded]").waitFor();
+  assert.equal(await attempts.count(), 1, "one attempt");
 
   assert.deepEqual(errors, [], "no errors in the browser console");
   await screenshot(page, "job-result");

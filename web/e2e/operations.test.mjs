@@ -128,6 +128,19 @@ test("an operator promotes from the overview; another approves the diff and watc
   assert.match(await release.innerText(), /otto/);
   assert.match(await other.getByTestId("artifact").innerText(), /^quarry@sha256:111111111111…$/);
   assert.ok((await other.getByTestId("resource-row").count()) > 0, "the stack's resources are listed");
+  // The timeline marks the promotion on each of its charts, on one time axis.
+  const timeline = other.getByTestId("timeline");
+  await timeline.waitFor();
+  assert.equal(await timeline.getAttribute("data-markers"), "1", "one release in production so far");
+  const charts = timeline.getByTestId("line-chart");
+  assert.equal(await charts.count(), 3, "throughput, failure rate, p95 duration");
+  const marks = timeline.locator("[data-testid=marker][data-kind=promotion]");
+  assert.equal(await marks.count(), 3, "the promotion on every chart");
+  const at = new Set(await marks.evaluateAll((els) => els.map((e) => e.getAttribute("data-at"))));
+  assert.equal(at.size, 1, "at one time");
+  const when = Number([...at][0]);
+  assert.ok(Math.abs(when - Date.parse(after.requested_at)) < 10 * 60_000, `marker at ${when}`);
+  assert.match(await marks.first().locator("title").textContent(), /^promotion quarry@sha256:111111111111… · succeeded by \w+$/);
   await other.getByTestId("releases").locator("details summary").first().click();
   await screenshot(other, "environment-production");
   await olgaCtx.close();

@@ -24,7 +24,7 @@ use quarry_core::blob::BlobStore;
 use quarry_core::jobs::{ResultMeta, StoredJob};
 use quarry_core::lifecycle::{Begin, Fenced, Lease, Lifecycle, Retry};
 use quarry_core::{Config, Db, datasets, fleet};
-use quarry_domain::{Analysis, DatasetFormat};
+use quarry_domain::{Analysis, DatasetFormat, InputProvenance, Provenance};
 use quarry_engine::analysis::{self, INTERNAL_MESSAGE, RunError};
 use quarry_engine::limits::{self, MemoryGuard};
 use quarry_engine::produce::{Produced, produce};
@@ -57,6 +57,9 @@ pub enum Exit {
     Shutdown,
     /// An analysis thread could not be stopped in time: the process must exit.
     Abandoned,
+    /// A deploy made another release current: this worker finished what it held and
+    /// takes no more work.
+    Superseded,
 }
 
 enum Outcome {
@@ -124,7 +127,8 @@ impl Worker {
         let idle_timeout = Duration::from_secs(self.config.worker.idle_timeout_secs);
         let mut idle_since = Instant::now();
         let mut backoff = Duration::from_millis(100);
-        tracing::info!(worker_id = %self.id, "worker started");
+        let release = self.config.worker.release();
+        tracing::info!(worker_id = %self.id, %release, "worker started");
         let queue = self.lifecycle.queue();
         let exit = loop {
             if shutdown.is_cancelled() {
@@ -133,6 +137,17 @@ impl Worker {
             let idle_for = idle_since.elapsed();
             if idle_for >= idle_timeout {
                 break Exit::Idle;
+            }
+            match fleet::superseded_by(&self.db, &release).await {
+                Ok(Some(current)) => {
+                    tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: taking no more work");
+                    break Exit::Superseded;
+                }
+                Ok(None) => {}
+                // The start of a job checks again; a failing database shows below.
+                Err(e) => {
+                    tracing::warn!(worker_id = %self.id, error = %e, "could not read the current release")
+                }
             }
             // SQS's longest long poll: one request per 20 s while the queue is empty.
             let wait = (idle_timeout - idle_for).min(LONG_POLL);
@@ -164,6 +179,10 @@ impl Worker {
                 Ok(Begin::Skipped) => {
                     idle_since = Instant::now();
                     continue;
+                }
+                Ok(Begin::Superseded(current)) => {
+                    tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: the delivery went back");
+                    break Exit::Superseded;
                 }
                 Err(e) => {
                     tracing::error!(message_id = %delivery.message_id, error = %e, "could not begin a job within its lease: it is delivered again");
@@ -214,8 +233,19 @@ impl Worker {
         };
         let last = lease.attempt >= self.lifecycle.max_attempts();
         let done = match result {
-            Executed::Done(produced) => {
-                let committed = self.commit(&lease, produced).await;
+            Executed::Done(produced, input) => {
+                let provenance = Provenance {
+                    release: self.config.worker.release(),
+                    image: self.config.worker.image.clone(),
+                    worker: self.id.clone(),
+                    attempt: lease.attempt,
+                    engine: quarry_engine::version(),
+                    analysis: job.view.analysis.clone(),
+                    dataset: input,
+                    // Stamped by the commit.
+                    computed_at: String::new(),
+                };
+                let committed = self.commit(&lease, produced, &provenance).await;
                 if committed.is_ok() {
                     tracing::info!(%job_id, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded");
                 }
@@ -301,7 +331,12 @@ impl Worker {
         .map(|_| Outcome::Continue)
     }
 
-    async fn commit(&self, lease: &Lease, produced: Produced) -> Result<(), Fenced> {
+    async fn commit(
+        &self,
+        lease: &Lease,
+        produced: Produced,
+        provenance: &Provenance,
+    ) -> Result<(), Fenced> {
         let key = format!(
             "results/{}/attempt-{}-{}.parquet",
             lease.job_id, lease.attempt, self.id
@@ -327,7 +362,7 @@ impl Worker {
         };
         let committed = self
             .keep(lease, "committing a result", || {
-                self.lifecycle.commit(lease, &meta)
+                self.lifecycle.commit(lease, &meta, provenance)
             })
             .await;
         if committed.is_err() {
@@ -358,6 +393,19 @@ impl Worker {
         };
         // The typed Parquet copy, or the original of a dataset stored before them.
         let (scan_key, format) = dataset.scan_target();
+        let input = InputProvenance {
+            id: dataset.view.id.clone(),
+            sha256: dataset.view.sha256.clone(),
+            format: dataset.view.format,
+            read: if dataset.parquet_key.is_some() {
+                "typed_copy"
+            } else {
+                "original"
+            }
+            .to_owned(),
+            ingest: dataset.view.ingest.clone(),
+            rows: dataset.view.rows,
+        };
         let scan_key = scan_key.to_owned();
         // Parquet in object storage is read in place, by byte ranges: polars fetches the
         // footer and only the column chunks the analysis needs. Row formats (CSV,
@@ -426,7 +474,7 @@ impl Worker {
                         return Ok(Executed::OverMemory { peak_bytes: guard.peak_bytes() });
                     }
                     return Ok(match outcome {
-                        Ok(Ok(produced)) => Executed::Done(produced),
+                        Ok(Ok(produced)) => Executed::Done(produced, input),
                         Ok(Err(RunError::Failed(m))) => Executed::Failed(m),
                         Ok(Err(RunError::Internal(detail))) => Executed::Internal(detail),
                         Ok(Err(RunError::Stopped)) if started.elapsed() >= max_runtime => Executed::TimedOut { thread_done: true },
@@ -514,7 +562,8 @@ fn exit_unless(thread_done: bool) -> Outcome {
 }
 
 enum Executed {
-    Done(Produced),
+    /// The result, and the input it was computed from.
+    Done(Produced, InputProvenance),
     Failed(String),
     /// Reading the data or writing the result failed; the detail is for the log.
     Internal(String),

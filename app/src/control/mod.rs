@@ -172,6 +172,8 @@ impl ControlPlane {
                 sdk: sdk.clone(),
                 region: region.clone(),
                 stack: def.stack().to_owned(),
+                rollback: quarry_stacks::stack::StackProps::from_config(&def.config)
+                    .rollback_triggers(),
                 poll,
                 inner: OnceCell::new(),
             }) as Arc<dyn Deployer>
@@ -305,6 +307,8 @@ mod aws_config_handle {
         pub sdk: Arc<OnceCell<Sdk>>,
         pub region: String,
         pub stack: String,
+        /// Passed with every update (CloudFormation's own rollback on alarms).
+        pub rollback: cloudformation::RollbackTriggers,
         pub poll: Duration,
         pub inner: OnceCell<CfnDeployer>,
     }
@@ -319,6 +323,7 @@ mod aws_config_handle {
                         .await;
                     let mut d = cloudformation::Deployer::new(sdk, &self.stack);
                     d.poll = self.poll;
+                    d.rollback = Some(self.rollback.clone());
                     CfnDeployer(d)
                 })
                 .await

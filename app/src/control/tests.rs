@@ -95,6 +95,7 @@ impl Deployer for FakeStack {
             .clone()
             .map(|status| StackStatus {
                 name: "fake".into(),
+                id: String::new(),
                 status,
                 reason: String::new(),
                 image: None,

@@ -17,11 +17,11 @@ use quarry_domain::metrics as metric;
 use std::time::Duration;
 
 /// How long one environment's series may take to read before the page gives up on it.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the samples of one series combine within a bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Combine {
+pub(crate) enum Combine {
     /// Gauges: the highest value in the bucket.
     Max,
     /// Counts per tick, shown per minute.
@@ -33,7 +33,7 @@ enum Combine {
 impl Combine {
     /// The statistic an aggregating adapter (CloudWatch) combines a period with, so
     /// that its periods combine again in buckets to the same values as raw samples.
-    fn statistic(self) -> Statistic {
+    pub(crate) fn statistic(self) -> Statistic {
         match self {
             Combine::Max => Statistic::Maximum,
             Combine::PerMinute | Combine::Sum => Statistic::Sum,
@@ -103,14 +103,19 @@ fn bucket_ms(minutes: u32) -> i64 {
 /// The bucket width for a range from a source whose series come in periods of
 /// `resolution`: never finer than those, or a period's count would read as a count
 /// per half minute.
-fn bucket_width(minutes: u32, resolution: Duration) -> i64 {
+pub(crate) fn bucket_width(minutes: u32, resolution: Duration) -> i64 {
     let resolution = i64::try_from(resolution.as_millis()).unwrap_or(i64::MAX);
     bucket_ms(minutes).max(resolution)
 }
 
 /// Groups samples into buckets of `width` ms from `from`, combining as asked. Points
 /// sit at the bucket's start; empty buckets have no point.
-fn bucket(samples: &[(i64, f64)], from: i64, width: i64, combine: Combine) -> Vec<(i64, f64)> {
+pub(crate) fn bucket(
+    samples: &[(i64, f64)],
+    from: i64,
+    width: i64,
+    combine: Combine,
+) -> Vec<(i64, f64)> {
     let mut out: Vec<(i64, f64)> = Vec::new();
     for &(at, value) in samples {
         if at < from || !value.is_finite() {
@@ -200,7 +205,7 @@ pub async fn system_graphs(
 }
 
 /// The page's message when a source cannot be read: what failed and what to check.
-fn unreadable(environment: &str, origin: &str, what: &str) -> String {
+pub(crate) fn unreadable(environment: &str, origin: &str, what: &str) -> String {
     let check = if origin.starts_with("CloudWatch") {
         "check this server's AWS credentials and region (or AWS_ENDPOINT_URL), and that \
          it may call cloudwatch:GetMetricData"

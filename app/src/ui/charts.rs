@@ -83,7 +83,19 @@ pub struct Series {
     pub points: Vec<(i64, f64)>,
 }
 
+/// An event on a [`LineChart`]'s time axis (a deploy, say): a vertical line.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Marker {
+    /// Time in ms.
+    pub at: i64,
+    /// What it is (`deploy`, `promotion`, `rollback`): its class and colour.
+    pub kind: String,
+    /// What the marker's tooltip says.
+    pub label: String,
+}
+
 /// Lines over time sharing one y axis from zero; `from`/`to` bound the x axis (ms).
+/// `markers` draw vertical lines at their times, so charts of one range line up.
 #[component]
 pub fn LineChart(
     #[prop(into)] title: String,
@@ -91,6 +103,7 @@ pub fn LineChart(
     series: Vec<Series>,
     from: i64,
     to: i64,
+    #[prop(optional)] markers: Vec<Marker>,
 ) -> impl IntoView {
     const W: f64 = 640.0;
     const H: f64 = 200.0;
@@ -106,6 +119,19 @@ pub fn LineChart(
     let x = move |t: i64| LEFT + (t - from) as f64 / span * (W - LEFT - 8.0);
     let y = move |v: f64| (H - BOTTOM) - v / top * (H - BOTTOM - 8.0);
     let total_points: usize = series.iter().map(|s| s.points.len()).sum();
+    let marks = markers
+        .iter()
+        .filter(|m| (from..=to).contains(&m.at))
+        .map(|m| {
+            view! {
+                <g class=format!("marker {}", m.kind) data-testid="marker" data-kind=m.kind.clone() data-at=m.at>
+                    <title>{m.label.clone()}</title>
+                    <line x1={x(m.at)} x2={x(m.at)} y1="4" y2={H - BOTTOM}/>
+                    <text x={x(m.at) + 3.0} y="12" class="axis">{m.kind.chars().next().map(|c| c.to_ascii_uppercase().to_string())}</text>
+                </g>
+            }
+        })
+        .collect_view();
     let lines = series
         .iter()
         .enumerate()
@@ -152,6 +178,7 @@ pub fn LineChart(
                 {grid}
                 <text x=LEFT y={H - 4.0} class="axis">{clock(from)}</text>
                 <text x={W - 8.0} y={H - 4.0} text-anchor="end" class="axis">{clock(to)}</text>
+                {marks}
                 {lines}
                 {(total_points == 0).then(|| view! {
                     <text x={W / 2.0} y={H / 2.0} text-anchor="middle" class="axis">"no data in this range"</text>

@@ -41,6 +41,25 @@ pub struct EnvironmentData {
     pub can_operate: bool,
     /// Admins may act once through a freeze (recorded).
     pub is_admin: bool,
+    /// Whether this server is that environment's own (its fleet is in this database,
+    /// so the page shows the workers by release).
+    pub is_this_server: bool,
+}
+
+/// An environment's timeline over one range: job health from its metrics port, and
+/// its deploys, promotions and rollbacks as markers on the same time axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// Where the series come from.
+    pub origin: String,
+    /// Why the series are empty, when the source could not be read.
+    pub unavailable: Option<String>,
+    pub from: i64,
+    pub to: i64,
+    /// Throughput, failure rate and p95 duration.
+    pub graphs: Vec<super::server_fns::Graph>,
+    /// The releases that started in the range, oldest first.
+    pub markers: Vec<super::charts::Marker>,
 }
 
 /// A promotion's page.
@@ -180,7 +199,17 @@ pub async fn environment_page(name: String) -> Result<EnvironmentData, ServerFnE
         releases,
         can_operate: backend::operates(&who),
         is_admin: who.role == quarry_domain::Role::Admin,
+        is_this_server: name == services.config.environment,
     })
+}
+
+/// An environment's timeline over the last `minutes` (15 to 1440).
+#[server(endpoint = "environment_timeline")]
+pub async fn environment_timeline(name: String, minutes: u32) -> Result<Timeline, ServerFnError> {
+    let (services, _) = backend::reading().await?;
+    crate::server::timeline::environment_timeline(&services, &name, minutes)
+        .await
+        .map_err(backend::failed)
 }
 
 /// A promotion's page: its diff, approvals and, once approved, its release.

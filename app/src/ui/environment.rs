@@ -6,7 +6,9 @@ use super::control_fns::{
     EnvironmentData, FreezeEnvironment, LiftHold, RollbackEnvironment, UnfreezeEnvironment,
     environment_page,
 };
+use super::fleet::FleetByRelease;
 use super::operations::{DiffTable, MarkNote, StateBadge, release_line, short_image};
+use super::timeline::EnvironmentTimeline;
 use super::{error_text, short_time};
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -124,6 +126,8 @@ fn Environment(p: EnvironmentData, actions: Actions) -> impl IntoView {
                 view! { <ReleaseHistory list/> }.into_any()
             }
         }}
+        <EnvironmentTimeline name=name.clone()/>
+        {p.is_this_server.then(|| view! { <FleetByRelease/> })}
         <h2>"Stack events"</h2>
         {move || view! { <EventTable list=events.get()/> }}
         <h2>"Resources"</h2>

@@ -1,6 +1,7 @@
 //! The jobs list and a job's page, whose status follows the server live (server-sent
 //! events) without reloading.
 
+use super::job_history::{AttemptsView, ProvenanceView};
 use super::results::ResultView;
 use super::server_fns::{CancelJob, JobRow, job_detail, list_jobs};
 use super::{error_text, short_time};
@@ -153,6 +154,7 @@ fn JobView(initial: JobEvent) -> impl IntoView {
     let dataset_id = initial.job.dataset_id.clone();
     let kind = kind_of(&analysis);
     let result_id = id.clone();
+    let attempts_id = id.clone();
     view! {
         <h1>"Job "<code>{id.chars().take(8).collect::<String>()}</code>" · "{kind.clone()}</h1>
         <p class="meta">
@@ -200,6 +202,8 @@ fn JobView(initial: JobEvent) -> impl IntoView {
         <Show when=move || status.get() == JobStatus::Succeeded>
             <ResultView id=result_id.clone() analysis=initial.job.analysis.clone()/>
         </Show>
+        {move || current.get().job.provenance.map(|p| view! { <ProvenanceView p/> })}
+        <AttemptsView id=attempts_id.clone() status/>
     }
 }
 

@@ -6,16 +6,19 @@ pub mod control_fns;
 mod dataset;
 mod datasets;
 mod environment;
+mod fleet;
+mod job_history;
 mod jobs;
 #[cfg(feature = "hydrate")]
 mod live;
 mod login;
-mod operations;
+pub(crate) mod operations;
 mod promotion;
 mod results;
 pub mod server_fns;
 mod settings;
 mod system;
+mod timeline;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

@@ -6,7 +6,7 @@
 
 use crate::ui::charts::Series;
 use leptos::prelude::*;
-use quarry_domain::{Dataset, Job, JobEvent, ResultPage, Role};
+use quarry_domain::{Dataset, Job, JobAttempt, JobEvent, ReleaseFleet, ResultPage, Role};
 use serde::{Deserialize, Serialize};
 
 /// The signed-in user as the pages show them.
@@ -223,6 +223,18 @@ pub async fn job_detail(id: String) -> Result<JobEvent, ServerFnError> {
         .map_err(backend::fail)
 }
 
+/// A job's attempts, first to last: worker, release, times and outcome.
+#[server(endpoint = "job_attempts")]
+pub async fn job_attempts(id: String) -> Result<Vec<JobAttempt>, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    let job = quarry_core::jobs::get(&services.db, &who, &id)
+        .await
+        .map_err(backend::fail)?;
+    quarry_core::jobs::attempts(&services.db, &job.view.id)
+        .await
+        .map_err(backend::fail)
+}
+
 /// Cancels a job (its owner, an operator or an admin).
 #[server(endpoint = "cancel_job")]
 pub async fn cancel_job(id: String) -> Result<(), ServerFnError> {
@@ -261,6 +273,32 @@ pub async fn system_graphs(
     crate::server::graphs::system_graphs(&services, minutes, environment.as_deref())
         .await
         .map_err(backend::fail)
+}
+
+/// This server's fleet by release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetView {
+    pub current_release: Option<String>,
+    pub releases: Vec<ReleaseFleet>,
+}
+
+/// The release this server's environment runs and its live workers by release (leads,
+/// operators and admins).
+#[server(endpoint = "fleet_releases")]
+pub async fn fleet_releases() -> Result<FleetView, ServerFnError> {
+    use quarry_core::fleet;
+    let (services, who) = backend::caller().await?;
+    crate::server::api::jobs::require_system(&who).map_err(backend::fail)?;
+    let stale = fleet::stale_after(services.config.heartbeat());
+    Ok(FleetView {
+        current_release: fleet::current_release(&services.db)
+            .await
+            .map_err(backend::fail)?
+            .map(|c| c.release),
+        releases: fleet::by_release(&services.db, stale)
+            .await
+            .map_err(backend::fail)?,
+    })
 }
 
 /// The caller's API tokens, newest first.

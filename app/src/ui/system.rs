@@ -6,6 +6,7 @@
 
 use super::charts::LineChart;
 use super::error_text;
+use super::fleet::FleetByRelease;
 use super::server_fns::system_graphs;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -77,6 +78,7 @@ pub fn SystemPage() -> impl IntoView {
                                     <LineChart title=graph.title unit=graph.unit series=graph.series from=g.from to=g.to/>
                                 }).collect_view()}
                             </div>
+                            {(g.environment == LOCAL).then(|| view! { <FleetByRelease/> })}
                         }.into_any(),
                         Err(e) => view! {
                             <p class="error" role="alert">{error_text(&e)}</p>

@@ -18,7 +18,7 @@ use quarry_domain::{ColumnInfo, DatasetFormat, Decision, Role};
 use std::time::Duration;
 
 mod control;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod sign_in;
 pub use control::{
     artifacts_are_immutable_and_rejected_once, environments_freeze_and_hold,
@@ -28,6 +28,7 @@ pub use lifecycle::{
     a_fenced_lease_changes_nothing, activity_and_waiting, attempts_are_recorded_with_their_release,
     dead_workers_jobs_are_reconciled, failed_and_cancelled_jobs, hand_backs_are_not_attempts,
     job_changes_reach_their_followers, job_lifecycle_commits_a_result_once,
+    superseded_workers_start_no_job,
 };
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
 
@@ -52,6 +53,7 @@ pub async fn run_all(db: &Db) {
     artifacts_are_immutable_and_rejected_once(db).await;
     environments_freeze_and_hold(db).await;
     promotions_move_on_once(db).await;
+    superseded_workers_start_no_job(db).await;
 }
 
 fn unique(prefix: &str) -> String {

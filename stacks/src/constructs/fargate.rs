@@ -101,8 +101,10 @@ impl AppRefs {
         vec![
             ("AWS_REGION".into(), region()),
             ("QUARRY_ENV".into(), json!(self.environment)),
-            // Every attempt records the release its worker runs: the image by digest.
+            // Every attempt records the release its worker runs, and every result the
+            // image it ran in: in the cloud both are the image by digest.
             ("QUARRY_WORKER__RELEASE".into(), ref_(&self.image_parameter)),
+            ("QUARRY_WORKER__IMAGE".into(), ref_(&self.image_parameter)),
             ("QUARRY_QUEUE__URL".into(), ref_(&self.job_queue)),
             ("QUARRY_BLOB_STORE__BUCKET".into(), ref_(&self.bucket)),
             // `${Database.Endpoint.Address}` inline would do on AWS, but moto's

@@ -1,7 +1,10 @@
-//! Observability: two alarms and one dashboard.
+//! Observability: three alarms and one dashboard.
 //!
 //! * `DeadLetterAlarm`: the dead-letter queue holds `dlq_threshold` letters or more
 //!   (SQS's `ApproximateNumberOfMessagesVisible`, 5-minute maximum);
+//! * `JobFailureRateAlarm`: more than `failure_rate_percent` of the jobs that finished
+//!   in 5 minutes failed, when at least `failure_rate_min_jobs` finished (metric math
+//!   over the orchestrator's `jobs_failed` and `jobs_succeeded`);
 //! * `OldestJobAgeAlarm`: the oldest waiting job has waited more than
 //!   `oldest_job_age_secs` for three minutes in a row (the orchestrator's
 //!   `oldest_job_age_seconds` metric; missing data keeps the alarm's state);
@@ -10,6 +13,9 @@
 //!   worker time, the body a deterministic JSON string.
 //!
 //! The alarms have no actions yet: subscribe to them in the console or add a topic.
+//! The dead-letter and failure-rate alarms are also the stack's CloudFormation rollback
+//! triggers ([`rollback_alarm_names`]): an update during which either fires is rolled
+//! back by CloudFormation itself.
 
 use super::check_range;
 use crate::error::{PropError, StackError};
@@ -34,6 +40,24 @@ pub struct ObservabilityProps {
     /// Alarm when the dead-letter queue holds this many letters
     /// (`stack.alarms.dlq_threshold`), at least 1. Default: 1.
     pub dlq_threshold: u32,
+    /// Alarm when more than this percent of the finished jobs failed
+    /// (`stack.alarms.failure_rate_percent`), 1 to 100. Default: 20.
+    pub failure_rate_percent: u32,
+    /// …over at least this many finished jobs in 5 minutes
+    /// (`stack.alarms.failure_rate_min_jobs`), at least 1. Default: 5.
+    pub failure_rate_min_jobs: u32,
+    /// How long CloudFormation watches the rollback triggers after an update's last
+    /// resource (`stack.rollback.monitoring_minutes`), 0 to 180. Default: 10.
+    pub rollback_monitoring_minutes: u32,
+}
+
+/// The names of the alarms the stack's updates pass to CloudFormation as rollback
+/// triggers: the dead letters and the job failure rate.
+pub fn rollback_alarm_names(name: &str) -> Vec<String> {
+    vec![
+        format!("{name}-dead-letters"),
+        format!("{name}-job-failure-rate"),
+    ]
 }
 
 impl Default for ObservabilityProps {
@@ -43,6 +67,9 @@ impl Default for ObservabilityProps {
             environment: "staging".to_owned(),
             oldest_job_age_secs: 900,
             dlq_threshold: 1,
+            failure_rate_percent: 20,
+            failure_rate_min_jobs: 5,
+            rollback_monitoring_minutes: 10,
         }
     }
 }
@@ -64,6 +91,30 @@ impl ObservabilityProps {
                 "stack.alarms.dlq_threshold",
                 self.dlq_threshold,
                 "letters",
+                (1, 100_000),
+                "",
+            ),
+            check_range(
+                CONSTRUCT,
+                "stack.alarms.failure_rate_percent",
+                self.failure_rate_percent,
+                "%",
+                (1, 100),
+                "",
+            ),
+            check_range(
+                CONSTRUCT,
+                "stack.rollback.monitoring_minutes",
+                self.rollback_monitoring_minutes,
+                "min",
+                (0, 180),
+                " (CloudFormation's limit)",
+            ),
+            check_range(
+                CONSTRUCT,
+                "stack.alarms.failure_rate_min_jobs",
+                self.failure_rate_min_jobs,
+                "jobs",
                 (1, 100_000),
                 "",
             ),
@@ -169,6 +220,52 @@ pub fn add(
                 "Period": 300,
                 "EvaluationPeriods": 1,
                 "Threshold": props.dlq_threshold - 1,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+            }),
+        ),
+    )?;
+    let jobs = |id: &str, name: &str| {
+        json!({
+            "Id": id,
+            "ReturnData": false,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": crate::METRICS_NAMESPACE,
+                    "MetricName": name,
+                    "Dimensions": [{ "Name": "Environment", "Value": props.environment }],
+                },
+                "Period": 300,
+                "Stat": "Sum",
+            },
+        })
+    };
+    template.add_resource(
+        "JobFailureRateAlarm",
+        Resource::new(
+            "AWS::CloudWatch::Alarm",
+            json!({
+                "AlarmName": format!("{}-job-failure-rate", props.name),
+                "AlarmDescription": format!(
+                    "Quarry {}: more than {}% of the jobs that finished in 5 minutes failed \
+                     (at least {} finished); a release that breaks jobs rolls back",
+                    props.environment, props.failure_rate_percent, props.failure_rate_min_jobs
+                ),
+                "Metrics": [
+                    jobs("failed", metric::JOBS_FAILED),
+                    jobs("succeeded", metric::JOBS_SUCCEEDED),
+                    {
+                        "Id": "rate",
+                        "Label": "Failed jobs (%)",
+                        "ReturnData": true,
+                        "Expression": format!(
+                            "IF(failed + succeeded >= {}, 100 * failed / (failed + succeeded), 0)",
+                            props.failure_rate_min_jobs
+                        ),
+                    },
+                ],
+                "EvaluationPeriods": 1,
+                "Threshold": props.failure_rate_percent,
                 "ComparisonOperator": "GreaterThanThreshold",
                 "TreatMissingData": "notBreaching",
             }),

@@ -216,3 +216,18 @@ fn a_bad_stack_name_is_refused() {
         "{message}"
     );
 }
+
+#[test]
+fn rollback_monitoring_past_cloudformations_limit_is_refused() {
+    let message = staging_error("monitoring_minutes = 5", "monitoring_minutes = 181");
+    assert!(
+        message.contains("`stack.rollback.monitoring_minutes` = 181 min")
+            && message.contains("0 to 180"),
+        "{message}"
+    );
+    let message = staging_error("failure_rate_percent = 20", "failure_rate_percent = 0");
+    assert!(
+        message.contains("`stack.alarms.failure_rate_percent` = 0 %"),
+        "{message}"
+    );
+}

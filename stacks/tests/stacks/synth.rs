@@ -271,3 +271,74 @@ fn the_dashboard_graphs_every_orchestrator_metric_of_its_environment() {
         assert!(metrics.iter().any(|m| m == name), "{name} is not graphed");
     }
 }
+
+#[test]
+fn updates_pass_the_dead_letter_and_failure_rate_alarms_as_rollback_triggers() {
+    use quarry_stacks::cloudformation::rollback_configuration;
+    use quarry_stacks::stack::StackProps;
+    for (environment, minutes) in [("staging", 5), ("production", 15)] {
+        let template = template_value(environment);
+        let alarm = |logical_id: &str| template["Resources"][logical_id]["Properties"].clone();
+        let triggers = StackProps::from_config(&config(environment)).rollback_triggers();
+        assert_eq!(
+            triggers.alarm_names,
+            [
+                alarm("DeadLetterAlarm")["AlarmName"].as_str().unwrap(),
+                alarm("JobFailureRateAlarm")["AlarmName"].as_str().unwrap(),
+            ],
+            "{environment}: the triggers are the template's own alarms"
+        );
+        assert_eq!(
+            triggers.monitoring_minutes, minutes,
+            "{environment}: from the file"
+        );
+
+        // The failure rate: failed ÷ finished over 5 minutes, once enough finished.
+        let rate = alarm("JobFailureRateAlarm");
+        assert_eq!(rate["Threshold"], 20, "{environment}");
+        let metrics = rate["Metrics"].as_array().unwrap();
+        let returned: Vec<&Value> = metrics.iter().filter(|m| m["ReturnData"] == true).collect();
+        assert_eq!(returned.len(), 1, "one series is compared: {rate}");
+        assert_eq!(
+            returned[0]["Expression"],
+            "IF(failed + succeeded >= 5, 100 * failed / (failed + succeeded), 0)"
+        );
+        for (id, name) in [("failed", "jobs_failed"), ("succeeded", "jobs_succeeded")] {
+            let m = metrics.iter().find(|m| m["Id"] == id).unwrap();
+            assert_eq!(m["MetricStat"]["Metric"]["MetricName"], name);
+            assert_eq!(
+                m["MetricStat"]["Metric"]["Dimensions"][0]["Value"],
+                environment
+            );
+            assert_eq!(m["MetricStat"]["Stat"], "Sum");
+        }
+
+        // An update names them by ARN in the stack's own partition, region and account.
+        let stack = format!(
+            "arn:aws-cn:cloudformation:cn-north-1:123456789012:stack/quarry-{environment}/0a1b"
+        );
+        let config = rollback_configuration(&stack, &triggers).expect("an update's triggers");
+        assert_eq!(config.monitoring_time_in_minutes(), Some(minutes as i32));
+        let arns: Vec<&str> = config
+            .rollback_triggers()
+            .iter()
+            .map(|t| t.arn().unwrap())
+            .collect();
+        let expected: Vec<String> = triggers
+            .alarm_names
+            .iter()
+            .map(|n| format!("arn:aws-cn:cloudwatch:cn-north-1:123456789012:alarm:{n}"))
+            .collect();
+        assert_eq!(arns, expected);
+        assert!(
+            config
+                .rollback_triggers()
+                .iter()
+                .all(|t| t.r#type() == Some("AWS::CloudWatch::Alarm"))
+        );
+        assert!(
+            rollback_configuration("", &triggers).is_none(),
+            "a stack being created has no alarms to watch yet"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! Datasets over REST: upload, list, read, delete, isolation, and every bad input.
 
 use quarry_tests::Quarry;
-use quarry_tests::fixtures::mixed_csv;
+use quarry_tests::fixtures::{mixed_csv, sha256sum};
 use serde_json::Value;
 
 fn column_types(dataset: &Value) -> Vec<(String, String)> {
@@ -133,19 +133,6 @@ async fn a_300k_row_csv_upload_reports_its_rows_and_column_types() {
     let r = upload(&q, &q.admin_token, "?name=copy", "text/csv", csv).await;
     assert_eq!(r.status(), 201);
     assert_eq!(r.json::<Value>().await.unwrap()["sha256"], digest);
-}
-
-/// The SHA-256 of `bytes` in hex, by coreutils' `sha256sum`.
-fn sha256sum(bytes: &[u8]) -> String {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    child.stdin.take().unwrap().write_all(bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
 }
 
 #[tokio::test]

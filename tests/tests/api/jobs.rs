@@ -1,6 +1,6 @@
 //! The job engine end to end: real `quarry up`, real worker processes.
 
-use quarry_tests::fixtures::{CATEGORIES, expected_means, mixed_csv};
+use quarry_tests::fixtures::{CATEGORIES, expected_means, mixed_csv, sha256sum};
 use quarry_tests::{Quarry, eventually};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -95,19 +95,51 @@ async fn aggregate_mean_by_category_matches_an_independent_fold() {
     let csv = mixed_csv(300_000, 11);
     let expected = expected_means(&csv);
     assert_eq!(expected.len(), CATEGORIES.len());
+    let digest = sha256sum(csv.as_bytes());
     let dataset = upload_csv(&q, "sales", csv).await;
-    let id = submit_ok(
-        &q,
-        &dataset,
-        json!({"kind": "aggregate", "group_by": ["category"],
-               "aggregations": [{"column": "amount", "op": "mean"}, {"column": "amount", "op": "count"}],
-               "order_by": ["category"]}),
-    )
-    .await;
+    let analysis = json!({"kind": "aggregate", "group_by": ["category"],
+           "aggregations": [{"column": "amount", "op": "mean"}, {"column": "amount", "op": "count"}],
+           "order_by": ["category"]});
+    let id = submit_ok(&q, &dataset, analysis.clone()).await;
     let done = wait_status(&q, &id, "succeeded", Duration::from_secs(120)).await;
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["progress"], 1.0);
     assert!(done["started_at"].is_string() && done["finished_at"].is_string());
+
+    // Where the result came from: the release and worker of its (only) attempt, the
+    // input by content, how it was read, the analysis as run and the engine.
+    let provenance = &done["provenance"];
+    let attempts: Value = q.get_json(&format!("/api/v1/jobs/{id}/attempts")).await;
+    let attempt = &attempts[0];
+    assert_eq!(attempt["outcome"], "succeeded", "{attempts}");
+    assert_eq!(provenance["release"], attempt["release"], "{provenance}");
+    assert_eq!(provenance["worker"], attempt["worker"], "{provenance}");
+    assert_eq!(provenance["attempt"], 1);
+    assert_eq!(
+        provenance["image"],
+        Value::Null,
+        "no image on the embedded default"
+    );
+    assert_eq!(provenance["dataset"]["id"], dataset.as_str());
+    assert_eq!(provenance["dataset"]["sha256"], digest, "{provenance}");
+    assert_eq!(provenance["dataset"]["read"], "typed_copy");
+    assert_eq!(provenance["dataset"]["format"], "csv");
+    assert_eq!(provenance["dataset"]["rows"], 300_000);
+    assert_eq!(
+        provenance["dataset"]["ingest"]["delimiter"], ",",
+        "{provenance}"
+    );
+    assert_eq!(
+        provenance["analysis"], done["analysis"],
+        "the analysis as it ran"
+    );
+    assert_eq!(provenance["analysis"]["group_by"], analysis["group_by"]);
+    assert_eq!(provenance["computed_at"], done["finished_at"]);
+    let engine = provenance["engine"].as_str().unwrap();
+    assert!(
+        engine.starts_with("quarry-engine ") && engine.contains("(polars 0."),
+        "{engine}"
+    );
 
     let page = result_page(&q, &id, "?limit=100").await;
     let names: Vec<&str> = page["columns"]
@@ -322,6 +354,10 @@ async fn a_queued_job_says_why_it_waits_and_its_events_follow_it_to_the_end() {
 
     let opening = &events[0];
     assert_eq!(opening["job"]["status"], "queued", "{opening}");
+    assert!(
+        opening["job"]["provenance"].is_null(),
+        "no result, no provenance: {opening}"
+    );
     let w = &opening["waiting"];
     assert_eq!(w["position"], 1, "first in line: {w}");
     assert_eq!(w["max_workers"], 1);

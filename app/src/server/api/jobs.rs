@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use quarry_core::{datasets, decisions, jobs};
+use quarry_core::{datasets, decisions, fleet, jobs};
 use quarry_domain::{
     Analysis, ErrorBody, Job, JobAttempt, JobEvent, JobStatus, SystemStatus, Waiting,
 };
@@ -265,6 +265,8 @@ pub async fn system(
         max_workers: u64::from(s.config.fleet.max_workers),
         jobs_per_worker: u64::from(s.config.fleet.jobs_per_worker),
         last_decision: decisions::latest(&s.db).await?,
+        current_release: fleet::current_release(&s.db).await?.map(|c| c.release),
+        releases: fleet::by_release(&s.db, fleet::stale_after(s.config.heartbeat())).await?,
     }))
 }
 

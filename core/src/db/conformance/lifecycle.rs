@@ -13,7 +13,9 @@ use crate::lifecycle::{Begin, Fenced, LEASE_SKEW, Lease, Lifecycle, Retry};
 use crate::queue::{
     DbQueue, JobMessage, JobQueue, backstop_receives, conformance as queue_conformance,
 };
-use quarry_domain::{ColumnInfo, JobStatus, Role};
+use quarry_domain::{
+    Analysis, ColumnInfo, DatasetFormat, InputProvenance, JobStatus, Provenance, Role,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,12 +62,33 @@ async fn leased(life: &Lifecycle, worker: &str) -> Lease {
         .expect("a delivery");
     match life.begin(d, worker).await.expect("begin") {
         Begin::Run(lease, _) => *lease,
-        Begin::Skipped => panic!("the delivery was skipped"),
+        other => panic!("the delivery was not begun: {other:?}"),
     }
 }
 
 async fn stored(db: &Db, id: &str) -> jobs::StoredJob {
     jobs::find(db, id).await.expect("find").expect("exists")
+}
+
+/// What a test worker says of the result it commits.
+pub fn provenance(lease: &Lease) -> Provenance {
+    Provenance {
+        release: "build-test".into(),
+        image: None,
+        worker: "conformance".into(),
+        attempt: lease.attempt,
+        engine: "none".into(),
+        analysis: Analysis::Spin { seconds: 0.0 },
+        dataset: InputProvenance {
+            id: "d".into(),
+            sha256: None,
+            format: DatasetFormat::Csv,
+            read: "original".into(),
+            ingest: None,
+            rows: 2,
+        },
+        computed_at: String::new(),
+    }
 }
 
 fn result_meta(key: &str) -> ResultMeta {
@@ -120,12 +143,12 @@ pub async fn job_lifecycle_commits_a_result_once(db: &Db) {
     assert!(jobs::running_count(db).await.expect("running") >= 1);
     assert_eq!(jobs::queue_position(db, &id).await.expect("position"), None);
 
-    life.commit(&lease, &result_meta("results/a"))
+    life.commit(&lease, &result_meta("results/a"), &provenance(&lease))
         .await
         .expect("commit")
         .expect("kept");
     assert_eq!(
-        life.commit(&lease, &result_meta("results/b"))
+        life.commit(&lease, &result_meta("results/b"), &provenance(&lease))
             .await
             .expect("again"),
         Err(Fenced),
@@ -141,6 +164,13 @@ pub async fn job_lifecycle_commits_a_result_once(db: &Db) {
         (done.view.status, done.view.progress),
         (JobStatus::Succeeded, 1.0)
     );
+    // The provenance is the first commit's, stamped with the commit's time.
+    let recorded = done.view.provenance.expect("provenance with the result");
+    assert_eq!(
+        (recorded.release.as_str(), recorded.attempt),
+        ("build-test", 1)
+    );
+    assert_eq!(Some(recorded.computed_at), done.view.finished_at);
     let counts = queue.counts().await.expect("counts");
     assert_eq!(
         (counts.visible, counts.in_flight),
@@ -183,7 +213,7 @@ pub async fn a_fenced_lease_changes_nothing(db: &Db) {
         Err(Fenced)
     );
     assert_eq!(
-        life.commit(&stale, &result_meta("results/stale"))
+        life.commit(&stale, &result_meta("results/stale"), &provenance(&stale))
             .await
             .expect("commit"),
         Err(Fenced)
@@ -207,7 +237,7 @@ pub async fn a_fenced_lease_changes_nothing(db: &Db) {
         ),
         (JobStatus::Running, Some(fresh.receipt()), Some("w-fresh"))
     );
-    life.commit(&fresh, &result_meta("results/fresh"))
+    life.commit(&fresh, &result_meta("results/fresh"), &provenance(&fresh))
         .await
         .expect("commit")
         .expect("kept");
@@ -234,7 +264,7 @@ pub async fn hand_backs_are_not_attempts(db: &Db) {
         assert_eq!((job.view.status, job.view.attempts), (JobStatus::Queued, 0));
     }
     let lease = leased(&life, "w-last").await;
-    life.commit(&lease, &result_meta("results/x"))
+    life.commit(&lease, &result_meta("results/x"), &provenance(&lease))
         .await
         .expect("commit")
         .expect("kept");
@@ -283,10 +313,14 @@ pub async fn attempts_are_recorded_with_their_release(db: &Db) {
         .expect("hand back")
         .expect("kept");
     let third = leased(&life, &w2).await;
-    life.commit(&third, &result_meta("results/attempts"))
-        .await
-        .expect("commit")
-        .expect("kept");
+    life.commit(
+        &third,
+        &result_meta("results/attempts"),
+        &provenance(&third),
+    )
+    .await
+    .expect("commit")
+    .expect("kept");
     let attempts = jobs::attempts(db, &id).await.expect("attempts");
     let seen: Vec<_> = attempts
         .iter()
@@ -480,7 +514,7 @@ pub async fn activity_and_waiting(db: &Db) {
     for _ in 0..2 {
         let lease = leased(&life, "w-1").await;
         let key = format!("results/{}", lease.job_id);
-        life.commit(&lease, &result_meta(&key))
+        life.commit(&lease, &result_meta(&key), &provenance(&lease))
             .await
             .expect("commit")
             .expect("kept");
@@ -556,4 +590,137 @@ pub async fn job_changes_reach_their_followers(db: &Db) {
     drop((follower, bystander));
     stop.cancel();
     feeding.await.unwrap();
+}
+
+/// After a new release is declared current, workers of the old one start nothing (the
+/// delivery goes straight back), the new release's workers do, and the old workers
+/// show as draining. Leaves no current release behind.
+pub async fn superseded_workers_start_no_job(db: &Db) {
+    use crate::fleet;
+    let ann = user(db, Role::Analyst).await;
+    let (life, queue) = lifecycle(db, 3);
+    let (old, new) = (unique("w-old"), unique("w-new"));
+    let (r1, r2) = (unique("release-1"), unique("release-2"));
+    // Only this check's workers are live (earlier checks left theirs running).
+    sqlx::query("UPDATE workers SET state = 'exited'")
+        .execute(db.pool())
+        .await
+        .expect("retire");
+    for (w, release) in [(&old, &r1), (&new, &r2)] {
+        fleet::set_state(db, w, "running", None)
+            .await
+            .expect("register");
+        fleet::set_release(db, w, release).await.expect("release");
+    }
+    assert_eq!(
+        fleet::declare_release(db, &r1).await.expect("declare"),
+        None
+    );
+    let stale = Duration::from_secs(60);
+    assert_eq!(
+        fleet::draining(db, stale).await.expect("draining"),
+        1,
+        "r2's worker"
+    );
+
+    // r1 is current: its worker runs a job.
+    let before = submitted(&life, &ann).await;
+    let lease = leased(&life, &old).await;
+    assert_eq!(lease.job_id, before);
+
+    // A deploy makes r2 current; r1's worker still finishes what it holds.
+    assert_eq!(
+        fleet::declare_release(db, &r2).await.expect("declare"),
+        Some(r1.clone())
+    );
+    let current = fleet::current_release(db)
+        .await
+        .expect("current")
+        .expect("declared");
+    assert_eq!(
+        (current.release.as_str(), current.previous.as_deref()),
+        (r2.as_str(), Some(r1.as_str()))
+    );
+    assert_eq!(
+        fleet::declare_release(db, &r2).await.expect("again"),
+        None,
+        "declaring the current release again changes nothing"
+    );
+    assert_eq!(
+        fleet::current_release(db)
+            .await
+            .expect("current")
+            .map(|c| c.since_ms),
+        Some(current.since_ms)
+    );
+    assert_eq!(
+        fleet::superseded_by(db, &r1).await.expect("superseded"),
+        Some(r2.clone())
+    );
+    assert_eq!(fleet::superseded_by(db, &r2).await.expect("current"), None);
+    assert_eq!(
+        fleet::draining(db, stale).await.expect("draining"),
+        1,
+        "r1's worker"
+    );
+    let groups = fleet::by_release(db, stale).await.expect("by release");
+    let group = |r: &str| {
+        groups
+            .iter()
+            .find(|g| g.release.as_deref() == Some(r))
+            .cloned()
+    };
+    let draining = group(&r1).expect("r1 has a worker");
+    assert!(!draining.current);
+    assert!(
+        draining
+            .workers
+            .iter()
+            .any(|w| w.id == old && w.job_id.as_deref() == Some(before.as_str())),
+        "the old worker, with the job it finishes: {groups:?}"
+    );
+    assert!(group(&r2).expect("r2 has a worker").current);
+    life.commit(&lease, &result_meta("results/before"), &provenance(&lease))
+        .await
+        .expect("commit")
+        .expect("the old worker's commit is kept");
+
+    // A job after the switch: r1's worker gives its delivery back untouched.
+    let after = submitted(&life, &ann).await;
+    let d = queue
+        .receive(Duration::from_secs(1))
+        .await
+        .expect("receive")
+        .expect("a delivery");
+    match life.begin(d, &old).await.expect("begin") {
+        Begin::Superseded(by) => assert_eq!(by, r2),
+        other => panic!("a superseded worker began a job: {other:?}"),
+    }
+    let job = stored(db, &after).await;
+    assert_eq!((job.view.status, job.view.attempts), (JobStatus::Queued, 0));
+    assert!(
+        jobs::attempts(db, &after)
+            .await
+            .expect("attempts")
+            .is_empty()
+    );
+    assert_eq!(
+        queue.counts().await.expect("counts").visible,
+        1,
+        "visible again at once"
+    );
+    let lease = leased(&life, &new).await;
+    assert_eq!(lease.job_id, after, "r2's worker takes it");
+    life.commit(&lease, &result_meta("results/after"), &provenance(&lease))
+        .await
+        .expect("commit")
+        .expect("kept");
+
+    sqlx::query("DELETE FROM current_release")
+        .execute(db.pool())
+        .await
+        .expect("clean up");
+    for w in [&old, &new] {
+        fleet::set_state(db, w, "exited", None).await.expect("exit");
+    }
 }

@@ -4,6 +4,7 @@
 use super::*;
 use crate::auth::{self, Principal};
 use crate::datasets::{self, NewDataset, TypedCopy};
+use crate::db::conformance::lifecycle::provenance;
 use crate::jobs::{self, NewJob, ResultMeta};
 use crate::lifecycle::{Begin, Lifecycle};
 use crate::queue::{DbQueue, JobMessage, JobQueue};
@@ -133,7 +134,10 @@ async fn held_jobs_wait_for_their_owner(db: &Db) {
     let Begin::Run(lease, _) = life.begin(d, "w1").await.unwrap() else {
         panic!("the first job runs");
     };
-    life.commit(&lease, &meta(&id)).await.unwrap().unwrap();
+    life.commit(&lease, &meta(&id), &provenance(&lease))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         release_after(db, &q, &first).await.unwrap(),
         0,
