@@ -197,6 +197,10 @@ async fn housekeeping(services: &Services) {
             tracing::warn!(error = %e, "resuming the control plane's deployments failed");
         }
     });
+    // Releases whose jobs regress are rolled back.
+    services.control.spawn_watch(Duration::from_millis(
+        services.config.control.watch_ms.max(100),
+    ));
     let config = &services.config;
     #[cfg(unix)]
     if config.database.url.expose_secret().is_empty() {

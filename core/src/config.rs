@@ -79,6 +79,9 @@ pub struct ControlConfig {
     /// lets tests stop the server with a deployment recorded but not finished.
     #[serde(default)]
     pub pause_before_execute_ms: u64,
+    /// Milliseconds between two checks of the regression watch.
+    #[serde(default = "default_watch_ms")]
+    pub watch_ms: u64,
 }
 
 impl Default for ControlConfig {
@@ -87,8 +90,13 @@ impl Default for ControlConfig {
             environments_dir: String::new(),
             poll_ms: default_control_poll_ms(),
             pause_before_execute_ms: 0,
+            watch_ms: default_watch_ms(),
         }
     }
+}
+
+fn default_watch_ms() -> u64 {
+    15_000
 }
 
 fn default_control_poll_ms() -> u64 {

@@ -204,9 +204,10 @@ pub async fn attempts(db: &Db, job_id: &str) -> Result<Vec<JobAttempt>> {
         Option<i64>,
         Option<String>,
         Option<String>,
+        Option<String>,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT attempt, worker_id, release, started_at, ended_at, outcome, error \
+        "SELECT attempt, worker_id, release, started_at, ended_at, outcome, error, failure \
          FROM job_attempts WHERE job_id = $1 ORDER BY seq",
     )
     .bind(job_id)
@@ -215,7 +216,7 @@ pub async fn attempts(db: &Db, job_id: &str) -> Result<Vec<JobAttempt>> {
     Ok(rows
         .into_iter()
         .map(
-            |(attempt, worker, release, started, ended, outcome, error)| JobAttempt {
+            |(attempt, worker, release, started, ended, outcome, error, failure)| JobAttempt {
                 attempt: u32::try_from(attempt).unwrap_or(0),
                 worker,
                 release,
@@ -223,8 +224,48 @@ pub async fn attempts(db: &Db, job_id: &str) -> Result<Vec<JobAttempt>> {
                 ended_at: ended.map(rfc3339),
                 outcome,
                 error,
+                failure,
             },
         )
+        .collect())
+}
+
+/// An ended attempt the regression watch counts: its job's analysis kind, and whether
+/// it failed through its release's fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedAttempt {
+    pub kind: String,
+    pub failed: bool,
+}
+
+/// The attempts of `release` that ended in `from_ms..to_ms` and count for its health:
+/// successes, and failures and losses that were not the data's fault (the newest
+/// 10,000).
+pub async fn counted_attempts(
+    db: &Db,
+    release: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<CountedAttempt>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT j.analysis_json, a.outcome FROM job_attempts a JOIN jobs j ON j.id = a.job_id \
+         WHERE a.release = $1 AND a.ended_at >= $2 AND a.ended_at < $3 \
+           AND (a.outcome = 'succeeded' OR (a.outcome IN ('failed', 'lost') \
+                AND COALESCE(a.failure, '') <> 'data')) \
+         ORDER BY a.ended_at DESC LIMIT 10000",
+    )
+    .bind(release)
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(analysis, outcome)| CountedAttempt {
+            kind: serde_json::from_str::<quarry_domain::Analysis>(&analysis)
+                .map_or_else(|_| "unknown".to_owned(), |a| a.kind().to_owned()),
+            failed: outcome != "succeeded",
+        })
         .collect())
 }
 

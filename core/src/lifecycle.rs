@@ -38,7 +38,7 @@ use crate::error::{Error, Result, is_unique_violation};
 use crate::jobs::{self, ResultMeta, StoredJob};
 use crate::queue::{Delivery, JobMessage, JobQueue};
 use anyhow::Context as _;
-use quarry_domain::Provenance;
+use quarry_domain::{FailureKind, Provenance};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -366,7 +366,13 @@ impl Lifecycle {
     /// Records a failed attempt. While attempts remain (and `retry` allows) the job
     /// goes back to `queued` and its message is delivered again soon; otherwise it is
     /// failed for good.
-    pub async fn fail(&self, lease: &Lease, error: &str, retry: Retry) -> Result<Fence<bool>> {
+    pub async fn fail(
+        &self,
+        lease: &Lease,
+        error: &str,
+        kind: FailureKind,
+        retry: Retry,
+    ) -> Result<Fence<bool>> {
         let last = retry == Retry::Never || lease.attempt >= self.max_attempts;
         let (set, next) = match (last, retry) {
             (true, Retry::IfAttemptsLeft) => {
@@ -375,7 +381,9 @@ impl Lifecycle {
             (true, Retry::Never) => ("status = 'failed', dead_letter = 0", Settle::Delete),
             (false, _) => ("status = 'queued', progress = 0", Settle::RetrySoon),
         };
-        if !self.end_lease(lease, set, Some(error), last).await? {
+        // The kind is one of the enum's fixed words, never input.
+        let set = format!("{set}, failure_kind = '{}'", kind.as_str());
+        if !self.end_lease(lease, &set, Some(error), last).await? {
             return Ok(Err(Fenced));
         }
         self.settle(lease, next).await;

@@ -158,6 +158,41 @@ pub struct JobAttempt {
     pub outcome: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// What kind of failure, when it failed or was lost: `data` (the input or the
+    /// analysis: not the release's fault), `crash` (a panic, or the worker stopped
+    /// without saying), `timeout`, `memory` or `internal`.
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+/// Why an attempt failed. Only `data` is never a release's fault: the regression
+/// watch counts the others against the release that ran the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// The input or the analysis failed it (a type the data does not have, bad SQL at
+    /// run time): the user's to fix.
+    Data,
+    /// The analysis panicked, or the worker died holding it.
+    Crash,
+    /// It ran past `analyses.max_runtime_secs`.
+    Timeout,
+    /// It went over `worker.memory_limit_mb`.
+    Memory,
+    /// Reading the data or writing the result failed.
+    Internal,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Data => "data",
+            FailureKind::Crash => "crash",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory",
+            FailureKind::Internal => "internal",
+        }
+    }
 }
 
 /// A page of a job's result.

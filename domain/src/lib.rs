@@ -17,7 +17,8 @@ pub use analysis::{AggOp, Aggregation, Analysis, OrderKey};
 pub use dataset::{ColumnInfo, Dataset, DatasetFormat, Encoding, IngestOptions};
 pub use error::{ErrorBody, ErrorDetail};
 pub use job::{
-    Decision, FleetCounts, FleetWorker, InputProvenance, Job, JobAttempt, JobEvent, JobStatus,
-    Provenance, QueueCounts, ReleaseFleet, ResultPage, SystemStatus, Waiting, backstop_receives,
+    Decision, FailureKind, FleetCounts, FleetWorker, InputProvenance, Job, JobAttempt, JobEvent,
+    JobStatus, Provenance, QueueCounts, ReleaseFleet, ResultPage, SystemStatus, Waiting,
+    backstop_receives,
 };
 pub use role::Role;

@@ -56,6 +56,56 @@ pub struct ControlSection {
     /// Hours a promotion waits for its approvals before it expires.
     #[serde(default = "default_approval_expiry_hours")]
     pub approval_expiry_hours: u32,
+    /// `[control.regression]`: the watch that rolls back a release whose jobs fail
+    /// more than the previous release's.
+    #[serde(default)]
+    pub regression: RegressionSection,
+}
+
+/// `[control.regression]`: after a deploy or a promotion, a release whose job attempts
+/// fail (crashes, timeouts, memory and internal errors; never the data's fault) more
+/// than the previous release's over the same kinds of job, by more than
+/// `threshold_points` percentage points once `min_jobs` attempts have ended, within
+/// `window_minutes` of the release, is rolled back to the last good release, its
+/// artifact rejected and the environment held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegressionSection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_threshold_points")]
+    pub threshold_points: u32,
+    #[serde(default = "default_min_jobs")]
+    pub min_jobs: u32,
+    #[serde(default = "default_window_minutes")]
+    pub window_minutes: u32,
+}
+
+impl Default for RegressionSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold_points: default_threshold_points(),
+            min_jobs: default_min_jobs(),
+            window_minutes: default_window_minutes(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_threshold_points() -> u32 {
+    20
+}
+
+fn default_min_jobs() -> u32 {
+    20
+}
+
+fn default_window_minutes() -> u32 {
+    60
 }
 
 impl Default for ControlSection {
@@ -64,6 +114,7 @@ impl Default for ControlSection {
             upstream: None,
             approvals: 0,
             approval_expiry_hours: default_approval_expiry_hours(),
+            regression: RegressionSection::default(),
         }
     }
 }

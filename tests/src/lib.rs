@@ -84,6 +84,16 @@ impl Quarry {
         self.restart().await
     }
 
+    /// [`Quarry::stop_and_restart`] with variables changed or added: the next start runs
+    /// another release, say.
+    pub async fn stop_and_restart_with(mut self, vars: &[(&str, &str)]) -> Self {
+        for (k, v) in vars {
+            self.env.retain(|(key, _)| key != k);
+            self.env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        self.stop_and_restart().await
+    }
+
     /// Stops the server with SIGTERM, as an operator would, and starts `quarry up`
     /// again on the same data directory with the same variables.
     pub async fn stop_and_restart(mut self) -> Self {

@@ -24,7 +24,7 @@ use quarry_core::blob::BlobStore;
 use quarry_core::jobs::{ResultMeta, StoredJob};
 use quarry_core::lifecycle::{Begin, Fenced, Lease, Lifecycle, Retry};
 use quarry_core::{Config, Db, datasets, fleet};
-use quarry_domain::{Analysis, DatasetFormat, InputProvenance, Provenance};
+use quarry_domain::{Analysis, DatasetFormat, FailureKind, InputProvenance, Provenance};
 use quarry_engine::analysis::{self, INTERNAL_MESSAGE, RunError};
 use quarry_engine::limits::{self, MemoryGuard};
 use quarry_engine::produce::{Produced, produce};
@@ -241,7 +241,7 @@ impl Worker {
                     attempt: lease.attempt,
                     engine: quarry_engine::version(),
                     analysis: job.view.analysis.clone(),
-                    dataset: input,
+                    dataset: *input,
                     // Stamped by the commit.
                     computed_at: String::new(),
                 };
@@ -251,7 +251,14 @@ impl Worker {
                 }
                 committed.map(|()| Outcome::Continue)
             }
-            Executed::Failed(message) => self.fail(&lease, &message, Retry::IfAttemptsLeft).await,
+            Executed::Failed(message) => {
+                self.fail(&lease, &message, FailureKind::Data, Retry::IfAttemptsLeft)
+                    .await
+            }
+            Executed::Crashed(message) => {
+                self.fail(&lease, &message, FailureKind::Crash, Retry::IfAttemptsLeft)
+                    .await
+            }
             Executed::Internal(detail) => {
                 tracing::error!(%job_id, attempt = lease.attempt, last, error = %detail, "the analysis could not read its data or write its result");
                 let message = if last {
@@ -262,14 +269,25 @@ impl Worker {
                 } else {
                     INTERNAL_MESSAGE.to_owned()
                 };
-                self.fail(&lease, &message, Retry::IfAttemptsLeft).await
+                self.fail(
+                    &lease,
+                    &message,
+                    FailureKind::Internal,
+                    Retry::IfAttemptsLeft,
+                )
+                .await
             }
             Executed::TimedOut { thread_done } => {
                 let limit = self.config.analyses.max_runtime_secs;
                 tracing::warn!(%job_id, limit_secs = limit, "analysis ran past analyses.max_runtime_secs: failed");
-                self.fail(&lease, &runtime_exceeded_message(limit), Retry::Never)
-                    .await
-                    .map(|_| exit_unless(thread_done))
+                self.fail(
+                    &lease,
+                    &runtime_exceeded_message(limit),
+                    FailureKind::Timeout,
+                    Retry::Never,
+                )
+                .await
+                .map(|_| exit_unless(thread_done))
             }
             Executed::OverMemory { peak_bytes } => {
                 let limit_mb = self.config.worker.memory_limit_mb;
@@ -278,6 +296,7 @@ impl Worker {
                 self.fail(
                     &lease,
                     &limits::exceeded_message(limit_mb),
+                    FailureKind::Memory,
                     Retry::IfAttemptsLeft,
                 )
                 .await
@@ -322,10 +341,16 @@ impl Worker {
         })
     }
 
-    async fn fail(&self, lease: &Lease, message: &str, retry: Retry) -> Result<Outcome, Fenced> {
+    async fn fail(
+        &self,
+        lease: &Lease,
+        message: &str,
+        kind: FailureKind,
+        retry: Retry,
+    ) -> Result<Outcome, Fenced> {
         tracing::warn!(job_id = %lease.job_id, attempt = lease.attempt, error = %message, "job attempt failed");
         self.keep(lease, "recording a failure", || {
-            self.lifecycle.fail(lease, message, retry)
+            self.lifecycle.fail(lease, message, kind, retry)
         })
         .await
         .map(|_| Outcome::Continue)
@@ -391,6 +416,9 @@ impl Worker {
         let Some(dataset) = found else {
             return Ok(Executed::Failed("the dataset was deleted".to_owned()));
         };
+        if let Some(fault) = injected_fault() {
+            return Ok(Executed::Internal(fault));
+        }
         // The typed Parquet copy, or the original of a dataset stored before them.
         let (scan_key, format) = dataset.scan_target();
         let input = InputProvenance {
@@ -474,13 +502,13 @@ impl Worker {
                         return Ok(Executed::OverMemory { peak_bytes: guard.peak_bytes() });
                     }
                     return Ok(match outcome {
-                        Ok(Ok(produced)) => Executed::Done(produced, input),
+                        Ok(Ok(produced)) => Executed::Done(produced, Box::new(input)),
                         Ok(Err(RunError::Failed(m))) => Executed::Failed(m),
                         Ok(Err(RunError::Internal(detail))) => Executed::Internal(detail),
                         Ok(Err(RunError::Stopped)) if started.elapsed() >= max_runtime => Executed::TimedOut { thread_done: true },
                         Ok(Err(RunError::Stopped)) if stop_deadline.is_some() => Executed::HandedBack { thread_done: true },
                         Ok(Err(RunError::Stopped)) => Executed::Cancelled { thread_done: true },
-                        Err(panic) => Executed::Failed(format!("the analysis crashed: {}", panic_text(&panic))),
+                        Err(panic) => Executed::Crashed(format!("the analysis crashed: {}", panic_text(&panic))),
                     });
                 }
                 _ = shutdown.cancelled(), if stop_deadline.is_none() => {
@@ -563,8 +591,10 @@ fn exit_unless(thread_done: bool) -> Outcome {
 
 enum Executed {
     /// The result, and the input it was computed from.
-    Done(Produced, InputProvenance),
+    Done(Produced, Box<InputProvenance>),
     Failed(String),
+    /// The analysis panicked.
+    Crashed(String),
     /// Reading the data or writing the result failed; the detail is for the log.
     Internal(String),
     /// The attempt ran past `analyses.max_runtime_secs`.
@@ -585,6 +615,19 @@ enum Executed {
     Fenced {
         thread_done: bool,
     },
+}
+
+/// A fault the tests inject into every job (`QUARRY_TEST_FAULT=fail_every_job`): a
+/// release built to fail, for the regression watch's test. Debug builds only; a
+/// release build has no such switch.
+fn injected_fault() -> Option<String> {
+    if cfg!(debug_assertions)
+        && std::env::var("QUARRY_TEST_FAULT").as_deref() == Ok("fail_every_job")
+    {
+        Some("injected fault (QUARRY_TEST_FAULT=fail_every_job, a test build)".to_owned())
+    } else {
+        None
+    }
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -18,6 +18,7 @@ mod run;
 #[cfg(test)]
 mod tests;
 pub mod views;
+pub mod watch;
 
 pub use deployer::Deployer;
 

@@ -452,3 +452,143 @@ async fn a_restart_during_a_promotion_completes_it_once() {
     assert_eq!(history[0]["outcome"], "succeeded");
     assert_eq!(worker_image(&moto, "production").await, V1);
 }
+
+async fn submit_profile(q: &Quarry, token: &str, dataset: &str) -> String {
+    let (status, job) = call(
+        q,
+        token,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"dataset_id": dataset, "analysis": {"kind": "profile"}})),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    job["id"].as_str().unwrap().to_owned()
+}
+
+async fn finished(q: &Quarry, token: &str, id: &str) -> Value {
+    eventually(WAIT, "the job to finish", || async {
+        let (_, job) = call(q, token, "GET", &format!("/api/v1/jobs/{id}"), None).await;
+        (job["status"] == "succeeded" || job["status"] == "failed").then_some(job)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_release_whose_jobs_fail_is_rolled_back_by_itself_and_cannot_come_back() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    environments(&moto, dir.path()).await;
+    // A watch that judges after 4 attempts and looks every 300 ms.
+    let file = dir.path().join("staging.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        text.matches("\nmin_jobs = 20\n").count(),
+        1,
+        "staging.toml's [control.regression] moved"
+    );
+    let edited = text.replace("\nmin_jobs = 20\n", "\nmin_jobs = 4\n");
+    std::fs::write(&file, edited).unwrap();
+    let fast = [
+        ("QUARRY_CONTROL__WATCH_MS", "300"),
+        ("QUARRY_QUEUE__VISIBILITY_TIMEOUT_SECS", "3"),
+        ("QUARRY_WORKER__HEARTBEAT_SECS", "1"),
+        ("QUARRY_FLEET__TICK_SECS", "1"),
+    ];
+    let mut vars = fast.to_vec();
+    vars.push(("QUARRY_WORKER__RELEASE", V1));
+    let q = start(&moto, dir.path(), &vars).await;
+    let olga = q.add_user("olga", "operator").await;
+    let dataset = q.upload_csv(&olga, "tiny", "a\n1\n2\n".to_owned()).await;
+    // v1 runs its jobs well.
+    deploy_staging(&q, &olga, V1).await;
+    for _ in 0..4 {
+        let id = submit_profile(&q, &olga, &dataset).await;
+        assert_eq!(finished(&q, &olga, &id).await["status"], "succeeded");
+    }
+
+    // v2 is deployed, and its workers (a build that fails every job) start.
+    deploy_staging(&q, &olga, V2).await;
+    let q = q
+        .stop_and_restart_with(&[
+            ("QUARRY_WORKER__RELEASE", V2),
+            ("QUARRY_TEST_FAULT", "fail_every_job"),
+        ])
+        .await;
+    let failing = submit_profile(&q, &olga, &dataset).await;
+    let failed = finished(&q, &olga, &failing).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let (_, attempts) = call(
+        &q,
+        &olga,
+        "GET",
+        &format!("/api/v1/jobs/{failing}/attempts"),
+        None,
+    )
+    .await;
+    assert!(
+        attempts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["release"] == V2 && a["outcome"] == "failed" && a["failure"] == "internal"),
+        "{attempts}"
+    );
+    let _more = [
+        submit_profile(&q, &olga, &dataset).await,
+        submit_profile(&q, &olga, &dataset).await,
+    ];
+
+    // Nobody acts: the watch rolls staging back to v1, holds it and rejects v2.
+    let rollback = eventually(WAIT, "the regression watch's rollback", || async {
+        let (_, all) = call(
+            &q,
+            &olga,
+            "GET",
+            "/api/v1/environments/staging/releases",
+            None,
+        )
+        .await;
+        all.get(0)
+            .filter(|r| r["kind"] == "rollback" && r["outcome"] != "in_progress")
+            .cloned()
+    })
+    .await;
+    assert_eq!(rollback["outcome"], "succeeded", "{rollback}");
+    assert_eq!(rollback["artifact"], V1);
+    assert_eq!(rollback["deployed_by"], "regression-watch");
+    assert_eq!(stack_image(&moto, "staging").await, V1);
+    let (_, env) = call(&q, &olga, "GET", "/api/v1/environments/staging", None).await;
+    let hold = env["hold"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        hold.contains("regression watch: 100% of release") && hold.contains("against 0% expected"),
+        "the hold says why, with the numbers: {}",
+        env["hold"]
+    );
+    // v2 is refused from now on: deploying it again, or promoting it.
+    let (status, refused) = call(
+        &q,
+        &olga,
+        "POST",
+        "/api/v1/environments/staging/deploy",
+        Some(json!({"artifact": V2, "commit": "c0ffee"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused.to_string().contains("rejected by regression-watch"),
+        "{refused}"
+    );
+    let (_, artifacts) = call(&q, &olga, "GET", "/api/v1/artifacts", None).await;
+    let v2 = artifacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["image"] == V2)
+        .cloned()
+        .unwrap_or_default();
+    assert!(!v2["rejected"].is_null(), "{artifacts}");
+}

@@ -14,7 +14,7 @@ use crate::queue::{
     DbQueue, JobMessage, JobQueue, backstop_receives, conformance as queue_conformance,
 };
 use quarry_domain::{
-    Analysis, ColumnInfo, DatasetFormat, InputProvenance, JobStatus, Provenance, Role,
+    Analysis, ColumnInfo, DatasetFormat, FailureKind, InputProvenance, JobStatus, Provenance, Role,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,7 +219,7 @@ pub async fn a_fenced_lease_changes_nothing(db: &Db) {
         Err(Fenced)
     );
     assert_eq!(
-        life.fail(&stale, "stale", Retry::IfAttemptsLeft)
+        life.fail(&stale, "stale", FailureKind::Data, Retry::IfAttemptsLeft)
             .await
             .expect("fail"),
         Err(Fenced)
@@ -303,7 +303,7 @@ pub async fn attempts_are_recorded_with_their_release(db: &Db) {
         (None, None),
         "an attempt in progress has no end"
     );
-    life.fail(&first, "bad luck", Retry::IfAttemptsLeft)
+    life.fail(&first, "bad luck", FailureKind::Data, Retry::IfAttemptsLeft)
         .await
         .expect("fail")
         .expect("kept");
@@ -331,19 +331,43 @@ pub async fn attempts_are_recorded_with_their_release(db: &Db) {
                 a.release.as_deref(),
                 a.outcome.as_deref(),
                 a.error.as_deref(),
+                a.failure.as_deref(),
             )
         })
         .collect();
     assert_eq!(
         seen,
         [
-            (1, true, Some("v1"), Some("failed"), Some("bad luck")),
-            (2, false, Some("v2"), Some("handed_back"), None),
-            (2, false, Some("v2"), Some("succeeded"), None),
+            (
+                1,
+                true,
+                Some("v1"),
+                Some("failed"),
+                Some("bad luck"),
+                Some("data")
+            ),
+            (2, false, Some("v2"), Some("handed_back"), None, None),
+            (2, false, Some("v2"), Some("succeeded"), None, None),
         ],
         "{attempts:?}"
     );
     assert!(attempts.iter().all(|a| a.ended_at.is_some()));
+    // What the regression watch counts: not the data's failure, nor the hand-back.
+    assert_eq!(
+        jobs::counted_attempts(db, "v1", 0, i64::MAX)
+            .await
+            .expect("v1"),
+        []
+    );
+    assert_eq!(
+        jobs::counted_attempts(db, "v2", 0, i64::MAX)
+            .await
+            .expect("v2"),
+        [jobs::CountedAttempt {
+            kind: "profile".into(),
+            failed: false
+        }]
+    );
 }
 
 pub async fn failed_and_cancelled_jobs(db: &Db) {
@@ -353,7 +377,12 @@ pub async fn failed_and_cancelled_jobs(db: &Db) {
     let id = submitted(&life, &ann).await;
     let first = leased(&life, "w-1").await;
     let last = life
-        .fail(&first, "first try failed", Retry::IfAttemptsLeft)
+        .fail(
+            &first,
+            "first try failed",
+            FailureKind::Data,
+            Retry::IfAttemptsLeft,
+        )
         .await
         .expect("fail");
     assert_eq!(last, Ok(false));
@@ -361,7 +390,7 @@ pub async fn failed_and_cancelled_jobs(db: &Db) {
     let second = leased(&life, "w-1").await;
     assert_eq!(second.attempt, 2);
     let last = life
-        .fail(&second, "gave up", Retry::IfAttemptsLeft)
+        .fail(&second, "gave up", FailureKind::Data, Retry::IfAttemptsLeft)
         .await
         .expect("fail");
     assert_eq!(last, Ok(true));
@@ -380,7 +409,7 @@ pub async fn failed_and_cancelled_jobs(db: &Db) {
     let id = submitted(&life, &ann).await;
     let lease = leased(&life, "w-1").await;
     assert_eq!(
-        life.fail(&lease, "too slow", Retry::Never)
+        life.fail(&lease, "too slow", FailureKind::Timeout, Retry::Never)
             .await
             .expect("fail"),
         Ok(true)
@@ -465,11 +494,18 @@ pub async fn dead_workers_jobs_are_reconciled(db: &Db) {
     );
     // Both attempts are on record as lost: their worker never said how they ended.
     let attempts = jobs::attempts(db, &id).await.expect("attempts");
-    let seen: Vec<(u32, Option<&str>)> = attempts
+    let seen: Vec<(u32, Option<&str>, Option<&str>)> = attempts
         .iter()
-        .map(|a| (a.attempt, a.outcome.as_deref()))
+        .map(|a| (a.attempt, a.outcome.as_deref(), a.failure.as_deref()))
         .collect();
-    assert_eq!(seen, [(1, Some("lost")), (2, Some("lost"))], "{attempts:?}");
+    assert_eq!(
+        seen,
+        [
+            (1, Some("lost"), Some("crash")),
+            (2, Some("lost"), Some("crash"))
+        ],
+        "a worker that dies holding a job is a crash: {attempts:?}"
+    );
 
     // A released job whose message never went out is sent by the reconciler.
     let lost = submitted(&life, &ann).await;
