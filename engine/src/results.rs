@@ -2,6 +2,7 @@
 //! sorted pages from a cache of sorted copies ([`sorted`]), and CSV downloads written
 //! in chunks as they are read.
 
+pub mod compare;
 pub mod sorted;
 
 use polars::prelude::*;
