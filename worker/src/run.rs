@@ -74,6 +74,9 @@ type ThreadResult = std::thread::Result<Result<Produced, RunError>>;
 /// it, and a wake-up from the parent cuts it short.
 const LONG_POLL: Duration = Duration::from_secs(20);
 
+/// How often an idle or finishing worker asks whether its release was superseded.
+const RELEASE_CHECK: Duration = Duration::from_secs(1);
+
 /// The longest pause between two tries of a failing database or queue call.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -128,6 +131,7 @@ impl Worker {
         let mut idle_since = Instant::now();
         let mut backoff = Duration::from_millis(100);
         let release = self.config.worker.release();
+        let mut last_release_check: Option<Instant> = None;
         tracing::info!(worker_id = %self.id, %release, "worker started");
         let queue = self.lifecycle.queue();
         let exit = loop {
@@ -138,15 +142,20 @@ impl Worker {
             if idle_for >= idle_timeout {
                 break Exit::Idle;
             }
-            match fleet::superseded_by(&self.db, &release).await {
-                Ok(Some(current)) => {
-                    tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: taking no more work");
-                    break Exit::Superseded;
-                }
-                Ok(None) => {}
-                // The start of a job checks again; a failing database shows below.
-                Err(e) => {
-                    tracing::warn!(worker_id = %self.id, error = %e, "could not read the current release")
+            // At most once a second, not once a job: the statement that starts a job
+            // refuses a superseded worker anyway, and this only spares it a receive.
+            if last_release_check.is_none_or(|at: Instant| at.elapsed() >= RELEASE_CHECK) {
+                last_release_check = Some(Instant::now());
+                match fleet::superseded_by(&self.db, &release).await {
+                    Ok(Some(current)) => {
+                        tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: taking no more work");
+                        break Exit::Superseded;
+                    }
+                    Ok(None) => {}
+                    // The start of a job checks again; a failing database shows below.
+                    Err(e) => {
+                        tracing::warn!(worker_id = %self.id, error = %e, "could not read the current release")
+                    }
                 }
             }
             // SQS's longest long poll: one request per 20 s while the queue is empty.

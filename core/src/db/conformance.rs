@@ -20,6 +20,7 @@ use std::time::Duration;
 mod control;
 pub(crate) mod lifecycle;
 mod sign_in;
+mod supersession;
 pub use control::{
     artifacts_are_immutable_and_rejected_once, environments_freeze_and_hold,
     promotions_move_on_once,
@@ -28,9 +29,9 @@ pub use lifecycle::{
     a_fenced_lease_changes_nothing, activity_and_waiting, attempts_are_recorded_with_their_release,
     dead_workers_jobs_are_reconciled, failed_and_cancelled_jobs, hand_backs_are_not_attempts,
     job_changes_reach_their_followers, job_lifecycle_commits_a_result_once,
-    superseded_workers_start_no_job,
 };
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
+pub use supersession::superseded_workers_start_no_job;
 
 /// Runs every check against `db`, a freshly migrated database.
 pub async fn run_all(db: &Db) {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A lifecycle over a queue of its own, with short leases.
-fn lifecycle(db: &Db, max_attempts: u32) -> (Lifecycle, Arc<DbQueue>) {
+pub(super) fn lifecycle(db: &Db, max_attempts: u32) -> (Lifecycle, Arc<DbQueue>) {
     let queue = Arc::new(DbQueue::new(
         db.clone(),
         &unique("jobs"),
@@ -33,7 +33,7 @@ fn lifecycle(db: &Db, max_attempts: u32) -> (Lifecycle, Arc<DbQueue>) {
     )
 }
 
-async fn submitted(life: &Lifecycle, owner: &Principal) -> String {
+pub(super) async fn submitted(life: &Lifecycle, owner: &Principal) -> String {
     let dataset = new_dataset(owner, &unique("d"));
     datasets::insert(life.db(), &dataset)
         .await
@@ -53,7 +53,7 @@ async fn submitted(life: &Lifecycle, owner: &Principal) -> String {
 }
 
 /// The next delivery, begun as `worker`: its lease.
-async fn leased(life: &Lifecycle, worker: &str) -> Lease {
+pub(super) async fn leased(life: &Lifecycle, worker: &str) -> Lease {
     let d = life
         .queue()
         .receive(Duration::from_secs(5))
@@ -66,7 +66,7 @@ async fn leased(life: &Lifecycle, worker: &str) -> Lease {
     }
 }
 
-async fn stored(db: &Db, id: &str) -> jobs::StoredJob {
+pub(super) async fn stored(db: &Db, id: &str) -> jobs::StoredJob {
     jobs::find(db, id).await.expect("find").expect("exists")
 }
 
@@ -91,7 +91,7 @@ pub fn provenance(lease: &Lease) -> Provenance {
     }
 }
 
-fn result_meta(key: &str) -> ResultMeta {
+pub(super) fn result_meta(key: &str) -> ResultMeta {
     ResultMeta {
         blob_key: key.to_owned(),
         rows: 2,
@@ -626,137 +626,4 @@ pub async fn job_changes_reach_their_followers(db: &Db) {
     drop((follower, bystander));
     stop.cancel();
     feeding.await.unwrap();
-}
-
-/// After a new release is declared current, workers of the old one start nothing (the
-/// delivery goes straight back), the new release's workers do, and the old workers
-/// show as draining. Leaves no current release behind.
-pub async fn superseded_workers_start_no_job(db: &Db) {
-    use crate::fleet;
-    let ann = user(db, Role::Analyst).await;
-    let (life, queue) = lifecycle(db, 3);
-    let (old, new) = (unique("w-old"), unique("w-new"));
-    let (r1, r2) = (unique("release-1"), unique("release-2"));
-    // Only this check's workers are live (earlier checks left theirs running).
-    sqlx::query("UPDATE workers SET state = 'exited'")
-        .execute(db.pool())
-        .await
-        .expect("retire");
-    for (w, release) in [(&old, &r1), (&new, &r2)] {
-        fleet::set_state(db, w, "running", None)
-            .await
-            .expect("register");
-        fleet::set_release(db, w, release).await.expect("release");
-    }
-    assert_eq!(
-        fleet::declare_release(db, &r1).await.expect("declare"),
-        None
-    );
-    let stale = Duration::from_secs(60);
-    assert_eq!(
-        fleet::draining(db, stale).await.expect("draining"),
-        1,
-        "r2's worker"
-    );
-
-    // r1 is current: its worker runs a job.
-    let before = submitted(&life, &ann).await;
-    let lease = leased(&life, &old).await;
-    assert_eq!(lease.job_id, before);
-
-    // A deploy makes r2 current; r1's worker still finishes what it holds.
-    assert_eq!(
-        fleet::declare_release(db, &r2).await.expect("declare"),
-        Some(r1.clone())
-    );
-    let current = fleet::current_release(db)
-        .await
-        .expect("current")
-        .expect("declared");
-    assert_eq!(
-        (current.release.as_str(), current.previous.as_deref()),
-        (r2.as_str(), Some(r1.as_str()))
-    );
-    assert_eq!(
-        fleet::declare_release(db, &r2).await.expect("again"),
-        None,
-        "declaring the current release again changes nothing"
-    );
-    assert_eq!(
-        fleet::current_release(db)
-            .await
-            .expect("current")
-            .map(|c| c.since_ms),
-        Some(current.since_ms)
-    );
-    assert_eq!(
-        fleet::superseded_by(db, &r1).await.expect("superseded"),
-        Some(r2.clone())
-    );
-    assert_eq!(fleet::superseded_by(db, &r2).await.expect("current"), None);
-    assert_eq!(
-        fleet::draining(db, stale).await.expect("draining"),
-        1,
-        "r1's worker"
-    );
-    let groups = fleet::by_release(db, stale).await.expect("by release");
-    let group = |r: &str| {
-        groups
-            .iter()
-            .find(|g| g.release.as_deref() == Some(r))
-            .cloned()
-    };
-    let draining = group(&r1).expect("r1 has a worker");
-    assert!(!draining.current);
-    assert!(
-        draining
-            .workers
-            .iter()
-            .any(|w| w.id == old && w.job_id.as_deref() == Some(before.as_str())),
-        "the old worker, with the job it finishes: {groups:?}"
-    );
-    assert!(group(&r2).expect("r2 has a worker").current);
-    life.commit(&lease, &result_meta("results/before"), &provenance(&lease))
-        .await
-        .expect("commit")
-        .expect("the old worker's commit is kept");
-
-    // A job after the switch: r1's worker gives its delivery back untouched.
-    let after = submitted(&life, &ann).await;
-    let d = queue
-        .receive(Duration::from_secs(1))
-        .await
-        .expect("receive")
-        .expect("a delivery");
-    match life.begin(d, &old).await.expect("begin") {
-        Begin::Superseded(by) => assert_eq!(by, r2),
-        other => panic!("a superseded worker began a job: {other:?}"),
-    }
-    let job = stored(db, &after).await;
-    assert_eq!((job.view.status, job.view.attempts), (JobStatus::Queued, 0));
-    assert!(
-        jobs::attempts(db, &after)
-            .await
-            .expect("attempts")
-            .is_empty()
-    );
-    assert_eq!(
-        queue.counts().await.expect("counts").visible,
-        1,
-        "visible again at once"
-    );
-    let lease = leased(&life, &new).await;
-    assert_eq!(lease.job_id, after, "r2's worker takes it");
-    life.commit(&lease, &result_meta("results/after"), &provenance(&lease))
-        .await
-        .expect("commit")
-        .expect("kept");
-
-    sqlx::query("DELETE FROM current_release")
-        .execute(db.pool())
-        .await
-        .expect("clean up");
-    for w in [&old, &new] {
-        fleet::set_state(db, w, "exited", None).await.expect("exit");
-    }
 }
