@@ -201,6 +201,18 @@ async fn housekeeping(services: &Services) {
     services.control.spawn_watch(Duration::from_millis(
         services.config.control.watch_ms.max(100),
     ));
+    // Promotions' reference analyses run on their candidates.
+    quarry_app::control::gate::GateRunner {
+        plane: services.control.clone(),
+        lifecycle: services.lifecycle.clone(),
+        blobs: services.blobs.clone(),
+        wake: [services.wake_workers.clone(), services.nudge.clone()],
+        timeout: Duration::from_secs(services.config.control.gate_timeout_secs.max(1)),
+    }
+    .spawn(
+        Duration::from_millis(services.config.control.gate_poll_ms.max(50)),
+        services.control.gate_nudge.clone(),
+    );
     let config = &services.config;
     #[cfg(unix)]
     if config.database.url.expose_secret().is_empty() {

@@ -42,6 +42,21 @@ impl ContentHash {
         hash.update(bytes);
         hash.hex()
     }
+
+    /// The SHA-256 of a file's content, read in pieces (blocking: call it off the
+    /// runtime).
+    pub fn of_file(path: &Path) -> std::io::Result<String> {
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(path)?;
+        let mut hash = Self::default();
+        let mut buf = vec![0_u8; 1 << 16];
+        loop {
+            match file.read(&mut buf)? {
+                0 => return Ok(hash.hex()),
+                n => hash.update(&buf[..n]),
+            }
+        }
+    }
 }
 
 /// A blob readable as a local file (polars reads files). For the local adapter this

@@ -82,6 +82,13 @@ pub struct ControlConfig {
     /// Milliseconds between two checks of the regression watch.
     #[serde(default = "default_watch_ms")]
     pub watch_ms: u64,
+    /// Milliseconds between two looks at the promotion gates' reference checks.
+    #[serde(default = "default_gate_poll_ms")]
+    pub gate_poll_ms: u64,
+    /// Seconds a reference check may take on the candidate release (queued and run)
+    /// before it fails the gate: no worker of that release took it, or it ran too long.
+    #[serde(default = "default_gate_timeout_secs")]
+    pub gate_timeout_secs: u64,
 }
 
 impl Default for ControlConfig {
@@ -91,12 +98,22 @@ impl Default for ControlConfig {
             poll_ms: default_control_poll_ms(),
             pause_before_execute_ms: 0,
             watch_ms: default_watch_ms(),
+            gate_poll_ms: default_gate_poll_ms(),
+            gate_timeout_secs: default_gate_timeout_secs(),
         }
     }
 }
 
 fn default_watch_ms() -> u64 {
     15_000
+}
+
+fn default_gate_poll_ms() -> u64 {
+    1000
+}
+
+fn default_gate_timeout_secs() -> u64 {
+    1800
 }
 
 fn default_control_poll_ms() -> u64 {

@@ -175,6 +175,16 @@ pub async fn worker_superseded(db: &Db, worker_id: &str) -> Result<Option<String
     Ok(row.map(|(r,)| r))
 }
 
+/// The release a registered worker said it runs.
+pub async fn worker_release(db: &Db, worker_id: &str) -> Result<Option<String>> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT release FROM workers WHERE id = $1")
+            .bind(worker_id)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.and_then(|(r,)| r))
+}
+
 /// Live workers of a release other than the current one: they are draining (finishing
 /// the job they hold before they exit).
 pub async fn draining(db: &Db, stale: Duration) -> Result<u64> {

@@ -31,6 +31,7 @@ struct Row {
     enqueued_at: Option<i64>,
     worker_id: Option<String>,
     provenance_json: Option<String>,
+    required_release: Option<String>,
 }
 
 /// A stored job with what the server and worker need beyond the API view.
@@ -50,6 +51,8 @@ pub struct StoredJob {
     pub enqueued_at: Option<i64>,
     /// The worker that started its latest attempt.
     pub worker_id: Option<String>,
+    /// The only release whose workers may run it, when one is required.
+    pub required_release: Option<String>,
 }
 
 impl StoredJob {
@@ -97,6 +100,7 @@ impl Row {
             lease_until: self.lease_until,
             enqueued_at: self.enqueued_at,
             worker_id: self.worker_id,
+            required_release: self.required_release,
         })
     }
 }
@@ -106,7 +110,7 @@ macro_rules! columns {
     () => {
         "id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
          dead_letter, cancel_requested, held, created_at, started_at, finished_at, lease, \
-         lease_until, enqueued_at, worker_id, provenance_json"
+         lease_until, enqueued_at, worker_id, provenance_json, required_release"
     };
 }
 
@@ -119,6 +123,9 @@ pub struct NewJob<'a> {
     pub owner_id: &'a str,
     pub dataset_id: &'a str,
     pub analysis_json: &'a str,
+    /// The only release whose workers may run it (a promotion gate's check on a
+    /// candidate release); `None`: any worker.
+    pub required_release: Option<&'a str>,
 }
 
 /// Which jobs [`start`] may start.
@@ -134,8 +141,9 @@ pub(crate) enum StartIf {
 
 /// Starts a job in one statement: `running` under the lease `receipt` until `until`,
 /// one attempt more; returns the job as it is now. `None` (and nothing changed) when
-/// `only` does not hold, or when the worker's release has been superseded (a deploy
-/// declared another current: its workers start nothing more).
+/// `only` does not hold, when the worker's release has been superseded (a deploy
+/// declared another current: its workers start nothing more), or when the job must
+/// run on another release than the worker's (`required_release`).
 pub(crate) async fn start(
     db: &Db,
     id: &str,
@@ -161,6 +169,8 @@ pub(crate) async fn start(
          started_at = COALESCE(started_at, $4), enqueued_at = COALESCE(enqueued_at, $4) \
          WHERE id = $5 AND {condition} AND NOT EXISTS (SELECT 1 FROM current_release c \
            JOIN workers w ON w.id = $3 WHERE c.id = 1 AND w.release <> c.release) \
+           AND (required_release IS NULL \
+                OR required_release = (SELECT release FROM workers WHERE id = $3)) \
          RETURNING {}",
         columns!()
     ))

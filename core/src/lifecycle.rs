@@ -47,6 +47,10 @@ use std::time::Duration;
 /// A delivery of a job whose lease ends later than this is a duplicate message.
 pub const LEASE_SKEW: Duration = Duration::from_secs(2);
 
+/// How long a delivery of a job that must run on another release stays hidden from
+/// this worker's kind before it is offered again.
+pub const OTHER_RELEASE_DEFER: Duration = Duration::from_secs(2);
+
 /// The error a worker gets when its lease has passed to another delivery (or the job
 /// finished meanwhile): it must stop and take no further action on the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +208,21 @@ impl Lifecycle {
             tracing::info!(job_id = %id, status = %job.view.status, "a delivery of a finished job: deleted");
             self.queue.delete(&d.receipt).await?;
             self.release_after(&id).await;
+            return Ok(Begin::Skipped);
+        }
+        if let Some(required) = job.required_release.as_deref()
+            && crate::fleet::worker_release(&self.db, worker_id)
+                .await?
+                .as_deref()
+                != Some(required)
+        {
+            // A check pinned to another release (a promotion gate's): that release's
+            // workers take it. Looked at again shortly, not counted as an attempt.
+            tracing::debug!(job_id = %id, %worker_id, required, "a job for another release: deferred");
+            self.queue
+                .change_visibility(&d.receipt, OTHER_RELEASE_DEFER)
+                .await
+                .ok();
             return Ok(Begin::Skipped);
         }
         if let Some(until) = job.live_lease_until(now) {

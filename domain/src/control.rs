@@ -166,6 +166,9 @@ pub struct PromotionView {
     /// What happened: a failure's resources and reasons, a changed diff.
     pub detail: Option<String>,
     pub finished_at: Option<String>,
+    /// The reference analyses run on the candidate before approval can be given.
+    #[serde(default)]
+    pub gate: crate::gate::GateView,
 }
 
 /// An artifact.

@@ -9,6 +9,7 @@ pub mod control;
 pub mod dataset;
 pub mod environments;
 pub mod error;
+pub mod gate;
 pub mod job;
 pub mod metrics;
 pub mod role;

@@ -35,6 +35,9 @@ pub fn produce(
     };
     let data = scan_source(source, format, columns)?;
     let mut df = analysis::run(analysis, data, &ctx)?;
+    if perturbing_for_tests() {
+        df = perturbed(df)?;
+    }
     let file = tempfile::Builder::new()
         .suffix(".parquet")
         .tempfile_in(tmp_dir)
@@ -45,4 +48,23 @@ pub fn produce(
         columns: analysis::result_columns(&df),
         file,
     })
+}
+
+/// A fault the tests inject (`QUARRY_TEST_FAULT=perturb_floats`): an engine whose
+/// results differ, for the promotion gate's test. Debug builds only; a release build
+/// has no such switch.
+fn perturbing_for_tests() -> bool {
+    cfg!(debug_assertions) && std::env::var("QUARRY_TEST_FAULT").as_deref() == Ok("perturb_floats")
+}
+
+/// Every float of the result scaled by 1 + 1e-6: far beyond the gate's tolerance,
+/// invisible to the eye.
+fn perturbed(df: DataFrame) -> Result<DataFrame, RunError> {
+    let floats: Vec<Expr> = df
+        .schema()
+        .iter()
+        .filter(|(_, t)| matches!(t, DataType::Float32 | DataType::Float64))
+        .map(|(n, _)| col(n.clone()) * lit(1.0 + 1e-6))
+        .collect();
+    Ok(df.lazy().with_columns(floats).collect()?)
 }

@@ -8,17 +8,8 @@ import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
-export async function startQuarry(extraEnv = {}) {
-  const bin = process.env.QUARRY_BIN;
-  if (!bin) throw new Error("QUARRY_BIN is not set: run these through `cargo xtask test`");
-  const dataDir = mkdtempSync(join(tmpdir(), "quarry-e2e-"));
-  const env = {
-    ...process.env,
-    QUARRY_LISTEN: "127.0.0.1:0",
-    QUARRY_DATA_DIR: dataDir,
-    QUARRY_LOG: "warn",
-    ...extraEnv,
-  };
+// `quarry up` with `env`; resolves to the child and the URL it serves once it is up.
+async function spawnUp(bin, env) {
   const child = spawn(bin, ["up"], {
     env,
     stdio: ["ignore", "pipe", "inherit"],
@@ -34,6 +25,26 @@ export async function startQuarry(extraEnv = {}) {
       }
     });
   });
+  return { child, base };
+}
+
+async function stopChild(child) {
+  child.kill("SIGTERM");
+  await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
+}
+
+export async function startQuarry(extraEnv = {}) {
+  const bin = process.env.QUARRY_BIN;
+  if (!bin) throw new Error("QUARRY_BIN is not set: run these through `cargo xtask test`");
+  const dataDir = mkdtempSync(join(tmpdir(), "quarry-e2e-"));
+  let env = {
+    ...process.env,
+    QUARRY_LISTEN: "127.0.0.1:0",
+    QUARRY_DATA_DIR: dataDir,
+    QUARRY_LOG: "warn",
+    ...extraEnv,
+  };
+  let { child, base } = await spawnUp(bin, env);
   const adminToken = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
   return {
     base,
@@ -49,9 +60,17 @@ export async function startQuarry(extraEnv = {}) {
       if (r.status !== 0) throw new Error(`user add ${name} failed: ${r.stderr}`);
       return r.stdout.trim();
     },
+    // Stops the server and starts it again on the same data with `vars` changed (a
+    // new release's workers, say). It listens on a new port: `base` changes, and
+    // browser sessions must sign in again.
+    async restart(vars) {
+      await stopChild(child);
+      env = { ...env, ...vars };
+      ({ child, base } = await spawnUp(bin, env));
+      this.base = base;
+    },
     async stop() {
-      child.kill("SIGTERM");
-      await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
+      await stopChild(child);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

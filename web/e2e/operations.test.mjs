@@ -1,15 +1,20 @@
 // The operator's control plane in the browser, against moto's server holding both
 // stacks: staging runs v1 (deployed through the REST API); one operator promotes it to
 // production from the overview, another opens the promotion, reads its diff rows,
-// approves it and watches it reach `succeeded` without a reload. Analysts get 403.
+// approves it and watches it reach `succeeded` without a reload. A result pinned on
+// production's release blocks the promotion of a candidate whose engine changes it:
+// the page shows the first differing rows, and only an admin's override lets it by.
+// Analysts get 403.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import {
-  startQuarry, startMoto, stackEnvironments, api, launchBrowser, watchErrors, waitForHydration, signIn, screenshot,
+  startQuarry, startMoto, stackEnvironments, api, launchBrowser, watchErrors, waitForHydration, signIn, signInWithToken,
+  screenshot,
 } from "./harness.mjs";
 
 const V1 = `registry.example/quarry@sha256:${"1".repeat(64)}`;
+const V2 = `registry.example/quarry@sha256:${"2".repeat(64)}`;
 const PASSWORD = "a long operator password";
 // Stack operations on the emulator take seconds; the budget is generous for a loaded machine.
 const DEPLOY_MS = 240_000;
@@ -33,7 +38,14 @@ async function settled(env) {
 before(async () => {
   moto = await startMoto();
   envDir = stackEnvironments(moto);
-  quarry = await startQuarry({ ...moto.env, QUARRY_CONTROL__ENVIRONMENTS_DIR: envDir, QUARRY_CONTROL__POLL_MS: "200" });
+  quarry = await startQuarry({
+    ...moto.env,
+    QUARRY_CONTROL__ENVIRONMENTS_DIR: envDir,
+    QUARRY_CONTROL__POLL_MS: "200",
+    QUARRY_CONTROL__GATE_POLL_MS: "200",
+    // The embedded workers stand in for v1's fleet, so results carry v1 as their release.
+    QUARRY_WORKER__RELEASE: V1,
+  });
   olga = quarry.addUser("olga", "operator", PASSWORD);
   quarry.addUser("otto", "operator", PASSWORD);
   quarry.addUser("ana", "analyst", PASSWORD);
@@ -145,6 +157,107 @@ test("an operator promotes from the overview; another approves the diff and watc
   await screenshot(other, "environment-production");
   await olgaCtx.close();
   await ottoCtx.close();
+});
+
+// Polls `read` until it returns something, or fails after `ms` saying what it waited for.
+async function until(what, read, ms = DEPLOY_MS) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = await read();
+    if (got) return got;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+test("a candidate that changes a pinned result is blocked, with its differing rows, until an admin overrides", async () => {
+  // Mean amount by region over generated rows, computed here without polars.
+  let csv = "category,amount\n";
+  const sums = new Map();
+  for (let i = 0; i < 40; i++) {
+    const category = ["north", "south", "east", "west"][i % 4];
+    const amount = ((i * 37) % 101) + (i % 7) / 8;
+    csv += `${category},${amount}\n`;
+    const [sum, n] = sums.get(category) ?? [0, 0];
+    sums.set(category, [sum + amount, n + 1]);
+  }
+  const means = [...sums].map(([k, [sum, n]]) => [k, sum / n]).sort(([a], [b]) => (a < b ? -1 : 1));
+  const upload = await fetch(`${quarry.base}/api/v1/datasets?name=regional`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${olga}`, "content-type": "text/csv" },
+    body: csv,
+  });
+  assert.equal(upload.status, 201, await upload.clone().text());
+  const dataset = await upload.json();
+  const analysis = { kind: "aggregate", group_by: ["category"], aggregations: [{ column: "amount", op: "mean" }] };
+  const { status, body: job } = await api(quarry.base, olga, "POST", "/api/v1/jobs", { dataset_id: dataset.id, analysis });
+  assert.equal(status, 202, JSON.stringify(job));
+  await until("the job to succeed", async () => {
+    const { body } = await api(quarry.base, olga, "GET", `/api/v1/jobs/${job.id}`);
+    assert.notEqual(body.status, "failed", JSON.stringify(body));
+    return body.status === "succeeded";
+  });
+  const pinned = await api(quarry.base, olga, "POST", "/api/v1/references", { job_id: job.id, name: "mean amount by region" });
+  assert.equal(pinned.status, 201, JSON.stringify(pinned.body));
+
+  // v2 on staging, and its workers, whose engine perturbs every float.
+  const deployed = await api(quarry.base, olga, "POST", "/api/v1/environments/staging/deploy", { artifact: V2, commit: "c0ffee" });
+  assert.equal(deployed.status, 202, JSON.stringify(deployed.body));
+  assert.equal((await settled("staging")).outcome, "succeeded");
+  await quarry.restart({ QUARRY_WORKER__RELEASE: V2, QUARRY_TEST_FAULT: "perturb_floats" });
+  const requested = await api(quarry.base, olga, "POST", "/api/v1/promotions", { from: "staging", to: "production" });
+  assert.equal(requested.status, 201, JSON.stringify(requested.body));
+  const id = requested.body.id;
+  await until("the gate to block", async () => {
+    const { body } = await api(quarry.base, olga, "GET", `/api/v1/promotions/${id}`);
+    return body.gate.status === "blocked";
+  });
+
+  // Otto opens it: which analysis differed, its first rows side by side, no approval.
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+  const page = await ctx.newPage();
+  const errors = watchErrors(page);
+  await signIn(page, quarry.base, "otto", PASSWORD);
+  await page.goto(`${quarry.base}/operations/promotions/${id}`);
+  await waitForHydration(page);
+  await page.locator("[data-testid=gate][data-gate=blocked]").waitFor();
+  const check = page.locator("[data-testid=gate-check][data-status=differed]");
+  assert.match(await check.innerText(), /mean amount by region/);
+  assert.match(await check.getByTestId("differences").innerText(), /4 of 4 rows differ/);
+  const expected = await check.getByTestId("expected-row").evaluateAll((rows) =>
+    rows.map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent)));
+  const actual = await check.getByTestId("actual-row").evaluateAll((rows) =>
+    rows.map((r) => [...r.querySelectorAll("td")].map((td) => td.textContent)));
+  assert.equal(expected.length, 4);
+  const near = (a, b) => Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(a), Math.abs(b));
+  means.forEach(([category, mean], i) => {
+    assert.deepEqual(expected[i].slice(1, 3), ["expected", category], JSON.stringify(expected[i]));
+    assert.ok(near(Number(expected[i][3]), mean), `${category}: ${expected[i][3]} vs ${mean}`);
+    assert.deepEqual(actual[i].slice(0, 2), ["candidate", category], JSON.stringify(actual[i]));
+    assert.ok(near(Number(actual[i][2]), mean * (1 + 1e-6)), `${category}: ${actual[i][2]}`);
+  });
+  assert.ok(await page.getByTestId("approve").isDisabled(), "no approval past a blocked gate");
+  assert.match(await page.getByTestId("approval-gated").innerText(), /different result on the candidate/);
+  assert.equal(await page.getByTestId("override-form").count(), 0, "operators cannot override");
+  await screenshot(page, "promotion-blocked-by-gate");
+
+  // The admin overrides it with a reason; the page shows who and why.
+  const adminCtx = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+  const adminPage = await adminCtx.newPage();
+  await signInWithToken(adminPage, quarry.base, quarry.adminToken);
+  await adminPage.goto(`${quarry.base}/operations/promotions/${id}`);
+  await waitForHydration(adminPage);
+  await adminPage.fill("[data-testid=override-form] textarea[name=reason]", "the rounding change is intended");
+  await adminPage.getByTestId("override-gate").click();
+  await adminPage.locator("[data-testid=gate][data-gate=overridden]").waitFor();
+  assert.match(await adminPage.getByTestId("gate-override").innerText(), /Overridden by admin at .*: the rounding change is intended/);
+  await screenshot(adminPage, "promotion-gate-overridden");
+  // Left unpromoted: production keeps v1.
+  const rejected = await api(quarry.base, olga, "POST", `/api/v1/promotions/${id}/reject`, { comment: "not this one" });
+  assert.equal(rejected.status, 200, JSON.stringify(rejected.body));
+  assert.deepEqual(errors, []);
+  await ctx.close();
+  await adminCtx.close();
 });
 
 test("an operator freezes an environment with a reason and sees a rollback refused", async () => {

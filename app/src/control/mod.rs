@@ -11,6 +11,7 @@
 //! of making another.
 
 pub mod deployer;
+pub mod gate;
 mod guards;
 pub mod ops;
 pub mod reads;
@@ -117,6 +118,9 @@ pub struct ControlPlane {
     /// Environments whose stack could not be read last time, with why.
     unreachable: Mutex<BTreeMap<String, String>>,
     pause_before_execute: Duration,
+    /// Fired when a promotion opens a reference gate: the server's gate runner looks
+    /// at once instead of at its next poll.
+    pub gate_nudge: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -151,6 +155,7 @@ impl ControlPlane {
             running: Mutex::new(HashSet::new()),
             unreachable: Mutex::new(BTreeMap::new()),
             pause_before_execute,
+            gate_nudge: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

@@ -216,8 +216,10 @@ pub async fn request_promotion(
     if !cs.is_empty() {
         promotions::set_change_set(&plane.db, &p.id, &cs).await?;
     }
-    let p = promotions::get(&plane.db, &p.id).await?;
-    let view = views::promotion(p, &artifact, Vec::new());
+    if quarry_core::control::references::open_gate(&plane.db, &p.id).await? > 0 {
+        plane.gate_nudge.notify_one();
+    }
+    let view = promotion(plane, &p.id).await?;
     plane.announce(
         to,
         "promotion",
@@ -247,6 +249,7 @@ pub async fn approve(
     let target = plane.env(&p.to_env)?.clone();
     check_frozen(plane, &p.to_env, "promotion", who, override_freeze).await?;
     refuse_held(plane, &p.to_env).await?;
+    super::gate::check_gate(plane, id).await?;
     let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
     if let Some(e) = artifacts::refused(&artifact) {
         return Err(e);

@@ -202,7 +202,8 @@ pub async fn promotion(plane: &ControlPlane, id: &str) -> Result<PromotionView> 
     let p = promotions::get(&plane.db, id).await?;
     let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
     let approvals = promotions::approvals(&plane.db, id).await?;
-    Ok(views::promotion(p, &artifact, approvals))
+    let gate = super::gate::view(plane, &p, &artifact.image).await?;
+    Ok(views::promotion(p, &artifact, approvals, gate))
 }
 
 /// Promotions, newest first.
@@ -219,7 +220,8 @@ pub async fn list_promotions(
     for p in promotions::list(&plane.db, status, 200).await? {
         let artifact = artifacts::get(&plane.db, &p.artifact_id).await?;
         let approvals = promotions::approvals(&plane.db, &p.id).await?;
-        out.push(views::promotion(p, &artifact, approvals));
+        let gate = super::gate::view(plane, &p, &artifact.image).await?;
+        out.push(views::promotion(p, &artifact, approvals, gate));
     }
     Ok(out)
 }

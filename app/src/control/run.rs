@@ -6,8 +6,8 @@
 use super::ControlPlane;
 use super::ops::{change_set_name, diff_json, template};
 use super::views::{self, DiffRow};
+use quarry_core::control::environments;
 use quarry_core::control::promotions::{self, Status};
-use quarry_core::control::{artifacts, environments};
 use quarry_core::releases::{self, Outcome};
 use std::sync::Arc;
 
@@ -150,14 +150,11 @@ async fn finish(
             Status::Failed
         };
         promotions::transition(&plane.db, p, Status::Deploying, to, detail).await?;
-        let promotion = promotions::get(&plane.db, p).await?;
-        let artifact = artifacts::get(&plane.db, &promotion.artifact_id).await?;
-        let approvals = promotions::approvals(&plane.db, p).await?;
+        let view = super::reads::promotion(plane, p).await?;
         plane.announce(
             &release.environment,
             "promotion",
-            serde_json::to_value(views::promotion(promotion, &artifact, approvals))
-                .unwrap_or_default(),
+            serde_json::to_value(view).unwrap_or_default(),
         );
     }
     tracing::info!(release_id = %release.id, environment = %release.environment, outcome = outcome.as_str(), "release finished");

@@ -78,7 +78,12 @@ fn approval(a: Approval) -> ApprovalView {
     }
 }
 
-pub fn promotion(p: Promotion, artifact: &Artifact, approvals: Vec<Approval>) -> PromotionView {
+pub fn promotion(
+    p: Promotion,
+    artifact: &Artifact,
+    approvals: Vec<Approval>,
+    gate: quarry_domain::gate::GateView,
+) -> PromotionView {
     PromotionView {
         diff: serde_json::from_str(&p.diff_json).unwrap_or_default(),
         id: p.id,
@@ -90,11 +95,24 @@ pub fn promotion(p: Promotion, artifact: &Artifact, approvals: Vec<Approval>) ->
         requested_by: p.requested_by,
         requested_at: p.requested_at,
         expires_at: p.expires_at,
-        approvals: approvals.into_iter().map(approval).collect(),
+        approvals: {
+            let mut all: Vec<ApprovalView> = approvals.into_iter().map(approval).collect();
+            if let Some(m) = &gate.override_ {
+                all.push(ApprovalView {
+                    by: m.by.clone(),
+                    at: m.at.clone(),
+                    decision: "override_gate".to_owned(),
+                    comment: m.reason.clone(),
+                });
+                all.sort_by(|a, b| a.at.cmp(&b.at));
+            }
+            all
+        },
         release_id: p.release_id,
         change_set_id: p.change_set_id,
         detail: p.detail,
         finished_at: p.finished_at,
+        gate,
     }
 }
 

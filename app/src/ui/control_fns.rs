@@ -90,6 +90,34 @@ pub fn may_decide(p: &PromotionView, name: &str, can_operate: bool) -> Result<()
     }
 }
 
+/// Why the reference gate does not let `p` be approved yet, if it does not.
+pub fn gate_blocks(p: &PromotionView) -> Option<String> {
+    let g = &p.gate;
+    if g.allows_approval() {
+        return None;
+    }
+    Some(match g.status.as_str() {
+        "blocked" => "A reference analysis gave a different result on the candidate: approval is \
+                      blocked unless an admin overrides the gate with a reason."
+            .to_owned(),
+        "abandoned" => {
+            "The reference analyses did not finish before the promotion ended.".to_owned()
+        }
+        _ => {
+            let done = g
+                .checks
+                .iter()
+                .filter(|c| !matches!(c.status.as_str(), "pending" | "running"))
+                .count();
+            format!(
+                "The reference analyses are running on the candidate ({done} of {} done): \
+                 approve once they pass.",
+                g.checks.len()
+            )
+        }
+    })
+}
+
 #[cfg(feature = "ssr")]
 mod backend {
     use super::super::server_fns::backend::{caller, fail};
@@ -279,6 +307,19 @@ pub async fn decide_promotion(
         )),
     }
     .map_err(backend::failed)
+}
+
+/// Lets a promotion its reference gate blocked be approved (admins, with a reason).
+#[server(endpoint = "override_gate")]
+pub async fn override_gate(id: String, reason: String) -> Result<PromotionView, ServerFnError> {
+    let (services, actor) = backend::acting().await?;
+    let plane = &services.control;
+    crate::control::gate::override_gate(plane, &id, &reason, &actor)
+        .await
+        .map_err(backend::failed)?;
+    crate::control::reads::promotion(plane, &id)
+        .await
+        .map_err(backend::failed)
 }
 
 /// Cancels a promotion awaiting approval.

@@ -7,6 +7,7 @@ mod dataset;
 mod datasets;
 mod environment;
 mod fleet;
+mod gate;
 mod job_history;
 mod jobs;
 #[cfg(feature = "hydrate")]

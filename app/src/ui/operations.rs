@@ -28,11 +28,22 @@ pub fn StateBadge(#[prop(into)] state: String) -> impl IntoView {
         || lower.contains("rollback")
         || lower == "rejected"
         || lower == "expired"
+        || lower == "blocked"
+        || lower == "differed"
     {
         "failed"
-    } else if lower.ends_with("succeeded") || lower.ends_with("_complete") || lower == "in_sync" {
+    } else if lower.ends_with("succeeded")
+        || lower.ends_with("_complete")
+        || lower == "in_sync"
+        || lower == "passed"
+    {
         "succeeded"
-    } else if lower.contains("progress") || lower == "deploying" || lower == "awaiting_approval" {
+    } else if lower.contains("progress")
+        || lower == "deploying"
+        || lower == "awaiting_approval"
+        || lower == "running"
+        || lower == "pending"
+    {
         "running"
     } else {
         ""

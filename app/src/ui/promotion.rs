@@ -1,10 +1,15 @@
 //! A promotion's page: the change-set rows stored when it was requested (exactly what
 //! the approver approves), the approval panel (disabled for the requester, with the
-//! reason), the approvals given, and the deploy's progress live: its stack events and
-//! its status, which reaches `succeeded` or `failed` without a reload.
+//! reason), its reference gate (the pinned analyses run on the candidate, with the
+//! first differing rows of any that differed), the approvals given, and the deploy's
+//! progress live: its stack events and its status, which reaches `succeeded` or
+//! `failed` without a reload.
 
-use super::control_fns::{CancelPromotion, DecidePromotion, PromotionData, promotion_page};
+use super::control_fns::{
+    CancelPromotion, DecidePromotion, OverrideGate, PromotionData, gate_blocks, promotion_page,
+};
 use super::environment::EventTable;
+use super::gate::GateSection;
 use super::operations::{DiffTable, StateBadge, short_image};
 use super::{error_text, short_time};
 use leptos::prelude::*;
@@ -20,9 +25,21 @@ pub fn PromotionPageView() -> impl IntoView {
     let id = move || params.read().get("id").unwrap_or_default();
     let decide = ServerAction::<DecidePromotion>::new();
     let cancel = ServerAction::<CancelPromotion>::new();
+    let overriding = ServerAction::<OverrideGate>::new();
+    // Bumped when the gate decides while the page is open: the page is read again, so
+    // the approval panel says what may be done now.
+    let refresh = RwSignal::new(0_u32);
     let page = Resource::new(
-        move || (id(), decide.version().get(), cancel.version().get()),
-        |(id, _, _)| promotion_page(id),
+        move || {
+            (
+                id(),
+                decide.version().get(),
+                cancel.version().get(),
+                overriding.version().get(),
+                refresh.get(),
+            )
+        },
+        |(id, ..)| promotion_page(id),
     );
     view! {
         <Title text="Promotion"/>
@@ -31,7 +48,7 @@ pub fn PromotionPageView() -> impl IntoView {
             <Transition fallback=|| view! { <p class="hint">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match page.await {
-                        Ok(p) => view! { <Promotion p decide cancel/> }.into_any(),
+                        Ok(p) => view! { <Promotion p decide cancel overriding refresh/> }.into_any(),
                         Err(e) => view! {
                             <h1>"Promotion"</h1>
                             <p class="error" role="alert">{error_text(&e)}</p>
@@ -41,7 +58,10 @@ pub fn PromotionPageView() -> impl IntoView {
             </Transition>
             {move || {
                 let decided = decide.value().get().and_then(Result::err);
-                decided.or_else(|| cancel.value().get().and_then(Result::err)).map(|e| view! {
+                decided
+                    .or_else(|| cancel.value().get().and_then(Result::err))
+                    .or_else(|| overriding.value().get().and_then(Result::err))
+                    .map(|e| view! {
                     <p class="error" role="alert" data-testid="decision-error">{error_text(&e)}</p>
                 })
             }}
@@ -54,6 +74,8 @@ fn Promotion(
     p: PromotionData,
     decide: ServerAction<DecidePromotion>,
     cancel: ServerAction<CancelPromotion>,
+    overriding: ServerAction<OverrideGate>,
+    refresh: RwSignal<u32>,
 ) -> impl IntoView {
     let initial = p.promotion.clone();
     let live = RwSignal::new(initial.clone());
@@ -63,6 +85,16 @@ fn Promotion(
         follow(&initial, live, events);
     }
     let status = Memo::new(move |_| live.with(|p| p.status.clone()));
+    let gate = Memo::new(move |_| live.with(|p| p.gate.clone()));
+    let first_gate = initial.gate.status.clone();
+    Effect::new(move |_| {
+        if gate.with(|g| g.status != first_gate) {
+            refresh.update(|n| *n += 1);
+        }
+    });
+    let open = Signal::derive(move || status.get() == "awaiting_approval");
+    let gate_id = initial.id.clone();
+    let is_admin = p.is_admin;
     let id = initial.id.clone();
     let release = p.release.clone();
     view! {
@@ -84,9 +116,11 @@ fn Promotion(
         <h2>"Changes"</h2>
         <p class="hint">"The change set computed when the promotion was requested: what an approval deploys. It is checked again before it runs; if it changed, the promotion asks for approval again."</p>
         {move || view! { <DiffTable rows=live.get().diff/> }}
+        <GateSection gate=gate id=gate_id is_admin open overriding/>
         <h2>"Approval"</h2>
         {move || if status.get() == "awaiting_approval" {
-            view! { <ApprovalPanel p=p.clone() decide cancel id=id.clone()/> }.into_any()
+            let blocked = live.with(gate_blocks);
+            view! { <ApprovalPanel p=p.clone() decide cancel id=id.clone() blocked/> }.into_any()
         } else {
             view! {
                 <p class="hint" data-testid="approval-closed">
@@ -100,7 +134,11 @@ fn Promotion(
                 <ul class="approvals" data-testid="approvals">
                     {approvals.into_iter().map(|a| view! {
                         <li data-decision=a.decision.clone()>
-                            <strong>{if a.decision == "approve" { "Approved" } else { "Rejected" }}</strong>
+                            <strong>{match a.decision.as_str() {
+                                "approve" => "Approved",
+                                "override_gate" => "Gate overridden",
+                                _ => "Rejected",
+                            }}</strong>
                             " by "{a.by}" at "{short_time(&a.at)}
                             {(!a.comment.is_empty()).then(|| format!(": {}", a.comment))}
                         </li>
@@ -126,14 +164,19 @@ fn ApprovalPanel(
     decide: ServerAction<DecidePromotion>,
     cancel: ServerAction<CancelPromotion>,
     id: String,
+    /// Why the reference gate refuses an approval now, if it does (a rejection is
+    /// still possible).
+    blocked: Option<String>,
 ) -> impl IntoView {
     let open = p.promotion.is_open();
     let why_not = p.decide.clone().err();
     let disabled = why_not.is_some();
+    let no_approval = disabled || blocked.is_some();
     let form_id = id.clone();
     view! {
-        <div class="approval" data-testid="approval-panel" data-enabled={(!disabled).to_string()}>
+        <div class="approval" data-testid="approval-panel" data-enabled={(!no_approval).to_string()}>
             {why_not.clone().map(|w| view! { <p class="hint" data-testid="approval-disabled">{w}</p> })}
+            {blocked.filter(|_| !disabled).map(|w| view! { <p class="hint" data-testid="approval-gated">{w}</p> })}
             <ActionForm action=decide attr:class="decide" attr:data-testid="decide-form">
                 <input type="hidden" name="id" value=form_id/>
                 <textarea name="comment" placeholder="What you checked (recorded with your decision)"
@@ -143,7 +186,7 @@ fn ApprovalPanel(
                         " override a freeze (recorded)"</label>
                 })}
                 <div class="toolbar">
-                    <button type="submit" name="decision" value="approve" data-testid="approve" disabled=disabled>"Approve"</button>
+                    <button type="submit" name="decision" value="approve" data-testid="approve" disabled=no_approval>"Approve"</button>
                     <button type="submit" name="decision" value="reject" class="danger" data-testid="reject" disabled=disabled>"Reject"</button>
                 </div>
             </ActionForm>

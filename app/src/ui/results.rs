@@ -40,7 +40,7 @@ pub struct ProfileCard {
 
 /// A cell as the table shows it: numbers in full (the shortest text that reads back
 /// as the same value), text as is, missing values as a dash.
-fn cell_text(v: &Value) -> String {
+pub(super) fn cell_text(v: &Value) -> String {
     match v {
         Value::Null => "–".to_owned(),
         Value::String(s) => s.clone(),

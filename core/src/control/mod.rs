@@ -10,6 +10,7 @@
 pub mod artifacts;
 pub mod environments;
 pub mod promotions;
+pub mod references;
 
 /// Who did something, when (RFC 3339) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

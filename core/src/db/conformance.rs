@@ -23,7 +23,7 @@ mod sign_in;
 mod supersession;
 pub use control::{
     artifacts_are_immutable_and_rejected_once, environments_freeze_and_hold,
-    promotions_move_on_once,
+    promotions_move_on_once, reference_gates_move_on_once,
 };
 pub use lifecycle::{
     a_fenced_lease_changes_nothing, activity_and_waiting, attempts_are_recorded_with_their_release,
@@ -31,7 +31,7 @@ pub use lifecycle::{
     job_changes_reach_their_followers, job_lifecycle_commits_a_result_once,
 };
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
-pub use supersession::superseded_workers_start_no_job;
+pub use supersession::{pinned_jobs_start_only_on_their_release, superseded_workers_start_no_job};
 
 /// Runs every check against `db`, a freshly migrated database.
 pub async fn run_all(db: &Db) {
@@ -54,7 +54,9 @@ pub async fn run_all(db: &Db) {
     artifacts_are_immutable_and_rejected_once(db).await;
     environments_freeze_and_hold(db).await;
     promotions_move_on_once(db).await;
+    reference_gates_move_on_once(db).await;
     superseded_workers_start_no_job(db).await;
+    pinned_jobs_start_only_on_their_release(db).await;
 }
 
 fn unique(prefix: &str) -> String {

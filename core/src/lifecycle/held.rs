@@ -81,8 +81,8 @@ pub(super) async fn submit(
     .await?;
     let hold = active >= u64::from(max_running) || older_held > 0;
     sqlx::query(
-        "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, created_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
+        "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, created_at, \
+         required_release) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
     )
     .bind(new.id)
     .bind(new.owner_id)
@@ -90,6 +90,7 @@ pub(super) async fn submit(
     .bind(new.analysis_json)
     .bind(if hold { i64::from(max_running) } else { 0 })
     .bind(now_ms())
+    .bind(new.required_release)
     .execute(&mut *tx)
     .await?;
     if !hold {

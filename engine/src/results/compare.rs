@@ -9,64 +9,11 @@
 
 use super::json;
 use polars::prelude::*;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fs::File;
 use std::path::Path;
 
-/// How far two floats may differ and still be equal: `|a - b| <= absolute +
-/// relative * max(|a|, |b|)`. NaN equals NaN; infinities equal only themselves.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Tolerance {
-    pub absolute: f64,
-    pub relative: f64,
-}
-
-impl Default for Tolerance {
-    /// 1e-9 relative and 1e-12 absolute: far below any analysis's meaning, far above
-    /// the rounding of a different summation order.
-    fn default() -> Self {
-        Self {
-            absolute: 1e-12,
-            relative: 1e-9,
-        }
-    }
-}
-
-impl Tolerance {
-    pub fn equal(&self, a: f64, b: f64) -> bool {
-        if a.is_nan() || b.is_nan() {
-            return a.is_nan() && b.is_nan();
-        }
-        if a.is_infinite() || b.is_infinite() {
-            return a == b;
-        }
-        (a - b).abs() <= self.absolute + self.relative * a.abs().max(b.abs())
-    }
-}
-
-/// One row that differs: its position in canonical order and both sides (`None`
-/// where one result has fewer rows).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RowDiff {
-    pub row: u64,
-    pub expected: Option<Vec<Value>>,
-    pub actual: Option<Vec<Value>>,
-}
-
-/// The outcome of a comparison.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Comparison {
-    pub identical: bool,
-    /// Why the shapes differ (columns, types), when they do; rows are then not compared.
-    pub schema_difference: Option<String>,
-    pub expected_rows: u64,
-    pub actual_rows: u64,
-    /// The rows that differ, counted over the whole result.
-    pub differing_rows: u64,
-    /// The first of them (at most the `keep` asked for).
-    pub first_differences: Vec<RowDiff>,
-}
+pub use quarry_domain::gate::{Comparison, RowDiff, Tolerance};
 
 /// Compares two result files (Parquet), keeping the first `keep` differing rows.
 pub fn compare_files(
@@ -139,6 +86,8 @@ pub fn compare(
     if want != have {
         return Ok(Comparison {
             identical: false,
+            columns: want.iter().map(|(n, _)| n.clone()).collect(),
+            tolerance,
             schema_difference: Some(format!(
                 "expected columns {want:?}, the candidate gave {have:?}"
             )),
@@ -176,6 +125,8 @@ pub fn compare(
     }
     Ok(Comparison {
         identical: differing_rows == 0,
+        columns: want.into_iter().map(|(n, _)| n).collect(),
+        tolerance,
         schema_difference: None,
         expected_rows,
         actual_rows,

@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
-const V1: &str = "registry.example/quarry@sha256:1111111111111111111111111111111111111111111111111111111111111111";
-const V2: &str = "registry.example/quarry@sha256:2222222222222222222222222222222222222222222222222222222222222222";
-const WAIT: Duration = Duration::from_secs(240);
+pub(crate) const V1: &str = "registry.example/quarry@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+pub(crate) const V2: &str = "registry.example/quarry@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+pub(crate) const WAIT: Duration = Duration::from_secs(240);
 
 /// Both environments' files with the emulator's network imported.
-async fn environments(moto: &Moto, dir: &Path) {
+pub(crate) async fn environments(moto: &Moto, dir: &Path) {
     let (vpc, public, private) = moto.vpc_with_subnets().await.unwrap();
     let imported = format!(
         "mode = \"import\"\nvpc_id = \"{vpc}\"\npublic_subnets = {public:?}\nprivate_subnets = {private:?}"
@@ -34,7 +34,7 @@ async fn environments(moto: &Moto, dir: &Path) {
     }
 }
 
-async fn start(moto: &Moto, dir: &Path, extra: &[(&str, &str)]) -> Quarry {
+pub(crate) async fn start(moto: &Moto, dir: &Path, extra: &[(&str, &str)]) -> Quarry {
     let mut vars: Vec<(String, String)> = moto.env();
     vars.push((
         "QUARRY_CONTROL__ENVIRONMENTS_DIR".into(),
@@ -50,7 +50,7 @@ async fn start(moto: &Moto, dir: &Path, extra: &[(&str, &str)]) -> Quarry {
     Quarry::start_with(&borrowed).await
 }
 
-async fn call(
+pub(crate) async fn call(
     q: &Quarry,
     token: &str,
     method: &str,
@@ -74,7 +74,7 @@ async fn call(
 }
 
 /// Waits until the environment's newest release has finished; returns it.
-async fn settled(q: &Quarry, token: &str, env: &str) -> Value {
+pub(crate) async fn settled(q: &Quarry, token: &str, env: &str) -> Value {
     eventually(WAIT, &format!("{env}'s release to finish"), || async {
         let (_, all) = call(
             q,
@@ -91,7 +91,7 @@ async fn settled(q: &Quarry, token: &str, env: &str) -> Value {
     .await
 }
 
-async fn promotion_done(q: &Quarry, token: &str, id: &str) -> Value {
+pub(crate) async fn promotion_done(q: &Quarry, token: &str, id: &str) -> Value {
     eventually(WAIT, "the promotion to finish", || async {
         let (_, p) = call(q, token, "GET", &format!("/api/v1/promotions/{id}"), None).await;
         (p["status"] != "deploying" && p["status"] != "awaiting_approval").then_some(p)
@@ -120,7 +120,7 @@ async fn worker_image(moto: &Moto, env: &str) -> String {
 /// The image the environment's stack deploys, read with the AWS CLI. moto rebuilds an
 /// updated task definition without its container definitions, so after an update the
 /// stack's `ImageUri` parameter is what the emulator can show.
-async fn stack_image(moto: &Moto, env: &str) -> String {
+pub(crate) async fn stack_image(moto: &Moto, env: &str) -> String {
     let stack = format!("quarry-{env}");
     let out = moto
         .aws(&["cloudformation", "describe-stacks", "--stack-name", &stack])
@@ -134,7 +134,7 @@ async fn stack_image(moto: &Moto, env: &str) -> String {
         .to_owned()
 }
 
-async fn deploy_staging(q: &Quarry, token: &str, image: &str) {
+pub(crate) async fn deploy_staging(q: &Quarry, token: &str, image: &str) {
     let (status, release) = call(
         q,
         token,
@@ -147,7 +147,8 @@ async fn deploy_staging(q: &Quarry, token: &str, image: &str) {
     assert_eq!(settled(q, token, "staging").await["outcome"], "succeeded");
 }
 
-async fn promote(q: &Quarry, requester: &str, approver: &str) -> Value {
+/// Requests the promotion of staging into production; returns its id.
+pub(crate) async fn request_promotion(q: &Quarry, requester: &str) -> String {
     let (status, p) = call(
         q,
         requester,
@@ -158,7 +159,11 @@ async fn promote(q: &Quarry, requester: &str, approver: &str) -> Value {
     .await;
     assert_eq!(status, 201, "{p}");
     assert_eq!(p["status"], "awaiting_approval");
-    let id = p["id"].as_str().unwrap().to_owned();
+    p["id"].as_str().unwrap().to_owned()
+}
+
+async fn promote(q: &Quarry, requester: &str, approver: &str) -> Value {
+    let id = request_promotion(q, requester).await;
     let (status, own) = call(
         q,
         requester,
@@ -466,7 +471,7 @@ async fn submit_profile(q: &Quarry, token: &str, dataset: &str) -> String {
     job["id"].as_str().unwrap().to_owned()
 }
 
-async fn finished(q: &Quarry, token: &str, id: &str) -> Value {
+pub(crate) async fn finished(q: &Quarry, token: &str, id: &str) -> Value {
     eventually(WAIT, "the job to finish", || async {
         let (_, job) = call(q, token, "GET", &format!("/api/v1/jobs/{id}"), None).await;
         (job["status"] == "succeeded" || job["status"] == "failed").then_some(job)

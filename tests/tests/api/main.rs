@@ -5,6 +5,7 @@ mod cloud;
 mod control;
 mod corpus;
 mod datasets;
+mod gate;
 mod ingest;
 
 mod hostile_sql;

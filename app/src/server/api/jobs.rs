@@ -84,6 +84,7 @@ pub async fn submit_analysis(
         owner_id: &who.user_id,
         dataset_id: &dataset.view.id,
         analysis_json: &analysis_json,
+        required_release: None,
     };
     let held = s.lifecycle.submit(&new).await?;
     s.wake_workers.notify_one();

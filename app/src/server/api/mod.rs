@@ -9,6 +9,7 @@ pub mod control;
 pub mod datasets;
 pub mod job_events;
 pub mod jobs;
+pub mod references;
 pub mod results;
 
 use super::error::{AppError, BODY_LIMIT, json_errors};
@@ -36,6 +37,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         control::rollback, control::freeze, control::unfreeze, control::lift_hold,
         control::promote, control::promotions, control::promotion, control::approve,
         control::reject, control::cancel, control::artifacts, control::reject_artifact,
+        references::list, references::pin, references::retire, references::override_gate,
         openapi_json),
     components(schemas(Dataset, DatasetFormat, ColumnInfo, quarry_domain::IngestOptions,
         quarry_domain::Encoding, datasets::Retype, ErrorBody, ErrorDetail, Role, Job, quarry_domain::JobAttempt, quarry_domain::Provenance,
@@ -47,7 +49,11 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         quarry_domain::control::MarkView, quarry_domain::control::DiffRow,
         quarry_domain::control::ResourceView, quarry_domain::control::StackEventView,
         quarry_domain::control::ReleaseView, quarry_domain::control::PromotionView,
-        quarry_domain::control::ApprovalView, quarry_domain::control::OverrideView, quarry_domain::control::ArtifactView)),
+        quarry_domain::control::ApprovalView, quarry_domain::control::OverrideView, quarry_domain::control::ArtifactView,
+        references::PinRequest, references::OverrideRequest, quarry_domain::gate::ReferenceView,
+        quarry_domain::gate::GateView, quarry_domain::gate::GateCheckView,
+        quarry_domain::gate::Comparison, quarry_domain::gate::RowDiff,
+        quarry_domain::gate::Tolerance)),
     modifiers(&BearerAuth, &AnyCells),
     security(("bearer" = []))
 )]
@@ -142,6 +148,12 @@ pub fn router() -> Router<AppState> {
         .route("/promotions/{id}/approve", post(control::approve))
         .route("/promotions/{id}/reject", post(control::reject))
         .route("/promotions/{id}/cancel", post(control::cancel))
+        .route(
+            "/promotions/{id}/override-gate",
+            post(references::override_gate),
+        )
+        .route("/references", get(references::list).post(references::pin))
+        .route("/references/{id}", delete(references::retire))
         .route("/artifacts", get(control::artifacts))
         .route("/artifacts/{id}/reject", post(control::reject_artifact))
         .route("/openapi.json", get(openapi_json))

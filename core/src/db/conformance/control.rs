@@ -9,6 +9,19 @@ use crate::db::Db;
 use crate::error::Error;
 use crate::releases::{self, Link, NewRelease, Outcome};
 
+/// A promotion of `artifact_id` from staging into production, as olga requests it.
+fn new_promotion(artifact_id: &str) -> NewPromotion<'_> {
+    NewPromotion {
+        from_env: "staging",
+        to_env: "production",
+        artifact_id,
+        requested_by: "olga",
+        expires_in_ms: 60_000,
+        diff_json: "[]",
+        diff_hash: "h1",
+    }
+}
+
 fn image() -> String {
     format!(
         "registry.example/{}@sha256:{}",
@@ -97,15 +110,7 @@ pub async fn environments_freeze_and_hold(db: &Db) {
 
 pub async fn promotions_move_on_once(db: &Db) {
     let artifact = artifacts::register(db, &image(), None, 7).await.unwrap();
-    let new = NewPromotion {
-        from_env: "staging",
-        to_env: "production",
-        artifact_id: &artifact.id,
-        requested_by: "olga",
-        expires_in_ms: 60_000,
-        diff_json: "[]",
-        diff_hash: "h1",
-    };
+    let new = new_promotion(&artifact.id);
     let p = promotions::create(db, &new).await.expect("create");
     assert_eq!(p.status, "awaiting_approval");
     assert!(
@@ -232,4 +237,141 @@ pub async fn promotions_move_on_once(db: &Db) {
         .await
         .unwrap();
     assert!(expired.iter().any(|x| x.id == stale.id));
+}
+
+/// A promotion opens a gate with one pending check per active reference (`none`
+/// without any); checks and the gate move on once each; only a blocked gate of an
+/// open promotion can be overridden. Retires what it pinned.
+pub async fn reference_gates_move_on_once(db: &Db) {
+    use crate::control::references::{self, NewReference, check, gate};
+    let artifact = artifacts::register(db, &image(), None, 7).await.unwrap();
+    let new = new_promotion(&artifact.id);
+    // Nothing pinned: nothing to check.
+    let before: Vec<String> = references::list(db, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    for id in &before {
+        references::retire(db, id, "test").await.unwrap();
+    }
+    let bare = promotions::create(db, &new).await.unwrap();
+    assert_eq!(references::open_gate(db, &bare.id).await.unwrap(), 0);
+    assert_eq!(
+        references::gate_of(db, &bare.id).await.unwrap().0,
+        gate::NONE
+    );
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let pinned = references::pin(
+        db,
+        &id,
+        &NewReference {
+            name: "mean by region",
+            owner_id: "u1",
+            dataset_id: "d1",
+            dataset_sha256: "abc",
+            analysis_json: r#"{"kind":"profile"}"#,
+            expected_key: "references/x.parquet",
+            expected_hash: "e1",
+            expected_rows: 4,
+            pinned_release: "v1",
+            source_job_id: "j1",
+            pinned_by: "olga",
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((pinned.expected_rows, pinned.retired.is_none()), (4, true));
+    let p = promotions::create(db, &new).await.unwrap();
+    assert_eq!(references::open_gate(db, &p.id).await.unwrap(), 1);
+    assert_eq!(
+        references::gate_of(db, &p.id).await.unwrap().0,
+        gate::PENDING
+    );
+    assert!(
+        references::open_gates(db)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(g, _)| g == &p.id)
+    );
+    assert!(
+        references::check_started(db, &p.id, &id, "job-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !references::check_started(db, &p.id, &id, "job-2")
+            .await
+            .unwrap(),
+        "a check starts once"
+    );
+    assert!(
+        references::move_gate(db, &p.id, &[gate::PENDING], gate::RUNNING)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !references::override_gate(db, &p.id, "admin", "why")
+            .await
+            .unwrap(),
+        "a running gate is not overridden"
+    );
+    assert!(
+        references::check_finished(db, &p.id, &id, check::DIFFERED, Some("a1"), "{}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !references::check_finished(db, &p.id, &id, check::PASSED, Some("e1"), "{}")
+            .await
+            .unwrap(),
+        "a check ends once"
+    );
+    let checks = references::checks(db, &p.id).await.unwrap();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(
+        (
+            checks[0].status.as_str(),
+            checks[0].job_id.as_deref(),
+            checks[0].actual_hash.as_deref()
+        ),
+        (check::DIFFERED, Some("job-1"), Some("a1"))
+    );
+    assert!(
+        references::move_gate(db, &p.id, &[gate::RUNNING], gate::BLOCKED)
+            .await
+            .unwrap()
+    );
+    assert!(
+        references::override_gate(db, &p.id, "admin", "intended")
+            .await
+            .unwrap()
+    );
+    let (g, mark) = references::gate_of(db, &p.id).await.unwrap();
+    assert_eq!(g, gate::OVERRIDDEN);
+    let mark = mark.expect("the override is recorded");
+    assert_eq!(
+        (mark.by.as_str(), mark.reason.as_str()),
+        ("admin", "intended")
+    );
+    assert!(
+        !references::override_gate(db, &p.id, "admin", "again")
+            .await
+            .unwrap()
+    );
+
+    // Retired, it is checked by no later promotion.
+    let retired = references::retire(db, &id, "olga").await.unwrap();
+    assert_eq!(retired.retired.map(|m| m.by).as_deref(), Some("olga"));
+    assert!(references::retire(db, &id, "olga").await.is_err());
+    let later = promotions::create(db, &new).await.unwrap();
+    assert_eq!(references::open_gate(db, &later.id).await.unwrap(), 0);
+    for p in [&bare, &p, &later] {
+        promotions::transition(db, &p.id, Status::AwaitingApproval, Status::Cancelled, None)
+            .await
+            .unwrap();
+    }
 }

@@ -45,6 +45,7 @@ pub(super) async fn submitted(life: &Lifecycle, owner: &Principal) -> String {
             owner_id: &owner.user_id,
             dataset_id: &dataset.id,
             analysis_json: r#"{"kind":"profile"}"#,
+            required_release: None,
         })
         .await
         .expect("submit");

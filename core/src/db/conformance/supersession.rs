@@ -142,3 +142,76 @@ pub async fn superseded_workers_start_no_job(db: &Db) {
         fleet::set_state(db, w, "exited", None).await.expect("exit");
     }
 }
+
+/// A job that requires a release (a promotion gate's check) is started only by a
+/// worker of that release: another release's worker defers its delivery without
+/// counting an attempt, and takes unpinned jobs as before.
+pub async fn pinned_jobs_start_only_on_their_release(db: &Db) {
+    use crate::fleet;
+    let ann = user(db, Role::Analyst).await;
+    let (life, queue) = lifecycle(db, 3);
+    let (other, wanted) = (unique("w-other"), unique("w-wanted"));
+    let (r1, r2) = (unique("release-a"), unique("release-b"));
+    for (w, release) in [(&other, &r1), (&wanted, &r2)] {
+        fleet::set_state(db, w, "running", None)
+            .await
+            .expect("register");
+        fleet::set_release(db, w, release).await.expect("release");
+    }
+    let dataset = super::new_dataset(&ann, &unique("d"));
+    crate::datasets::insert(db, &dataset)
+        .await
+        .expect("dataset");
+    let id = uuid::Uuid::new_v4().to_string();
+    life.submit(&jobs::NewJob {
+        id: &id,
+        owner_id: &ann.user_id,
+        dataset_id: &dataset.id,
+        analysis_json: r#"{"kind":"profile"}"#,
+        required_release: Some(&r2),
+    })
+    .await
+    .expect("submit");
+    let d = queue
+        .receive(Duration::from_secs(1))
+        .await
+        .expect("receive")
+        .expect("a delivery");
+    assert!(
+        matches!(life.begin(d, &other).await.expect("begin"), Begin::Skipped),
+        "a worker of another release began a pinned job"
+    );
+    let job = stored(db, &id).await;
+    assert_eq!((job.view.status, job.view.attempts), (JobStatus::Queued, 0));
+    assert_eq!(job.required_release.as_deref(), Some(r2.as_str()));
+    assert!(
+        queue
+            .receive(Duration::from_millis(50))
+            .await
+            .expect("receive")
+            .is_none(),
+        "the deferred delivery stays hidden for a while"
+    );
+    // Offered again: the pinned release's worker takes it.
+    tokio::time::sleep(crate::lifecycle::OTHER_RELEASE_DEFER + Duration::from_millis(300)).await;
+    let lease = leased(&life, &wanted).await;
+    assert_eq!((lease.job_id.as_str(), lease.attempt), (id.as_str(), 1));
+    let attempts = jobs::attempts(db, &id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].release.as_deref(), Some(r2.as_str()));
+    life.commit(&lease, &result_meta("results/pinned"), &provenance(&lease))
+        .await
+        .expect("commit")
+        .expect("kept");
+    // An unpinned job: any release's worker runs it.
+    let free = submitted(&life, &ann).await;
+    let lease = leased(&life, &other).await;
+    assert_eq!(lease.job_id, free);
+    life.commit(&lease, &result_meta("results/free"), &provenance(&lease))
+        .await
+        .expect("commit")
+        .expect("kept");
+    for w in [&other, &wanted] {
+        fleet::set_state(db, w, "exited", None).await.expect("exit");
+    }
+}

@@ -63,6 +63,7 @@ async fn submit_as(
         owner_id: &who.user_id,
         dataset_id: dataset,
         analysis_json: r#"{"kind":"profile"}"#,
+        required_release: None,
     };
     let held = submit(db, q, &new, max).await.unwrap();
     (id, held)

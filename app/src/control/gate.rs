@@ -1,0 +1,518 @@
+//! Reference analyses gate promotions.
+//!
+//! An operator pins a job that succeeded on the release production runs
+//! ([`pin`]): its dataset, its analysis and a copy of its result. Every promotion
+//! requested while references are pinned records one check per reference
+//! (`references::open_gate`), and its approval is refused until the gate lets it
+//! through. The [`GateRunner`] (in the server) then runs each check as a job only a
+//! worker of the candidate release may start (`jobs.required_release`), compares
+//! the candidate's result with the pinned one ([`quarry_engine::results::compare`]:
+//! canonical row order, floats within [`Tolerance::default`]), and moves the gate to
+//! `passed`, or to `blocked` with the first differing rows. An admin may override a
+//! blocked gate with a recorded reason ([`override_gate`]).
+//!
+//! The checks run through the queue of the server that runs the control plane: the
+//! candidate's workers must read that queue (the embedded default, or the upstream
+//! environment's own service). A check no worker of the candidate finishes within
+//! `control.gate_timeout_secs` fails the gate.
+
+use super::ops::Actor;
+use super::{ControlPlane, EnvDef};
+use quarry_core::auth::{Credential, Principal};
+use quarry_core::blob::{BlobStore, ContentHash};
+use quarry_core::clock::now_ms;
+use quarry_core::control::references::{self, Check, NewReference, Reference, check, gate};
+use quarry_core::control::{artifacts, environments, promotions};
+use quarry_core::lifecycle::Lifecycle;
+use quarry_core::{Error, Result, datasets, jobs, releases};
+use quarry_domain::JobStatus;
+use quarry_domain::control::MarkView;
+use quarry_domain::gate::{Comparison, GateCheckView, GateView, ReferenceView, Tolerance};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Who the gate's checks are recorded as.
+pub const GATE: &str = "promotion-gate";
+
+/// How many differing rows a check keeps to show.
+const KEEP_ROWS: usize = 5;
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow::anyhow!("{e}"))
+}
+
+/// The environment promotions end in: one with an upstream that is nobody's
+/// upstream (production).
+fn final_environment(plane: &ControlPlane) -> Option<&EnvDef> {
+    let envs = plane.environments();
+    envs.iter()
+        .find(|e| e.upstream().is_some() && !envs.iter().any(|o| o.upstream() == Some(&e.name)))
+}
+
+/// The image an environment runs successfully now, if any.
+async fn running_image(plane: &ControlPlane, env: &str) -> Result<Option<String>> {
+    let state = environments::get(&plane.db, env).await?;
+    let Some(id) = state.current_release_id else {
+        return Ok(None);
+    };
+    let r = releases::get(&plane.db, &id).await?;
+    Ok(matches!(r.outcome.as_str(), "succeeded" | "no_changes").then_some(r.image))
+}
+
+pub fn reference_view(r: Reference) -> ReferenceView {
+    ReferenceView {
+        analysis: serde_json::from_str(&r.analysis_json).unwrap_or_default(),
+        id: r.id,
+        name: r.name,
+        dataset_id: r.dataset_id,
+        dataset_sha256: r.dataset_sha256,
+        expected_hash: r.expected_hash,
+        expected_rows: r.expected_rows,
+        pinned_release: r.pinned_release,
+        job_id: r.source_job_id,
+        pinned_by: r.pinned_by,
+        pinned_at: r.pinned_at,
+        retired: r.retired.as_ref().map(super::views::mark),
+    }
+}
+
+/// Pins job `job_id`'s analysis and result as a reference. The job must have
+/// succeeded on the release production runs now, so the expected result is
+/// production's.
+pub async fn pin(
+    plane: &ControlPlane,
+    blobs: &dyn BlobStore,
+    job_id: &str,
+    name: &str,
+    who: &Actor,
+) -> Result<ReferenceView> {
+    let job = jobs::find(&plane.db, job_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no job with id `{job_id}`")))?;
+    if job.view.status != JobStatus::Succeeded {
+        return Err(Error::Conflict(format!(
+            "job `{job_id}` is {}: pin a job that succeeded",
+            job.view.status
+        )));
+    }
+    let provenance = job.view.provenance.clone().ok_or_else(|| {
+        Error::Conflict(format!(
+            "job `{job_id}` has no provenance (it ran before results recorded theirs): run \
+             the analysis again and pin that job"
+        ))
+    })?;
+    let Some(dataset_sha256) = provenance.dataset.sha256.clone() else {
+        return Err(Error::Conflict(format!(
+            "job `{job_id}`'s dataset has no content hash (it was uploaded before datasets \
+             recorded theirs): upload it again, run the analysis and pin that job"
+        )));
+    };
+    let production = final_environment(plane).ok_or_else(|| {
+        Error::Conflict("no environment ends the promotion chain: nothing to pin for".into())
+    })?;
+    let Some(image) = running_image(plane, &production.name).await? else {
+        return Err(Error::Conflict(format!(
+            "{} runs no release yet: a reference is pinned from the release {} runs",
+            production.name, production.name
+        )));
+    };
+    if provenance.release != image {
+        return Err(Error::Conflict(format!(
+            "job `{job_id}` was computed on release {}, and {} runs {image}: run the analysis \
+             on {image} and pin that job",
+            provenance.release, production.name
+        )));
+    }
+    let name = name.trim();
+    let name = if name.is_empty() {
+        job.view.analysis.kind().to_owned()
+    } else if name.chars().count() > 100 {
+        return Err(Error::invalid(
+            "bad_name",
+            "a reference's name is at most 100 characters",
+        ));
+    } else {
+        name.to_owned()
+    };
+    let result = jobs::result(&plane.db, job_id)
+        .await?
+        .ok_or_else(|| internal(format!("succeeded job {job_id} has no result row")))?;
+    // A copy of the result: the job's own may be deleted with it.
+    let id = uuid::Uuid::new_v4().to_string();
+    let key = format!("references/{id}.parquet");
+    let file = blobs.local_file(&result.blob_key).await?;
+    let path = file.path().to_owned();
+    let hash = tokio::task::spawn_blocking(move || ContentHash::of_file(&path))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    blobs.put_file(&key, file.path()).await?;
+    let analysis_json = serde_json::to_string(&job.view.analysis).map_err(internal)?;
+    let r = references::pin(
+        &plane.db,
+        &id,
+        &NewReference {
+            name: &name,
+            owner_id: &job.owner_id,
+            dataset_id: &job.view.dataset_id,
+            dataset_sha256: &dataset_sha256,
+            analysis_json: &analysis_json,
+            expected_key: &key,
+            expected_hash: &hash,
+            expected_rows: result.rows,
+            pinned_release: &image,
+            source_job_id: job_id,
+            pinned_by: &who.name,
+        },
+    )
+    .await;
+    match r {
+        Ok(r) => Ok(reference_view(r)),
+        Err(e) => {
+            blobs.delete(&key).await.ok();
+            Err(e)
+        }
+    }
+}
+
+/// The pinned references.
+pub async fn list(plane: &ControlPlane, with_retired: bool) -> Result<Vec<ReferenceView>> {
+    Ok(references::list(&plane.db, with_retired)
+        .await?
+        .into_iter()
+        .map(reference_view)
+        .collect())
+}
+
+/// Retires a reference: promotions requested later do not check it.
+pub async fn retire(plane: &ControlPlane, id: &str, who: &Actor) -> Result<ReferenceView> {
+    Ok(reference_view(
+        references::retire(&plane.db, id, &who.name).await?,
+    ))
+}
+
+/// Lets a blocked promotion be approved: admins only, with a reason, recorded on the
+/// promotion (its history shows it among the decisions, as `override_gate`).
+pub async fn override_gate(
+    plane: &ControlPlane,
+    id: &str,
+    reason: &str,
+    who: &Actor,
+) -> Result<()> {
+    if !who.admin {
+        return Err(Error::Forbidden(
+            "only an admin can let a promotion past a blocked reference gate".into(),
+        ));
+    }
+    super::guards::require_reason(reason, "override the gate")?;
+    let p = promotions::get(&plane.db, id).await?;
+    super::guards::awaiting(&p)?;
+    if !references::override_gate(&plane.db, id, &who.name, reason.trim()).await? {
+        let (status, _) = references::gate_of(&plane.db, id).await?;
+        return Err(Error::Conflict(format!(
+            "promotion {id}'s reference gate is {status}: only a blocked gate can be overridden"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses the approval of a promotion its gate does not let through.
+pub async fn check_gate(plane: &ControlPlane, id: &str) -> Result<()> {
+    let (status, _) = references::gate_of(&plane.db, id).await?;
+    match status.as_str() {
+        gate::NONE | gate::PASSED | gate::OVERRIDDEN => Ok(()),
+        gate::BLOCKED => Err(Error::Conflict(format!(
+            "promotion {id} is blocked by its reference gate: a reference analysis gave a \
+             different result on the candidate (GET /api/v1/promotions/{id} shows which and \
+             the first differing rows); an admin may override it with a reason \
+             (POST /api/v1/promotions/{id}/override-gate)"
+        ))),
+        _ => {
+            let checks = references::checks(&plane.db, id).await?;
+            let done = checks
+                .iter()
+                .filter(|c| !matches!(c.status.as_str(), check::PENDING | check::RUNNING))
+                .count();
+            Err(Error::Conflict(format!(
+                "promotion {id}'s reference analyses are still running on the candidate ({done} \
+                 of {} done): approve once they pass",
+                checks.len()
+            )))
+        }
+    }
+}
+
+/// The gate of a promotion as shown. An ended promotion's checks that never finished
+/// show as `abandoned`.
+pub async fn view(
+    plane: &ControlPlane,
+    p: &promotions::Promotion,
+    release: &str,
+) -> Result<GateView> {
+    let (mut status, overridden) = references::gate_of(&plane.db, &p.id).await?;
+    let open = p.status == promotions::Status::AwaitingApproval.as_str();
+    if !open && matches!(status.as_str(), gate::PENDING | gate::RUNNING) {
+        "abandoned".clone_into(&mut status);
+    }
+    let mut checks = Vec::new();
+    for c in references::checks(&plane.db, &p.id).await? {
+        let r = references::get(&plane.db, &c.reference_id).await?;
+        checks.push(check_view(c, r));
+    }
+    Ok(GateView {
+        status,
+        release: release.to_owned(),
+        checks,
+        override_: overridden.as_ref().map(|m| MarkView {
+            by: m.by.clone(),
+            at: m.at.clone(),
+            reason: m.reason.clone(),
+        }),
+    })
+}
+
+fn check_view(c: Check, r: Reference) -> GateCheckView {
+    let detail: Option<serde_json::Value> = c
+        .detail_json
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok());
+    let comparison = detail
+        .as_ref()
+        .and_then(|d| d.get("comparison"))
+        .and_then(|v| serde_json::from_value::<Comparison>(v.clone()).ok());
+    let error = detail
+        .as_ref()
+        .and_then(|d| d.get("error"))
+        .and_then(|v| v.as_str().map(str::to_owned));
+    GateCheckView {
+        analysis: serde_json::from_str(&r.analysis_json).unwrap_or_default(),
+        reference_id: r.id,
+        name: r.name,
+        dataset_id: r.dataset_id,
+        job_id: c.job_id,
+        status: c.status,
+        expected_hash: r.expected_hash,
+        actual_hash: c.actual_hash,
+        comparison,
+        error,
+    }
+}
+
+/// Runs the gates' checks: the server's part of the gate, with the queue and the
+/// blob store the checks need.
+#[derive(Clone)]
+pub struct GateRunner {
+    pub plane: Arc<ControlPlane>,
+    pub lifecycle: Lifecycle,
+    pub blobs: Arc<dyn BlobStore>,
+    /// Wake the workers and the orchestrator when checks are queued (as a submit
+    /// through the API does).
+    pub wake: [Arc<tokio::sync::Notify>; 2],
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for GateRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateRunner")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GateRunner {
+    /// Looks at the open gates every `every` (and whenever `nudge` fires) until the
+    /// process ends.
+    pub fn spawn(self, every: Duration, nudge: Arc<tokio::sync::Notify>) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = nudge.notified() => {}
+                }
+                if let Err(e) = self.advance().await {
+                    tracing::warn!(error = %e, "the promotion gate could not move on");
+                }
+            }
+        });
+    }
+
+    /// Moves every open gate on as far as it can now.
+    pub async fn advance(&self) -> Result<()> {
+        let db = &self.plane.db;
+        for (id, status) in references::open_gates(db).await? {
+            let p = promotions::get(db, &id).await?;
+            if p.status != promotions::Status::AwaitingApproval.as_str() {
+                continue;
+            }
+            let image = artifacts::get(db, &p.artifact_id).await?.image;
+            let mut open = 0;
+            for c in references::checks(db, &id).await? {
+                let ended = match c.status.as_str() {
+                    check::PENDING => self.submit(&id, &c, &image).await?,
+                    check::RUNNING => self.finish(&id, &c, &image).await?,
+                    _ => true,
+                };
+                open += usize::from(!ended);
+            }
+            if status == gate::PENDING {
+                references::move_gate(db, &id, &[gate::PENDING], gate::RUNNING).await?;
+                for w in &self.wake {
+                    w.notify_one();
+                }
+            }
+            if open > 0 {
+                continue;
+            }
+            let passed = references::checks(db, &id)
+                .await?
+                .iter()
+                .all(|c| c.status == check::PASSED);
+            let to = if passed { gate::PASSED } else { gate::BLOCKED };
+            if references::move_gate(db, &id, &[gate::RUNNING], to).await? {
+                tracing::info!(promotion_id = %id, gate = to, "the reference gate decided");
+                if let Ok(view) = super::reads::promotion(&self.plane, &id).await {
+                    self.plane.announce(
+                        &p.to_env,
+                        "promotion",
+                        serde_json::to_value(&view).unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one check's job on the candidate release, or fails the check when its
+    /// dataset is gone or changed; whether the check ended.
+    async fn submit(&self, promotion: &str, c: &Check, image: &str) -> Result<bool> {
+        let db = &self.plane.db;
+        let r = references::get(db, &c.reference_id).await?;
+        let dataset = datasets::find(db, &r.dataset_id).await?;
+        let problem = match &dataset {
+            None => Some(format!(
+                "the reference's dataset {} was deleted: retire the reference or pin another",
+                r.dataset_id
+            )),
+            Some(d) if d.view.sha256.as_deref() != Some(r.dataset_sha256.as_str()) => {
+                Some(format!(
+                    "the reference's dataset {} no longer has the content it was pinned with",
+                    r.dataset_id
+                ))
+            }
+            Some(_) => None,
+        };
+        if let Some(error) = problem {
+            let detail = serde_json::json!({ "error": error }).to_string();
+            references::check_finished(db, promotion, &r.id, check::FAILED, None, &detail).await?;
+            return Ok(true);
+        }
+        let job_id = uuid::Uuid::new_v4().to_string();
+        self.lifecycle
+            .submit(&jobs::NewJob {
+                id: &job_id,
+                owner_id: &r.owner_id,
+                dataset_id: &r.dataset_id,
+                analysis_json: &r.analysis_json,
+                required_release: Some(image),
+            })
+            .await?;
+        references::check_started(db, promotion, &r.id, &job_id).await?;
+        tracing::info!(promotion_id = %promotion, reference_id = %r.id, %job_id, release = image, "a reference check was queued on the candidate");
+        Ok(false)
+    }
+
+    /// Ends a running check if its job has ended (or timed out); whether it ended.
+    async fn finish(&self, promotion: &str, c: &Check, image: &str) -> Result<bool> {
+        let db = &self.plane.db;
+        let Some(job_id) = c.job_id.as_deref() else {
+            return self
+                .fail(promotion, &c.reference_id, "it was never queued")
+                .await;
+        };
+        let Some(job) = jobs::find(db, job_id).await? else {
+            return self
+                .fail(promotion, &c.reference_id, "its job was deleted")
+                .await;
+        };
+        match job.view.status {
+            JobStatus::Succeeded => {}
+            JobStatus::Failed | JobStatus::Cancelled => {
+                let why = format!(
+                    "the candidate {} it: {}",
+                    if job.view.status == JobStatus::Failed {
+                        "failed"
+                    } else {
+                        "cancelled"
+                    },
+                    job.view.error.as_deref().unwrap_or("no reason given")
+                );
+                return self.fail(promotion, &c.reference_id, &why).await;
+            }
+            _ => {
+                let since = c.started_at.unwrap_or_else(now_ms);
+                let limit = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
+                if now_ms() - since <= limit {
+                    return Ok(false);
+                }
+                let owner = Principal {
+                    user_id: job.owner_id.clone(),
+                    name: GATE.to_owned(),
+                    role: quarry_domain::Role::Operator,
+                    credential: Credential::Internal,
+                };
+                if let Err(e) = self.lifecycle.cancel(&owner, job_id).await {
+                    tracing::warn!(%job_id, error = %e, "could not cancel a timed-out reference check");
+                }
+                let why = format!(
+                    "no worker of release {image} finished it within {} s \
+                     (control.gate_timeout_secs): is the candidate's fleet reading this queue?",
+                    self.timeout.as_secs()
+                );
+                return self.fail(promotion, &c.reference_id, &why).await;
+            }
+        }
+        let r = references::get(db, &c.reference_id).await?;
+        let result = jobs::result(db, job_id)
+            .await?
+            .ok_or_else(|| internal(format!("succeeded job {job_id} has no result row")))?;
+        let expected = self.blobs.local_file(&r.expected_key).await?;
+        let actual = self.blobs.local_file(&result.blob_key).await?;
+        let (e, a) = (expected.path().to_owned(), actual.path().to_owned());
+        let (hash, comparison) = tokio::task::spawn_blocking(move || {
+            let hash = ContentHash::of_file(&a).map_err(internal)?;
+            let comparison = quarry_engine::results::compare::compare_files(
+                &e,
+                &a,
+                Tolerance::default(),
+                KEEP_ROWS,
+            )
+            .map_err(internal)?;
+            Ok::<_, Error>((hash, comparison))
+        })
+        .await
+        .map_err(internal)??;
+        let status = if comparison.identical {
+            check::PASSED
+        } else {
+            check::DIFFERED
+        };
+        let detail = serde_json::json!({ "comparison": comparison }).to_string();
+        references::check_finished(db, promotion, &r.id, status, Some(&hash), &detail).await?;
+        tracing::info!(promotion_id = %promotion, reference_id = %r.id, status, differing_rows = comparison.differing_rows, "a reference check finished");
+        Ok(true)
+    }
+
+    async fn fail(&self, promotion: &str, reference: &str, why: &str) -> Result<bool> {
+        let detail = serde_json::json!({ "error": why }).to_string();
+        references::check_finished(
+            &self.plane.db,
+            promotion,
+            reference,
+            check::FAILED,
+            None,
+            &detail,
+        )
+        .await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,253 @@
+//! Reference analyses gate promotions, against moto holding both stacks. A result
+//! computed on production's release is pinned; a candidate whose engine perturbs
+//! every float (`QUARRY_TEST_FAULT=perturb_floats`, a debug build's switch) is blocked
+//! with the first differing rows, which only an admin can override with a reason; an
+//! unchanged candidate passes. The expected rows are checked against means computed
+//! here, without polars.
+
+use super::control::{
+    V1, V2, WAIT, call, deploy_staging, environments, finished, promotion_done, request_promotion,
+    stack_image, start,
+};
+use quarry_tests::aws::Moto;
+use quarry_tests::{Quarry, eventually};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const V3: &str = "registry.example/quarry@sha256:3333333333333333333333333333333333333333333333333333333333333333";
+
+/// Amounts by category, and the CSV holding them.
+fn dataset() -> (BTreeMap<String, f64>, String) {
+    let mut csv = String::from("category,amount\n");
+    let mut sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
+    for i in 0..60_u32 {
+        let category = ["north", "south", "east", "west"][(i % 4) as usize];
+        let amount = f64::from(i * 37 % 101) + f64::from(i % 7) / 8.0;
+        csv.push_str(&format!("{category},{amount}\n"));
+        let e = sums.entry(category.to_owned()).or_default();
+        e.0 += amount;
+        e.1 += 1;
+    }
+    let means = sums
+        .into_iter()
+        .map(|(k, (sum, n))| (k, sum / f64::from(n)))
+        .collect();
+    (means, csv)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+/// Waits for the promotion's gate to decide; returns the promotion.
+async fn decided(q: &Quarry, token: &str, id: &str) -> Value {
+    eventually(WAIT, "the reference gate to decide", || async {
+        let (_, p) = call(q, token, "GET", &format!("/api/v1/promotions/{id}"), None).await;
+        matches!(p["gate"]["status"].as_str(), Some("passed" | "blocked")).then_some(p)
+    })
+    .await
+}
+
+async fn approve(q: &Quarry, token: &str, id: &str) -> (u16, Value) {
+    call(
+        q,
+        token,
+        "POST",
+        &format!("/api/v1/promotions/{id}/approve"),
+        Some(json!({"comment": "gate read"})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passes() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    environments(&moto, dir.path()).await;
+    let fast = [
+        ("QUARRY_CONTROL__GATE_POLL_MS", "200"),
+        ("QUARRY_WORKER__RELEASE", V1),
+    ];
+    let q = start(&moto, dir.path(), &fast).await;
+    let olga = q.add_user("olga", "operator").await;
+    let otto = q.add_user("otto", "operator").await;
+    let ana = q.add_user("ana", "analyst").await;
+    let admin = q.admin_token.clone();
+    let (means, csv) = dataset();
+    let data = q.upload_csv(&olga, "regional", csv).await;
+
+    // Production runs v1, promoted before anything was pinned: its gate had nothing
+    // to check.
+    deploy_staging(&q, &olga, V1).await;
+    let first = request_promotion(&q, &olga).await;
+    let (status, p) = approve(&q, &otto, &first).await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["gate"]["status"], "none", "{p}");
+    assert_eq!(
+        promotion_done(&q, &otto, &first).await["status"],
+        "succeeded"
+    );
+
+    // Olga pins the mean amount by region, computed on production's release.
+    let analysis = json!({"kind": "aggregate", "group_by": ["category"],
+        "aggregations": [{"column": "amount", "op": "mean"}]});
+    let (status, job) = call(
+        &q,
+        &olga,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"dataset_id": data, "analysis": analysis})),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let job = finished(&q, &olga, &job_id).await;
+    assert_eq!(job["provenance"]["release"], V1, "{job}");
+    let pin = json!({"job_id": job_id, "name": "mean amount by region"});
+    let (status, refused) = call(&q, &ana, "POST", "/api/v1/references", Some(pin.clone())).await;
+    assert_eq!(status, 403, "analysts do not pin: {refused}");
+    let (status, unknown) = call(
+        &q,
+        &olga,
+        "POST",
+        "/api/v1/references",
+        Some(json!({"job_id": "no-such-job"})),
+    )
+    .await;
+    assert_eq!(status, 404, "{unknown}");
+    let (status, reference) = call(&q, &olga, "POST", "/api/v1/references", Some(pin)).await;
+    assert_eq!(status, 201, "{reference}");
+    assert_eq!(reference["pinned_release"], V1);
+    assert_eq!(reference["expected_rows"], means.len());
+    assert_eq!(
+        reference["dataset_sha256"],
+        job["provenance"]["dataset"]["sha256"]
+    );
+    let (_, listed) = call(&q, &otto, "GET", "/api/v1/references", None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // v2's engine perturbs every float: its promotion is blocked.
+    deploy_staging(&q, &olga, V2).await;
+    let q = q
+        .stop_and_restart_with(&[
+            ("QUARRY_WORKER__RELEASE", V2),
+            ("QUARRY_TEST_FAULT", "perturb_floats"),
+        ])
+        .await;
+    let blocked = request_promotion(&q, &olga).await;
+    let p = decided(&q, &olga, &blocked).await;
+    assert_eq!(p["gate"]["status"], "blocked", "{p}");
+    assert_eq!(p["gate"]["release"], V2);
+    let check = &p["gate"]["checks"][0];
+    assert_eq!(check["status"], "differed", "{check}");
+    assert_eq!(check["name"], "mean amount by region");
+    let cmp = &check["comparison"];
+    assert_eq!(cmp["identical"], false);
+    assert_eq!(cmp["columns"], json!(["category", "amount_mean"]));
+    assert_eq!(cmp["differing_rows"], means.len(), "{cmp}");
+    assert_ne!(check["actual_hash"], check["expected_hash"]);
+    // The first differing rows, side by side, in canonical order (by category).
+    let rows = cmp["first_differences"].as_array().unwrap();
+    assert_eq!(rows.len(), means.len().min(5));
+    for (d, (category, mean)) in rows.iter().zip(&means) {
+        assert_eq!(d["expected"][0], category.as_str(), "{d}");
+        assert_eq!(d["actual"][0], category.as_str(), "{d}");
+        let (expected, actual) = (
+            d["expected"][1].as_f64().unwrap(),
+            d["actual"][1].as_f64().unwrap(),
+        );
+        assert!(close(expected, *mean), "{category}: {expected} vs {mean}");
+        assert!(close(actual, mean * (1.0 + 1e-6)), "{category}: {actual}");
+    }
+    // The check ran as a job on a v2 worker.
+    let check_job = check["job_id"].as_str().unwrap();
+    let (_, attempts) = call(
+        &q,
+        &olga,
+        "GET",
+        &format!("/api/v1/jobs/{check_job}/attempts"),
+        None,
+    )
+    .await;
+    assert_eq!(attempts[0]["release"], V2, "{attempts}");
+
+    // Nobody approves it; an operator cannot override, an admin can with a reason.
+    let (status, refused) = approve(&q, &otto, &blocked).await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("blocked by its reference gate"),
+        "{refused}"
+    );
+    let path = format!("/api/v1/promotions/{blocked}/override-gate");
+    let reason = json!({"reason": "the change in rounding is intended"});
+    let (status, refused) = call(&q, &otto, "POST", &path, Some(reason.clone())).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = call(&q, &admin, "POST", &path, Some(json!({"reason": " "}))).await;
+    assert_eq!(status, 400, "{refused}");
+    let (status, p) = call(&q, &admin, "POST", &path, Some(reason.clone())).await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["gate"]["status"], "overridden");
+    assert_eq!(p["gate"]["override"]["by"], "admin");
+    assert_eq!(
+        p["gate"]["override"]["reason"],
+        "the change in rounding is intended"
+    );
+    assert!(
+        p["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["decision"] == "override_gate" && a["by"] == "admin"),
+        "{p}"
+    );
+    let (status, again) = call(&q, &admin, "POST", &path, Some(reason)).await;
+    assert_eq!(status, 409, "only a blocked gate is overridden: {again}");
+    // Overridden, it is rejected all the same (production stays on v1).
+    let (status, p) = call(
+        &q,
+        &otto,
+        "POST",
+        &format!("/api/v1/promotions/{blocked}/reject"),
+        Some(json!({"comment": "not this one"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(stack_image(&moto, "production").await, V1);
+
+    // v3 computes what v1 did: its gate passes, and it is promoted.
+    deploy_staging(&q, &olga, V3).await;
+    let q = q
+        .stop_and_restart_with(&[("QUARRY_WORKER__RELEASE", V3), ("QUARRY_TEST_FAULT", "")])
+        .await;
+    let passing = request_promotion(&q, &olga).await;
+    let p = decided(&q, &olga, &passing).await;
+    assert_eq!(p["gate"]["status"], "passed", "{p}");
+    let check = &p["gate"]["checks"][0];
+    assert_eq!(check["status"], "passed", "{check}");
+    assert_eq!(check["comparison"]["identical"], true);
+    assert_eq!(check["comparison"]["differing_rows"], 0);
+    let (status, p) = approve(&q, &otto, &passing).await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        promotion_done(&q, &otto, &passing).await["status"],
+        "succeeded"
+    );
+    assert_eq!(stack_image(&moto, "production").await, V3);
+
+    // Retired, the reference checks no later promotion.
+    let reference_id = reference["id"].as_str().unwrap();
+    let (status, retired) = call(
+        &q,
+        &olga,
+        "DELETE",
+        &format!("/api/v1/references/{reference_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{retired}");
+    assert_eq!(retired["retired"]["by"], "olga");
+    let (_, active) = call(&q, &olga, "GET", "/api/v1/references", None).await;
+    assert_eq!(active, json!([]));
+}
