@@ -32,6 +32,7 @@ struct Row {
     worker_id: Option<String>,
     provenance_json: Option<String>,
     required_release: Option<String>,
+    rerun_of: Option<String>,
 }
 
 /// A stored job with what the server and worker need beyond the API view.
@@ -51,8 +52,6 @@ pub struct StoredJob {
     pub enqueued_at: Option<i64>,
     /// The worker that started its latest attempt.
     pub worker_id: Option<String>,
-    /// The only release whose workers may run it, when one is required.
-    pub required_release: Option<String>,
 }
 
 impl StoredJob {
@@ -92,6 +91,8 @@ impl Row {
                 started_at: self.started_at.map(rfc3339),
                 finished_at: self.finished_at.map(rfc3339),
                 provenance,
+                required_release: self.required_release,
+                rerun_of: self.rerun_of,
             },
             owner_id: self.owner_id,
             cancel_requested: self.cancel_requested != 0,
@@ -100,7 +101,6 @@ impl Row {
             lease_until: self.lease_until,
             enqueued_at: self.enqueued_at,
             worker_id: self.worker_id,
-            required_release: self.required_release,
         })
     }
 }
@@ -110,7 +110,7 @@ macro_rules! columns {
     () => {
         "id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
          dead_letter, cancel_requested, held, created_at, started_at, finished_at, lease, \
-         lease_until, enqueued_at, worker_id, provenance_json, required_release"
+         lease_until, enqueued_at, worker_id, provenance_json, required_release, rerun_of"
     };
 }
 
@@ -126,6 +126,8 @@ pub struct NewJob<'a> {
     /// The only release whose workers may run it (a promotion gate's check on a
     /// candidate release); `None`: any worker.
     pub required_release: Option<&'a str>,
+    /// The job it re-runs, if it is a re-run.
+    pub rerun_of: Option<&'a str>,
 }
 
 /// Which jobs [`start`] may start.
@@ -192,6 +194,17 @@ pub async fn find(db: &Db, id: &str) -> Result<Option<StoredJob>> {
         .fetch_optional(db.pool())
         .await?;
     row.map(Row::into_stored).transpose()
+}
+
+/// The re-runs of a job, newest first (at most 20).
+pub async fn reruns(db: &Db, id: &str) -> Result<Vec<StoredJob>> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "{SELECT} WHERE rerun_of = $1 ORDER BY created_at DESC, id LIMIT 20"
+    ))
+    .bind(id)
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter().map(Row::into_stored).collect()
 }
 
 /// A job the principal may see.

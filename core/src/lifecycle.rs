@@ -210,7 +210,7 @@ impl Lifecycle {
             self.release_after(&id).await;
             return Ok(Begin::Skipped);
         }
-        if let Some(required) = job.required_release.as_deref()
+        if let Some(required) = job.view.required_release.as_deref()
             && crate::fleet::worker_release(&self.db, worker_id)
                 .await?
                 .as_deref()

@@ -91,6 +91,13 @@ pub struct Job {
     /// content hash, the analysis and the engine. `null` until the job succeeds.
     #[serde(default)]
     pub provenance: Option<Provenance>,
+    /// The only release whose workers may run it (a re-run on a release, a
+    /// promotion gate's check); `null`: any.
+    #[serde(default)]
+    pub required_release: Option<String>,
+    /// The job this one re-runs on another release, if it is a re-run.
+    #[serde(default)]
+    pub rerun_of: Option<String>,
 }
 
 /// Where a result came from: enough to tell whether two results were computed alike,

@@ -46,3 +46,7 @@ CREATE INDEX promotions_gate ON promotions (gate) WHERE gate IN ('pending', 'run
 
 -- The release that alone may run a job (a reference check on a candidate); NULL: any.
 ALTER TABLE jobs ADD COLUMN required_release TEXT;
+
+-- The job a re-run repeats on another release (its page compares the two results).
+ALTER TABLE jobs ADD COLUMN rerun_of TEXT;
+CREATE INDEX jobs_rerun_of ON jobs (rerun_of) WHERE rerun_of IS NOT NULL;

@@ -123,9 +123,18 @@ test("an analyst uploads, launches an aggregate, watches it succeed live and dow
   const attempts = page.locator("[data-testid=attempt-row]");
   await page.locator("[data-testid=attempt-row][data-outcome=succeeded]").waitFor();
   assert.equal(await attempts.count(), 1, "one attempt");
+  await screenshot(page, "job-result");
+
+  // Re-run on the release the workers run now: the re-run's page says it is identical.
+  const original = page.url();
+  await page.getByTestId("rerun").click();
+  await page.waitForURL((u) => u.href !== original && /\/jobs\/[^/]+$/.test(u.pathname));
+  await page.locator("[data-testid=job-status][data-status=succeeded]").waitFor({ timeout: 60_000 });
+  await page.getByTestId("rerun-identical").waitFor();
+  assert.match(await page.getByTestId("rerun-identical").innerText(), new RegExp(`^Identical to the original's result: ${expected.size} rows`));
+  assert.match(await page.getByTestId("rerun-of").innerText(), /^A re-run of \w{8}, on release build-[0-9a-f]{12}$/);
 
   assert.deepEqual(errors, [], "no errors in the browser console");
-  await screenshot(page, "job-result");
   await page.close();
 });
 

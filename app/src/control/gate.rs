@@ -414,6 +414,7 @@ impl GateRunner {
                 dataset_id: &r.dataset_id,
                 analysis_json: &r.analysis_json,
                 required_release: Some(image),
+                rerun_of: None,
             })
             .await?;
         references::check_started(db, promotion, &r.id, &job_id).await?;

@@ -76,7 +76,7 @@ fn CheckItem(c: GateCheckView) -> impl IntoView {
 
 /// The first differing rows: for each, the expected row and the candidate's.
 #[component]
-fn Differences(cmp: Comparison) -> impl IntoView {
+pub(super) fn Differences(cmp: Comparison) -> impl IntoView {
     let summary = format!(
         "{} of {} rows differ (the candidate has {} rows).",
         cmp.differing_rows, cmp.expected_rows, cmp.actual_rows

@@ -1,11 +1,16 @@
-//! A job's history on its page: where its result came from (provenance) and every
-//! attempt (worker, release, times, outcome), refreshed as the job changes.
+//! A job's history on its page: where its result came from (provenance), every
+//! attempt (worker, release, times, outcome), refreshed as the job changes, and its
+//! re-runs on another release: a button that re-runs it on the release the workers
+//! run now, the re-runs made, and on a re-run's page how its result compares with the
+//! original's.
 
+use super::gate::Differences;
 use super::operations::short_image;
-use super::server_fns::job_attempts;
+use super::server_fns::{RerunJob, job_attempts, job_reruns};
 use super::{error_text, short_time};
 use leptos::prelude::*;
-use quarry_domain::{JobAttempt, JobStatus, Provenance};
+use leptos_router::hooks::use_navigate;
+use quarry_domain::{Job, JobAttempt, JobStatus, Provenance};
 
 /// The release as a short label: an image by digest shortened, a build id as is.
 fn release_label(release: &str) -> String {
@@ -95,5 +100,88 @@ fn AttemptTable(list: Vec<JobAttempt>) -> impl IntoView {
                 }).collect_view()}
             </tbody>
         </table>
+    }
+}
+
+/// Re-running the job on the release the workers run now, its re-runs, and for a
+/// re-run the comparison with the original. Read again when the job changes state.
+#[component]
+pub fn RerunsView(job: Job, status: Memo<JobStatus>) -> impl IntoView {
+    let id = job.id.clone();
+    let info = Resource::new(move || (id.clone(), status.get()), |(id, _)| job_reruns(id));
+    let rerun = ServerAction::<RerunJob>::new();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(id)) = rerun.value().get() {
+            navigate(&format!("/jobs/{id}"), Default::default());
+        }
+    });
+    let ran_on = job.provenance.as_ref().map(|p| p.release.clone());
+    let original = job.rerun_of.clone();
+    let job_id = job.id.clone();
+    view! {
+        <section class="reruns" data-testid="reruns">
+            <h2>"Re-runs"</h2>
+            {original.clone().map(|o| view! {
+                <p class="meta" data-testid="rerun-of">"A re-run of "
+                    <a href=format!("/jobs/{o}")><code>{o.chars().take(8).collect::<String>()}</code></a>
+                    {job.required_release.clone().map(|r| format!(", on release {}", release_label(&r)))}
+                </p>
+            })}
+            <Transition fallback=|| view! { <p class="hint">"Loading…"</p> }>
+                {move || {
+                    let ran_on = ran_on.clone();
+                    let job_id = job_id.clone();
+                    let original = original.clone();
+                    Suspend::new(async move {
+                        match info.await {
+                            Ok(r) => {
+                                let terminal = status.get_untracked().is_terminal();
+                                let same = ran_on.as_deref() == Some(r.current_release.as_str());
+                                view! {
+                                    {original.is_some().then(|| match r.comparison.clone() {
+                                        Some(c) if c.identical => view! {
+                                            <p class="notice" data-testid="rerun-identical">
+                                                {format!("Identical to the original's result: {} rows in canonical order, floats within a relative 1e-9.", c.actual_rows)}
+                                            </p>
+                                        }.into_any(),
+                                        Some(c) => view! {
+                                            <p class="error" data-testid="rerun-differs">"The result differs from the original's (expected: the original; candidate: this re-run)."</p>
+                                            <Differences cmp=c/>
+                                        }.into_any(),
+                                        None => view! { <p class="hint">"Compared with the original once both have succeeded."</p> }.into_any(),
+                                    })}
+                                    {terminal.then(|| view! {
+                                        <p class="hint">{if same {
+                                            format!("The workers run release {} now, the one this result was computed on: a re-run checks that it computes the same again.", release_label(&r.current_release))
+                                        } else {
+                                            format!("The workers run release {} now.", release_label(&r.current_release))
+                                        }}</p>
+                                        <button type="button" data-testid="rerun" on:click={
+                                            let id = job_id.clone();
+                                            move |_| { rerun.dispatch(RerunJob { id: id.clone() }); }
+                                        }>{format!("Re-run on release {}", release_label(&r.current_release))}</button>
+                                    })}
+                                    {(!r.reruns.is_empty()).then(|| view! {
+                                        <ul class="rerun-list" data-testid="rerun-list">
+                                            {r.reruns.into_iter().map(|j| view! {
+                                                <li><a href=format!("/jobs/{}", j.id)><code>{j.id.chars().take(8).collect::<String>()}</code></a>
+                                                    {format!(" · {} · {}", j.status,
+                                                        j.required_release.as_deref().map(release_label).unwrap_or_default())}
+                                                </li>
+                                            }).collect_view()}
+                                        </ul>
+                                    })}
+                                }.into_any()
+                            }
+                            Err(e) => view! { <p class="error">{error_text(&e)}</p> }.into_any(),
+                        }
+                    })
+                }}
+            </Transition>
+            {move || rerun.value().get().and_then(Result::err).map(|e| view! {
+                <p class="error" role="alert" data-testid="rerun-error">{error_text(&e)}</p>
+            })}
+        </section>
     }
 }

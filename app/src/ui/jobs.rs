@@ -1,7 +1,7 @@
 //! The jobs list and a job's page, whose status follows the server live (server-sent
 //! events) without reloading.
 
-use super::job_history::{AttemptsView, ProvenanceView};
+use super::job_history::{AttemptsView, ProvenanceView, RerunsView};
 use super::results::ResultView;
 use super::server_fns::{CancelJob, JobRow, job_detail, list_jobs};
 use super::{error_text, short_time};
@@ -155,6 +155,7 @@ fn JobView(initial: JobEvent) -> impl IntoView {
     let kind = kind_of(&analysis);
     let result_id = id.clone();
     let attempts_id = id.clone();
+    let rerun_source = initial.job.clone();
     view! {
         <h1>"Job "<code>{id.chars().take(8).collect::<String>()}</code>" · "{kind.clone()}</h1>
         <p class="meta">
@@ -204,6 +205,7 @@ fn JobView(initial: JobEvent) -> impl IntoView {
         </Show>
         {move || current.get().job.provenance.map(|p| view! { <ProvenanceView p/> })}
         <AttemptsView id=attempts_id.clone() status/>
+        <RerunsView job=rerun_source status/>
     }
 }
 

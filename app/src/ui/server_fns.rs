@@ -235,6 +235,63 @@ pub async fn job_attempts(id: String) -> Result<Vec<JobAttempt>, ServerFnError> 
         .map_err(backend::fail)
 }
 
+/// What a job's page offers and shows of re-runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reruns {
+    /// The release this server's workers run now: where a re-run goes.
+    pub current_release: String,
+    /// The job's re-runs, newest first.
+    pub reruns: Vec<Job>,
+    /// When the job is a re-run and both have succeeded: how its result compares
+    /// with the original's.
+    pub comparison: Option<quarry_domain::gate::Comparison>,
+}
+
+/// A job's re-runs, the release a new one would run on, and (for a re-run) how its
+/// result compares with the original's.
+#[server(endpoint = "job_reruns")]
+pub async fn job_reruns(id: String) -> Result<Reruns, ServerFnError> {
+    use crate::server::api::reruns;
+    let (services, who) = backend::caller().await?;
+    let job = quarry_core::jobs::get(&services.db, &who, &id)
+        .await
+        .map_err(backend::fail)?;
+    let current_release = reruns::current_release(&services)
+        .await
+        .map_err(backend::fail)?;
+    let list = quarry_core::jobs::reruns(&services.db, &id)
+        .await
+        .map_err(backend::fail)?
+        .into_iter()
+        .filter(|j| who.reads_all_jobs() || j.owner_id == who.user_id)
+        .map(|j| j.view)
+        .collect();
+    let comparison = match &job.view.rerun_of {
+        Some(original) if job.view.status == quarry_domain::JobStatus::Succeeded => {
+            // The original gone, failed or not the caller's: nothing to compare.
+            reruns::compare_jobs(&services, &who, original, &id)
+                .await
+                .ok()
+        }
+        _ => None,
+    };
+    Ok(Reruns {
+        current_release,
+        reruns: list,
+        comparison,
+    })
+}
+
+/// Re-runs a job on the release this server's workers run now; returns the new job's id.
+#[server(endpoint = "rerun_job")]
+pub async fn rerun_job(id: String) -> Result<String, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    crate::server::api::reruns::rerun_job(&services, &who, &id, None)
+        .await
+        .map(|j| j.id)
+        .map_err(backend::fail)
+}
+
 /// Cancels a job (its owner, an operator or an admin).
 #[server(endpoint = "cancel_job")]
 pub async fn cancel_job(id: String) -> Result<(), ServerFnError> {

@@ -82,7 +82,7 @@ pub(super) async fn submit(
     let hold = active >= u64::from(max_running) || older_held > 0;
     sqlx::query(
         "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, created_at, \
-         required_release) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+         required_release, rerun_of) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)",
     )
     .bind(new.id)
     .bind(new.owner_id)
@@ -91,6 +91,7 @@ pub(super) async fn submit(
     .bind(if hold { i64::from(max_running) } else { 0 })
     .bind(now_ms())
     .bind(new.required_release)
+    .bind(new.rerun_of)
     .execute(&mut *tx)
     .await?;
     if !hold {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 const V3: &str = "registry.example/quarry@sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
 /// Amounts by category, and the CSV holding them.
-fn dataset() -> (BTreeMap<String, f64>, String) {
+pub(crate) fn dataset() -> (BTreeMap<String, f64>, String) {
     let mut csv = String::from("category,amount\n");
     let mut sums: BTreeMap<String, (f64, u32)> = BTreeMap::new();
     for i in 0..60_u32 {
@@ -33,6 +33,40 @@ fn dataset() -> (BTreeMap<String, f64>, String) {
         .map(|(k, (sum, n))| (k, sum / f64::from(n)))
         .collect();
     (means, csv)
+}
+
+/// Submits the mean amount by region of `data` and waits for it; returns the job's id
+/// and the job as it finished.
+pub(crate) async fn mean_by_region(q: &Quarry, token: &str, data: &str) -> (String, Value) {
+    let analysis = json!({"kind": "aggregate", "group_by": ["category"],
+        "aggregations": [{"column": "amount", "op": "mean"}]});
+    let (status, job) = call(
+        q,
+        token,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"dataset_id": data, "analysis": analysis})),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let job = finished(q, token, &id).await;
+    (id, job)
+}
+
+/// Checks differing rows in canonical order (by category): the expected mean as
+/// computed here, the actual one scaled by 1 + 1e-6.
+pub(crate) fn perturbed_rows(rows: &[Value], means: &BTreeMap<String, f64>) {
+    for (d, (category, mean)) in rows.iter().zip(means) {
+        assert_eq!(d["expected"][0], category.as_str(), "{d}");
+        assert_eq!(d["actual"][0], category.as_str(), "{d}");
+        let (expected, actual) = (
+            d["expected"][1].as_f64().unwrap(),
+            d["actual"][1].as_f64().unwrap(),
+        );
+        assert!(close(expected, *mean), "{category}: {expected} vs {mean}");
+        assert!(close(actual, mean * (1.0 + 1e-6)), "{category}: {actual}");
+    }
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -89,19 +123,7 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
     );
 
     // Olga pins the mean amount by region, computed on production's release.
-    let analysis = json!({"kind": "aggregate", "group_by": ["category"],
-        "aggregations": [{"column": "amount", "op": "mean"}]});
-    let (status, job) = call(
-        &q,
-        &olga,
-        "POST",
-        "/api/v1/jobs",
-        Some(json!({"dataset_id": data, "analysis": analysis})),
-    )
-    .await;
-    assert_eq!(status, 202, "{job}");
-    let job_id = job["id"].as_str().unwrap().to_owned();
-    let job = finished(&q, &olga, &job_id).await;
+    let (job_id, job) = mean_by_region(&q, &olga, &data).await;
     assert_eq!(job["provenance"]["release"], V1, "{job}");
     let pin = json!({"job_id": job_id, "name": "mean amount by region"});
     let (status, refused) = call(&q, &ana, "POST", "/api/v1/references", Some(pin.clone())).await;
@@ -149,16 +171,7 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
     // The first differing rows, side by side, in canonical order (by category).
     let rows = cmp["first_differences"].as_array().unwrap();
     assert_eq!(rows.len(), means.len().min(5));
-    for (d, (category, mean)) in rows.iter().zip(&means) {
-        assert_eq!(d["expected"][0], category.as_str(), "{d}");
-        assert_eq!(d["actual"][0], category.as_str(), "{d}");
-        let (expected, actual) = (
-            d["expected"][1].as_f64().unwrap(),
-            d["actual"][1].as_f64().unwrap(),
-        );
-        assert!(close(expected, *mean), "{category}: {expected} vs {mean}");
-        assert!(close(actual, mean * (1.0 + 1e-6)), "{category}: {actual}");
-    }
+    perturbed_rows(rows, &means);
     // The check ran as a job on a v2 worker.
     let check_job = check["job_id"].as_str().unwrap();
     let (_, attempts) = call(

@@ -61,6 +61,24 @@ pub async fn submit_analysis(
     dataset_id: &str,
     analysis: serde_json::Value,
 ) -> ApiResult<Job> {
+    submit_placed(s, who, dataset_id, analysis, Placement::default()).await
+}
+
+/// Where a submitted job must run: on one release only, as a re-run of another job.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Placement<'a> {
+    pub required_release: Option<&'a str>,
+    pub rerun_of: Option<&'a str>,
+}
+
+/// [`submit_analysis`] with a placement (a re-run's).
+pub async fn submit_placed(
+    s: &crate::server::state::Services,
+    who: &quarry_core::auth::Principal,
+    dataset_id: &str,
+    analysis: serde_json::Value,
+    placement: Placement<'_>,
+) -> ApiResult<Job> {
     let analysis: Analysis = serde_json::from_value(analysis).map_err(|e| {
         AppError::invalid(
             "bad_analysis",
@@ -84,7 +102,8 @@ pub async fn submit_analysis(
         owner_id: &who.user_id,
         dataset_id: &dataset.view.id,
         analysis_json: &analysis_json,
-        required_release: None,
+        required_release: placement.required_release,
+        rerun_of: placement.rerun_of,
     };
     let held = s.lifecycle.submit(&new).await?;
     s.wake_workers.notify_one();

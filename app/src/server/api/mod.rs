@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod job_events;
 pub mod jobs;
 pub mod references;
+pub mod reruns;
 pub mod results;
 
 use super::error::{AppError, BODY_LIMIT, json_errors};
@@ -32,7 +33,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     info(title = "Quarry", description = "Upload datasets, run analyses, read results."),
     paths(datasets::upload, datasets::list, datasets::get, datasets::delete, datasets::retype,
         datasets::download, jobs::submit, jobs::list,
-        jobs::get, jobs::attempts, jobs::cancel, results::result, job_events::events, jobs::system,
+        jobs::get, jobs::attempts, jobs::cancel, reruns::rerun, reruns::compare, results::result, job_events::events, jobs::system,
         control::list, control::get, control::releases, control::events, control::deploy,
         control::rollback, control::freeze, control::unfreeze, control::lift_hold,
         control::promote, control::promotions, control::promotion, control::approve,
@@ -50,7 +51,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         quarry_domain::control::ResourceView, quarry_domain::control::StackEventView,
         quarry_domain::control::ReleaseView, quarry_domain::control::PromotionView,
         quarry_domain::control::ApprovalView, quarry_domain::control::OverrideView, quarry_domain::control::ArtifactView,
-        references::PinRequest, references::OverrideRequest, quarry_domain::gate::ReferenceView,
+        reruns::RerunRequest, references::PinRequest, references::OverrideRequest, quarry_domain::gate::ReferenceView,
         quarry_domain::gate::GateView, quarry_domain::gate::GateCheckView,
         quarry_domain::gate::Comparison, quarry_domain::gate::RowDiff,
         quarry_domain::gate::Tolerance)),
@@ -126,6 +127,8 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}", get(jobs::get))
         .route("/jobs/{id}/attempts", get(jobs::attempts))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/rerun", post(reruns::rerun))
+        .route("/jobs/{id}/compare", get(reruns::compare))
         .route("/jobs/{id}/result", get(results::result))
         .route("/jobs/{id}/events", get(job_events::events))
         .route("/system", get(jobs::system))

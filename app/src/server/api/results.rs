@@ -184,7 +184,7 @@ fn sort_key(meta: &jobs::ResultMeta, sort: Option<&str>) -> ApiResult<Option<Sor
 }
 
 /// Runs polars work off the async threads.
-async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> ApiResult<T> {
     let out = tokio::task::spawn_blocking(work)
@@ -194,7 +194,11 @@ async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
 }
 
 /// The committed result of a job the principal may read.
-async fn committed_result(s: &Services, who: &Principal, id: &str) -> ApiResult<jobs::ResultMeta> {
+pub(super) async fn committed_result(
+    s: &Services,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<jobs::ResultMeta> {
     let job = jobs::get(&s.db, who, id).await?;
     if job.view.status != JobStatus::Succeeded {
         return Err(Error::Conflict(format!(

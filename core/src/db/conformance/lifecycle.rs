@@ -46,6 +46,7 @@ pub(super) async fn submitted(life: &Lifecycle, owner: &Principal) -> String {
             dataset_id: &dataset.id,
             analysis_json: r#"{"kind":"profile"}"#,
             required_release: None,
+            rerun_of: None,
         })
         .await
         .expect("submit");

@@ -169,6 +169,7 @@ pub async fn pinned_jobs_start_only_on_their_release(db: &Db) {
         dataset_id: &dataset.id,
         analysis_json: r#"{"kind":"profile"}"#,
         required_release: Some(&r2),
+        rerun_of: None,
     })
     .await
     .expect("submit");
@@ -183,7 +184,7 @@ pub async fn pinned_jobs_start_only_on_their_release(db: &Db) {
     );
     let job = stored(db, &id).await;
     assert_eq!((job.view.status, job.view.attempts), (JobStatus::Queued, 0));
-    assert_eq!(job.required_release.as_deref(), Some(r2.as_str()));
+    assert_eq!(job.view.required_release.as_deref(), Some(r2.as_str()));
     assert!(
         queue
             .receive(Duration::from_millis(50))

@@ -64,6 +64,7 @@ async fn submit_as(
         dataset_id: dataset,
         analysis_json: r#"{"kind":"profile"}"#,
         required_release: None,
+        rerun_of: None,
     };
     let held = submit(db, q, &new, max).await.unwrap();
     (id, held)

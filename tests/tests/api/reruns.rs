@@ -1,0 +1,105 @@
+//! Re-running a job on another release and comparing the results, on the embedded
+//! default: a result computed on r1 is re-run once r2's workers run (a build whose
+//! engine perturbs every float) and differs, with its rows checked against means
+//! computed without polars; re-run on an unchanged r3 it is identical. A release the
+//! workers do not run is refused, naming the one they do.
+
+use super::control::{call, finished};
+use super::gate::{dataset, mean_by_region, perturbed_rows};
+use quarry_tests::Quarry;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_job_rerun_on_another_release_is_compared_with_the_original() {
+    let q = Quarry::start_with(&[("QUARRY_WORKER__RELEASE", "r1")]).await;
+    let ana = q.add_user("ana", "analyst").await;
+    let bob = q.add_user("bob", "analyst").await;
+    let (means, csv) = dataset();
+    let data = q.upload_csv(&ana, "regional", csv).await;
+    let (original, job) = mean_by_region(&q, &ana, &data).await;
+    assert_eq!(job["provenance"]["release"], "r1");
+    let rerun_path = format!("/api/v1/jobs/{original}/rerun");
+
+    // Only the release the workers run now takes re-runs.
+    let (status, refused) = call(
+        &q,
+        &ana,
+        "POST",
+        &rerun_path,
+        Some(json!({"release": "r2"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused.to_string().contains("run release r1, not r2"),
+        "{refused}"
+    );
+    let (status, refused) = call(&q, &bob, "POST", &rerun_path, Some(json!({}))).await;
+    assert_eq!(status, 404, "someone else's job: {refused}");
+
+    // r2's workers perturb every float: the re-run differs, row by row.
+    let q = q
+        .stop_and_restart_with(&[
+            ("QUARRY_WORKER__RELEASE", "r2"),
+            ("QUARRY_TEST_FAULT", "perturb_floats"),
+        ])
+        .await;
+    let (status, rerun) = call(
+        &q,
+        &ana,
+        "POST",
+        &rerun_path,
+        Some(json!({"release": "r2"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{rerun}");
+    assert_eq!(rerun["rerun_of"], original.as_str());
+    assert_eq!(rerun["required_release"], "r2");
+    let rerun_id = rerun["id"].as_str().unwrap().to_owned();
+    let done = finished(&q, &ana, &rerun_id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["provenance"]["release"], "r2");
+    let compare = format!("/api/v1/jobs/{original}/compare?with={rerun_id}");
+    let (status, cmp) = call(&q, &ana, "GET", &compare, None).await;
+    assert_eq!(status, 200, "{cmp}");
+    assert_eq!(cmp["identical"], false);
+    assert_eq!(cmp["differing_rows"], means.len());
+    let rows = cmp["first_differences"].as_array().unwrap();
+    assert_eq!(rows.len(), means.len());
+    perturbed_rows(rows, &means);
+    let (status, none) = call(&q, &bob, "GET", &compare, None).await;
+    assert_eq!(status, 404, "{none}");
+    let (status, bad) = call(
+        &q,
+        &ana,
+        "GET",
+        &format!("/api/v1/jobs/{original}/compare"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "no `with`: {bad}");
+
+    // r3 computes what r1 did: identical.
+    let q = q
+        .stop_and_restart_with(&[("QUARRY_WORKER__RELEASE", "r3"), ("QUARRY_TEST_FAULT", "")])
+        .await;
+    let (status, again) = call(&q, &ana, "POST", &rerun_path, Some(json!({}))).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["required_release"], "r3");
+    let again_id = again["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        finished(&q, &ana, &again_id).await["provenance"]["release"],
+        "r3"
+    );
+    let (_, cmp) = call(
+        &q,
+        &ana,
+        "GET",
+        &format!("/api/v1/jobs/{original}/compare?with={again_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(cmp["identical"], true, "{cmp}");
+    assert_eq!(cmp["differing_rows"], 0);
+    assert_eq!(cmp["actual_rows"], means.len());
+}
