@@ -327,6 +327,7 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
         config.queue.max_attempts,
         config.analyses.max_running_per_user,
     );
+    let config_streams = config.auth.max_streams_per_user;
     Ok(Arc::new(Services {
         control,
         config,
@@ -339,6 +340,7 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
         metrics_sources,
         nudge: Arc::new(Notify::new()),
         wake_workers: Arc::new(Notify::new()),
+        streams: quarry_app::server::streams::StreamSlots::new(config_streams),
         watch: quarry_core::watch::JobWatch::new(),
         inspections,
     }))

@@ -398,6 +398,7 @@ mod tests {
             max_failures_per_name: per_name,
             failure_window_secs: 60,
             max_concurrent_hashes: 2,
+            ..AuthConfig::default()
         }
     }
 

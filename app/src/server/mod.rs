@@ -8,6 +8,7 @@ pub mod extract;
 pub mod graphs;
 pub mod ingest_child;
 pub mod state;
+pub mod streams;
 pub mod timeline;
 pub mod uploads;
 pub mod web;

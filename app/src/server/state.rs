@@ -37,6 +37,8 @@ pub struct Services {
     /// Permits for upload inspections (`uploads.max_concurrent_inspections`): each
     /// runs a child process with its own memory limit.
     pub inspections: Arc<tokio::sync::Semaphore>,
+    /// Each user's open event streams, bounded by `auth.max_streams_per_user`.
+    pub streams: Arc<super::streams::StreamSlots>,
     /// The operator control plane (environments, promotions, rollbacks).
     pub control: Arc<crate::control::ControlPlane>,
 }

@@ -101,6 +101,9 @@ pub struct AuthConfig {
     /// Password hashes (argon2id, ~19 MiB each) computed at once.
     #[serde(default = "default_max_concurrent_hashes")]
     pub max_concurrent_hashes: u32,
+    /// Event streams (`…/events`) one user may have open at once; more get 429.
+    #[serde(default = "default_max_streams_per_user")]
+    pub max_streams_per_user: u32,
 }
 
 impl Default for AuthConfig {
@@ -110,6 +113,7 @@ impl Default for AuthConfig {
             max_failures_per_name: default_max_failures_per_name(),
             failure_window_secs: default_failure_window_secs(),
             max_concurrent_hashes: default_max_concurrent_hashes(),
+            max_streams_per_user: default_max_streams_per_user(),
         }
     }
 }
@@ -122,6 +126,9 @@ fn default_max_failures_per_name() -> u32 {
 }
 fn default_failure_window_secs() -> u64 {
     300
+}
+fn default_max_streams_per_user() -> u32 {
+    50
 }
 fn default_max_concurrent_hashes() -> u32 {
     4

@@ -469,3 +469,74 @@ async fn abandoned_csv_downloads_stop_and_leave_nothing_behind() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A user's open event streams are bounded (`auth.max_streams_per_user`): past it,
+/// 429 with the error shape and the key to raise, while other users still stream; a
+/// stream that ends gives its place back.
+#[tokio::test]
+async fn open_event_streams_are_bounded_per_user() {
+    let mut vars = FAST.to_vec();
+    vars.push(("QUARRY_AUTH__MAX_STREAMS_PER_USER", "3"));
+    let q = Quarry::start_with(&vars).await;
+    let ana = q.add_user("ana", "analyst").await;
+    let bob = q.add_user("bob", "analyst").await;
+    let spin = |token: String| {
+        let q = &q;
+        async move {
+            let data = q.upload_csv(&token, "tiny", "a\n1\n2\n".to_owned()).await;
+            let r = q
+                .http
+                .post(q.url("/api/v1/jobs"))
+                .bearer_auth(token)
+                .json(&json!({"dataset_id": data, "analysis": {"kind": "spin", "seconds": 4}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            let job: Value = r.json().await.unwrap();
+            job["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let job = spin(ana.clone()).await;
+    let open = |token: &str| {
+        q.http
+            .get(q.url(&format!("/api/v1/jobs/{job}/events")))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let r = open(&ana).await.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let (code, message) = error_of(open(&ana).await.unwrap(), 429).await;
+    assert_eq!(code, "too_many_requests");
+    assert!(
+        message.contains("3 event streams open") && message.contains("auth.max_streams_per_user"),
+        "{message}"
+    );
+    // Someone else's streams are their own.
+    let bobs = spin(bob.clone()).await;
+    let r = q
+        .http
+        .get(q.url(&format!("/api/v1/jobs/{bobs}/events")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The job ends, its streams end with it, and their places come back.
+    for r in streams {
+        tokio::time::timeout(Duration::from_secs(60), r.text())
+            .await
+            .expect("the stream ends with its job")
+            .unwrap();
+    }
+    let r = eventually(Duration::from_secs(10), "a stream place back", || async {
+        let r = open(&ana).await.unwrap();
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+}

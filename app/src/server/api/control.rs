@@ -200,6 +200,7 @@ pub struct ControlEventMessage {
         (status = 401, description = "Missing or bad token", body = ErrorBody),
         (status = 403, description = "Not a lead, operator or admin", body = ErrorBody),
         (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 429, description = "Too many streams of yours open (auth.max_streams_per_user)", body = ErrorBody),
     ))]
 pub async fn events(
     State(s): State<AppState>,
@@ -210,10 +211,12 @@ pub async fn events(
     reader(&who)?;
     let plane = s.services.control.clone();
     plane.env(&env)?;
+    let slot = s.services.streams.take(&who.user_id)?;
     let rx = plane.subscribe();
     let db = s.services.db.clone();
     let ending = s.services.shutdown.clone().cancelled_owned();
-    let stream = futures::stream::unfold((rx, db, who, env), |(mut rx, db, who, env)| async move {
+    let state = (rx, db, who, env, slot);
+    let stream = futures::stream::unfold(state, |(mut rx, db, who, env, slot)| async move {
         loop {
             let next = tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv()).await;
             // A revoked or expired credential ends the stream it opened.
@@ -228,7 +231,10 @@ pub async fn events(
                     let sse = Event::default()
                         .event(event.kind)
                         .data(event.data.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(sse), (rx, db, who, env)));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(sse),
+                        (rx, db, who, env, slot),
+                    ));
                 }
                 Ok(Ok(_)) => continue,
             }

@@ -54,6 +54,7 @@ pub struct JobEventMessage {
             content_type = "text/event-stream", body = JobEventMessage),
         (status = 401, description = "Missing or bad token", body = ErrorBody),
         (status = 404, description = "No such job of yours", body = ErrorBody),
+        (status = 429, description = "Too many streams of yours open (auth.max_streams_per_user)", body = ErrorBody),
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -61,6 +62,7 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let services = state.services.clone();
+    let slot = services.streams.take(&who.user_id)?;
     // Follow first, then read: a change between the two still wakes the stream.
     let following = services.watch.follow(&id);
     let first = super::jobs::job_event(&services, &who, &id).await?;
@@ -79,6 +81,7 @@ pub async fn events(
         queued: false,
         queue_due: None,
         next_check,
+        _slot: slot,
     };
     let stream = futures::stream::unfold(
         (follower, Some(first), false),
@@ -115,6 +118,8 @@ struct Follower {
     /// When the queued job's wait is refreshed, after other jobs moved.
     queue_due: Option<Instant>,
     next_check: Instant,
+    /// Its place among its user's open streams, given back when the stream ends.
+    _slot: crate::server::streams::Slot,
 }
 
 /// Why a stream reads its job again.

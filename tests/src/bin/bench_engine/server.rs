@@ -270,7 +270,10 @@ async fn cpu_percent(pid: u32, over: Duration) -> anyhow::Result<f64> {
 /// same server with none.
 pub async fn streams(report: &mut Report) -> anyhow::Result<()> {
     println!("{STREAMS} open event streams on queued jobs:");
+    // One user opens them all: above the per-user bound of the default.
+    let per_user = (STREAMS + 10).to_string();
     let q = Quarry::start_with(&[
+        ("QUARRY_AUTH__MAX_STREAMS_PER_USER", per_user.as_str()),
         ("QUARRY_FLEET__MAX_WORKERS", "1"),
         ("QUARRY_WORKER__IDLE_TIMEOUT_SECS", "120"),
         ("QUARRY_FLEET__TICK_SECS", "1"),
