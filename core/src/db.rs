@@ -145,15 +145,42 @@ impl Db {
     }
 }
 
+/// How long a scratch database is kept: the next test run on the same server drops
+/// older ones (a run takes well under an hour).
+const SCRATCH_KEPT_SECS: u64 = 6 * 3600;
+
 /// Creates an empty database with a fresh name on the Postgres server that
 /// `admin_url` reaches, and returns the new database's URL. For tests: each gets its
-/// own database, as `#[sqlx::test]` would give it.
+/// own database, as `#[sqlx::test]` would give it. Its name carries its creation time
+/// (`quarry_test_<unix seconds>_<random>`), and scratch databases older than
+/// [`SCRATCH_KEPT_SECS`] (and those named before names carried one) are dropped
+/// first, unless still in use, so test runs do not fill the server.
 pub async fn create_scratch_postgres(admin_url: &str) -> anyhow::Result<String> {
     use sqlx::Connection as _;
-    let name = format!("quarry_test_{}", uuid::Uuid::new_v4().simple());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = format!(
+        "quarry_test_{now}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let mut admin = sqlx::PgConnection::connect(admin_url).await.with_context(
         || "connecting to the test Postgres server (is it running? `cargo xtask test` starts one)",
     )?;
+    let existing: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'quarry\\_test\\_%'")
+            .fetch_all(&mut admin)
+            .await
+            .context("listing scratch databases")?;
+    for (old,) in existing {
+        if scratch_is_stale(&old, now) {
+            // In use (another run's): it stays, and goes next time.
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS \"{old}\"").as_str())
+                .await
+                .ok();
+        }
+    }
     admin
         .execute(format!("CREATE DATABASE {name}").as_str())
         .await
@@ -172,6 +199,20 @@ pub async fn create_scratch_postgres(admin_url: &str) -> anyhow::Result<String> 
     Ok(url)
 }
 
+/// Whether scratch database `name`, seen at `now` (unix seconds), is old enough to drop.
+fn scratch_is_stale(name: &str, now: u64) -> bool {
+    let Some(rest) = name.strip_prefix("quarry_test_") else {
+        return false;
+    };
+    match rest.split_once('_') {
+        Some((secs, _)) => secs
+            .parse::<u64>()
+            .is_ok_and(|t| now.saturating_sub(t) > SCRATCH_KEPT_SECS),
+        // Named before names carried their time: 32 hex digits.
+        None => rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()),
+    }
+}
+
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -183,6 +224,30 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_databases_are_stale_after_their_time_or_without_one() {
+        let now = 1_800_000_000;
+        let hour_ago = format!("quarry_test_{}_abcdef012345", now - 3600);
+        let day_ago = format!("quarry_test_{}_abcdef012345", now - 86_400);
+        assert!(
+            !scratch_is_stale(&hour_ago, now),
+            "another run may still use it"
+        );
+        assert!(scratch_is_stale(&day_ago, now));
+        assert!(scratch_is_stale(
+            "quarry_test_0c6ae98bed90486eb52c4cc1d4912fdb",
+            now
+        ));
+        for kept in [
+            "postgres",
+            "quarry_test_x",
+            "quarry_test_",
+            "quarry_production",
+        ] {
+            assert!(!scratch_is_stale(kept, now), "{kept}");
+        }
+    }
 
     /// A migrated SQLite database in a temporary directory (kept alive by the guard).
     pub(crate) async fn temp_db() -> (tempfile::TempDir, Db) {
