@@ -254,11 +254,11 @@ pub async fn view(
     if !open && matches!(status.as_str(), gate::PENDING | gate::RUNNING) {
         "abandoned".clone_into(&mut status);
     }
-    let mut checks = Vec::new();
-    for c in references::checks(&plane.db, &p.id).await? {
-        let r = references::get(&plane.db, &c.reference_id).await?;
-        checks.push(check_view(c, r));
-    }
+    let checks = references::checks_with_references(&plane.db, &p.id)
+        .await?
+        .into_iter()
+        .map(|(c, r)| check_view(c, r))
+        .collect();
     Ok(GateView {
         status,
         release: release.to_owned(),

@@ -265,6 +265,86 @@ pub async fn checks(db: &Db, promotion_id: &str) -> Result<Vec<Check>> {
     Ok(rows.into_iter().map(check_of).collect())
 }
 
+/// A check and its reference, as one joined row.
+#[derive(sqlx::FromRow)]
+struct Joined {
+    promotion_id: String,
+    reference_id: String,
+    job_id: Option<String>,
+    status: String,
+    actual_hash: Option<String>,
+    detail_json: Option<String>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    id: String,
+    name: String,
+    owner_id: String,
+    dataset_id: String,
+    dataset_sha256: String,
+    analysis_json: String,
+    expected_key: String,
+    expected_hash: String,
+    expected_rows: i64,
+    pinned_release: String,
+    source_job_id: String,
+    pinned_by: String,
+    pinned_at: i64,
+    retired_by: Option<String>,
+    retired_at: Option<i64>,
+}
+
+/// A promotion's checks with their references, in one query (the promotions list
+/// shows every promotion's gate).
+pub async fn checks_with_references(
+    db: &Db,
+    promotion_id: &str,
+) -> Result<Vec<(Check, Reference)>> {
+    let prefixed: Vec<String> = REF_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect();
+    let rows: Vec<Joined> = sqlx::query_as(&format!(
+        "SELECT c.promotion_id, c.reference_id, c.job_id, c.status, c.actual_hash, \
+         c.detail_json, c.started_at, c.finished_at, {} FROM promotion_checks c \
+         JOIN reference_analyses r ON r.id = c.reference_id \
+         WHERE c.promotion_id = $1 ORDER BY r.pinned_at, r.id",
+        prefixed.join(", ")
+    ))
+    .bind(promotion_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|j| {
+            let check = check_of((
+                j.promotion_id,
+                j.reference_id,
+                j.job_id,
+                j.status,
+                j.actual_hash,
+                j.detail_json,
+                j.started_at,
+                j.finished_at,
+            ));
+            let r = reference((
+                j.id,
+                j.name,
+                j.owner_id,
+                j.dataset_id,
+                j.dataset_sha256,
+                j.analysis_json,
+                j.expected_key,
+                j.expected_hash,
+                j.expected_rows,
+                j.pinned_release,
+                j.source_job_id,
+                j.pinned_by,
+                j.pinned_at,
+                j.retired_by,
+                j.retired_at,
+            ));
+            (check, r)
+        })
+        .collect())
+}
+
 /// Marks a pending check running under its job.
 pub async fn check_started(
     db: &Db,

@@ -332,6 +332,8 @@ pub async fn reference_gates_move_on_once(db: &Db) {
     );
     let checks = references::checks(db, &p.id).await.unwrap();
     assert_eq!(checks.len(), 1);
+    let joined = references::checks_with_references(db, &p.id).await.unwrap();
+    assert_eq!(joined, vec![(checks[0].clone(), pinned.clone())]);
     assert_eq!(
         (
             checks[0].status.as_str(),
