@@ -9,12 +9,30 @@ use quarry_core::control::promotions::{self, Status};
 use quarry_core::releases;
 use quarry_core::{Error, Result};
 
-/// Refuses an empty reason: "say why you {what}".
+/// The longest reason or comment recorded, in characters (the pages' text areas
+/// stop there too).
+pub const MAX_TEXT_CHARS: usize = 2000;
+
+/// Refuses an empty reason: "say why you {what}", and one over [`MAX_TEXT_CHARS`].
 pub(super) fn require_reason(reason: &str, what: &str) -> Result<()> {
     if reason.trim().is_empty() {
         return Err(Error::invalid(
             "bad_reason",
             format!("say why you {what}: send {{\"reason\": \"…\"}}"),
+        ));
+    }
+    bounded_text(reason, "reason")
+}
+
+/// Refuses a reason or comment (`field`) over [`MAX_TEXT_CHARS`].
+pub(super) fn bounded_text(text: &str, field: &str) -> Result<()> {
+    let n = text.chars().count();
+    if n > MAX_TEXT_CHARS {
+        return Err(Error::invalid(
+            "too_long",
+            format!(
+                "the {field} has {n} characters: at most {MAX_TEXT_CHARS} are recorded; shorten it"
+            ),
         ));
     }
     Ok(())

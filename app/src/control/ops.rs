@@ -4,7 +4,9 @@
 //! rejected, or not in the state asked for, with the reason in the message). The reads
 //! are in [`super::reads`].
 
-use super::guards::{awaiting, check_frozen, check_idle, refuse_held, require_reason};
+use super::guards::{
+    awaiting, bounded_text, check_frozen, check_idle, refuse_held, require_reason,
+};
 use super::reads::{environment, promotion};
 use super::views::{self, ArtifactView, DiffRow, EnvironmentView, PromotionView, ReleaseView};
 use super::{ControlPlane, EnvDef};
@@ -238,6 +240,7 @@ pub async fn approve(
     comment: &str,
     override_freeze: bool,
 ) -> Result<PromotionView> {
+    bounded_text(comment, "comment")?;
     promotions::expire_due(&plane.db).await?;
     let p = promotions::get(&plane.db, id).await?;
     awaiting(&p)?;
@@ -356,6 +359,7 @@ async fn end(
     comment: &str,
     to: Status,
 ) -> Result<PromotionView> {
+    bounded_text(comment, "comment")?;
     promotions::expire_due(&plane.db).await?;
     let p = promotions::get(&plane.db, id).await?;
     awaiting(&p)?;
@@ -479,6 +483,7 @@ async fn change_env(
             environments::freeze(db, env, &who.name, reason).await?;
         }
         EnvChange::Unfreeze => {
+            bounded_text(reason, "reason")?;
             environments::unfreeze(db, env, &who.name, reason).await?;
         }
         EnvChange::LiftHold => {

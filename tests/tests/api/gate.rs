@@ -199,6 +199,20 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
     assert_eq!(status, 403, "{refused}");
     let (status, refused) = call(&q, &admin, "POST", &path, Some(json!({"reason": " "}))).await;
     assert_eq!(status, 400, "{refused}");
+    // Reasons and comments are bounded (2,000 characters), before anything is recorded.
+    let long = "x".repeat(2001);
+    let (status, refused) = call(&q, &admin, "POST", &path, Some(json!({"reason": long}))).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("at most 2000"), "{refused}");
+    let (status, refused) = call(
+        &q,
+        &otto,
+        "POST",
+        &format!("/api/v1/promotions/{blocked}/reject"),
+        Some(json!({"comment": long})),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
     let (status, p) = call(&q, &admin, "POST", &path, Some(reason.clone())).await;
     assert_eq!(status, 200, "{p}");
     assert_eq!(p["gate"]["status"], "overridden");
