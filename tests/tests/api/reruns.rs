@@ -36,6 +36,9 @@ async fn a_job_rerun_on_another_release_is_compared_with_the_original() {
     );
     let (status, refused) = call(&q, &bob, "POST", &rerun_path, Some(json!({}))).await;
     assert_eq!(status, 404, "someone else's job: {refused}");
+    let (status, refused) =
+        call(&q, &ana, "POST", &rerun_path, Some(json!({"relase": "r1"}))).await;
+    assert_eq!(status, 400, "a misspelt field: {refused}");
 
     // r2's workers perturb every float: the re-run differs, row by row.
     let q = q
@@ -83,7 +86,7 @@ async fn a_job_rerun_on_another_release_is_compared_with_the_original() {
     let q = q
         .stop_and_restart_with(&[("QUARRY_WORKER__RELEASE", "r3"), ("QUARRY_TEST_FAULT", "")])
         .await;
-    let (status, again) = call(&q, &ana, "POST", &rerun_path, Some(json!({}))).await;
+    let (status, again) = call(&q, &ana, "POST", &rerun_path, None).await;
     assert_eq!(status, 202, "{again}");
     assert_eq!(again["required_release"], "r3");
     let again_id = again["id"].as_str().unwrap().to_owned();

@@ -10,8 +10,8 @@
 use super::jobs::{Placement, submit_placed};
 use super::results::{blocking, committed_result};
 use crate::server::auth::Auth;
-use crate::server::error::ApiResult;
-use crate::server::extract::{Json, Path, Query};
+use crate::server::error::{ApiResult, AppError};
+use crate::server::extract::{Path, Query};
 use crate::server::state::{AppState, Services};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -134,7 +134,7 @@ pub async fn compare_jobs(
 /// compared.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/rerun", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
-    request_body = RerunRequest,
+    request_body(content = Option<RerunRequest>, description = "Optional: no body re-runs on the current release"),
     responses(
         (status = 202, description = "The re-run, queued", body = Job),
         (status = 400, description = "A bad body, or the analysis no longer fits the dataset", body = ErrorBody),
@@ -142,14 +142,24 @@ pub async fn compare_jobs(
         (status = 404, description = "No such job, or its dataset, of yours", body = ErrorBody),
         (status = 409, description = "This server's workers do not run that release", body = ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
-        (status = 415, description = "The body is not JSON", body = ErrorBody),
     ))]
 pub async fn rerun(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(id): Path<String>,
-    Json(body): Json<RerunRequest>,
+    body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<Job>)> {
+    // No body at all is the default re-run; one that is there must be the request.
+    let body: RerunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RerunRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError::invalid(
+                "bad_json",
+                format!("the body must be {{}} or {{\"release\": \"…\"}}: {e}"),
+            )
+        })?
+    };
     let job = rerun_job(&state.services, &who, &id, body.release.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)))
 }
