@@ -208,6 +208,8 @@ async fn housekeeping(services: &Services) {
         blobs: services.blobs.clone(),
         wake: [services.wake_workers.clone(), services.nudge.clone()],
         timeout: Duration::from_secs(services.config.control.gate_timeout_secs.max(1)),
+        no_worker_grace: Duration::from_secs(services.config.control.gate_no_worker_secs),
+        stale: quarry_core::fleet::stale_after(services.config.heartbeat()),
     }
     .spawn(
         Duration::from_millis(services.config.control.gate_poll_ms.max(50)),

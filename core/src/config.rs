@@ -89,6 +89,10 @@ pub struct ControlConfig {
     /// before it fails the gate: no worker of that release took it, or it ran too long.
     #[serde(default = "default_gate_timeout_secs")]
     pub gate_timeout_secs: u64,
+    /// Seconds a check waits, while this fleet runs another release and no worker of
+    /// the candidate is alive, before it fails the gate saying so.
+    #[serde(default = "default_gate_no_worker_secs")]
+    pub gate_no_worker_secs: u64,
 }
 
 impl Default for ControlConfig {
@@ -100,6 +104,7 @@ impl Default for ControlConfig {
             watch_ms: default_watch_ms(),
             gate_poll_ms: default_gate_poll_ms(),
             gate_timeout_secs: default_gate_timeout_secs(),
+            gate_no_worker_secs: default_gate_no_worker_secs(),
         }
     }
 }
@@ -110,6 +115,10 @@ fn default_watch_ms() -> u64 {
 
 fn default_gate_poll_ms() -> u64 {
     1000
+}
+
+fn default_gate_no_worker_secs() -> u64 {
+    120
 }
 
 fn default_gate_timeout_secs() -> u64 {

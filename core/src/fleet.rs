@@ -175,6 +175,19 @@ pub async fn worker_superseded(db: &Db, worker_id: &str) -> Result<Option<String
     Ok(row.map(|(r,)| r))
 }
 
+/// How many live workers say they run `release`.
+pub async fn live_workers_of(db: &Db, release: &str, stale: Duration) -> Result<u64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM workers WHERE release = $1 AND state = 'running' \
+         AND last_seen_at >= $2",
+    )
+    .bind(release)
+    .bind(now_ms() - ms(stale))
+    .fetch_one(db.pool())
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// The release a registered worker said it runs.
 pub async fn worker_release(db: &Db, worker_id: &str) -> Result<Option<String>> {
     let row: Option<(Option<String>,)> =

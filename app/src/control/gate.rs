@@ -309,6 +309,12 @@ pub struct GateRunner {
     /// through the API does).
     pub wake: [Arc<tokio::sync::Notify>; 2],
     pub timeout: Duration,
+    /// How long a check may wait for a worker of its release when the fleet here
+    /// runs another one and no worker of the candidate is alive: then it fails at
+    /// once instead of at `timeout` (nothing here will ever run it).
+    pub no_worker_grace: Duration,
+    /// When a worker's registry row counts as gone.
+    pub stale: Duration,
 }
 
 impl std::fmt::Debug for GateRunner {
@@ -451,19 +457,20 @@ impl GateRunner {
             }
             _ => {
                 let since = c.started_at.unwrap_or_else(now_ms);
+                let waited = now_ms() - since;
                 let limit = i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX);
-                if now_ms() - since <= limit {
+                let grace = i64::try_from(self.no_worker_grace.as_millis()).unwrap_or(i64::MAX);
+                if job.view.status == JobStatus::Queued
+                    && waited > grace
+                    && let Some(why) = self.nobody_runs(image).await?
+                {
+                    self.cancel_check_job(&job, job_id).await;
+                    return self.fail(promotion, &c.reference_id, &why).await;
+                }
+                if waited <= limit {
                     return Ok(false);
                 }
-                let owner = Principal {
-                    user_id: job.owner_id.clone(),
-                    name: GATE.to_owned(),
-                    role: quarry_domain::Role::Operator,
-                    credential: Credential::Internal,
-                };
-                if let Err(e) = self.lifecycle.cancel(&owner, job_id).await {
-                    tracing::warn!(%job_id, error = %e, "could not cancel a timed-out reference check");
-                }
+                self.cancel_check_job(&job, job_id).await;
                 let why = format!(
                     "no worker of release {image} finished it within {} s \
                      (control.gate_timeout_secs): is the candidate's fleet reading this queue?",
@@ -501,6 +508,39 @@ impl GateRunner {
         references::check_finished(db, promotion, &r.id, status, Some(&hash), &detail).await?;
         tracing::info!(promotion_id = %promotion, reference_id = %r.id, status, differing_rows = comparison.differing_rows, "a reference check finished");
         Ok(true)
+    }
+
+    /// Why no worker here will run a job pinned to `image`, if none will: the fleet
+    /// runs another release and no live worker runs this one.
+    async fn nobody_runs(&self, image: &str) -> Result<Option<String>> {
+        let db = &self.plane.db;
+        let current = quarry_core::fleet::current_release(db)
+            .await?
+            .map(|c| c.release);
+        if current.as_deref() == Some(image)
+            || quarry_core::fleet::live_workers_of(db, image, self.stale).await? > 0
+        {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "no worker of the candidate release {image} runs here (this fleet runs {}): \
+             the check needs the candidate's workers on this server's queue; run the \
+             control plane where the upstream environment's workers are",
+            current.as_deref().unwrap_or("no declared release")
+        )))
+    }
+
+    /// Cancels the job of a check that ends without it.
+    async fn cancel_check_job(&self, job: &jobs::StoredJob, job_id: &str) {
+        let owner = Principal {
+            user_id: job.owner_id.clone(),
+            name: GATE.to_owned(),
+            role: quarry_domain::Role::Operator,
+            credential: Credential::Internal,
+        };
+        if let Err(e) = self.lifecycle.cancel(&owner, job_id).await {
+            tracing::warn!(%job_id, error = %e, "could not cancel a reference check's job");
+        }
     }
 
     async fn fail(&self, promotion: &str, reference: &str, why: &str) -> Result<bool> {

@@ -2,8 +2,9 @@
 //! computed on production's release is pinned; a candidate whose engine perturbs
 //! every float (`QUARRY_TEST_FAULT=perturb_floats`, a debug build's switch) is blocked
 //! with the first differing rows, which only an admin can override with a reason; an
-//! unchanged candidate passes. The expected rows are checked against means computed
-//! here, without polars.
+//! unchanged candidate passes; a candidate no worker here runs fails its check at
+//! once, saying so. The expected rows are checked against means computed here,
+//! without polars.
 
 use super::control::{
     V1, V2, WAIT, call, deploy_staging, environments, finished, promotion_done, request_promotion,
@@ -100,6 +101,7 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
     environments(&moto, dir.path()).await;
     let fast = [
         ("QUARRY_CONTROL__GATE_POLL_MS", "200"),
+        ("QUARRY_CONTROL__GATE_NO_WORKER_SECS", "1"),
         ("QUARRY_WORKER__RELEASE", V1),
     ];
     let q = start(&moto, dir.path(), &fast).await;
@@ -262,6 +264,35 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
         "succeeded"
     );
     assert_eq!(stack_image(&moto, "production").await, V3);
+
+    // v4 on staging while this server's workers still run v3: nothing here will run
+    // its check, and the gate says so within seconds instead of timing out.
+    const V4: &str = "registry.example/quarry@sha256:4444444444444444444444444444444444444444444444444444444444444444";
+    deploy_staging(&q, &olga, V4).await;
+    let orphan = request_promotion(&q, &olga).await;
+    let p = decided(&q, &olga, &orphan).await;
+    assert_eq!(p["gate"]["status"], "blocked", "{p}");
+    let check = &p["gate"]["checks"][0];
+    assert_eq!(check["status"], "failed", "{check}");
+    let error = check["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "no worker of the candidate release {V4} runs here"
+        )) && error.contains(&format!("this fleet runs {V3}")),
+        "{error}"
+    );
+    let check_job = check["job_id"].as_str().unwrap();
+    let (_, job) = call(&q, &olga, "GET", &format!("/api/v1/jobs/{check_job}"), None).await;
+    assert_eq!(job["status"], "cancelled", "its job goes too: {job}");
+    let (status, p) = call(
+        &q,
+        &olga,
+        "POST",
+        &format!("/api/v1/promotions/{orphan}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{p}");
 
     // Retired, the reference checks no later promotion.
     let reference_id = reference["id"].as_str().unwrap();
