@@ -60,9 +60,22 @@ pub async fn heartbeat(db: &Db, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Marks exited the rows that stopped being renewed; returns how many.
+/// Marks exited the rows that stopped being renewed; returns how many. Reads first:
+/// every orchestrator tick calls it, and an `UPDATE` takes SQLite's write lock even
+/// when it matches nothing.
 pub async fn expire(db: &Db, stale: Duration) -> Result<u64> {
     let now = now_ms();
+    let any: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM workers WHERE (state = 'running' AND last_seen_at < $1) \
+         OR (state = 'starting' AND last_seen_at < $2) LIMIT 1",
+    )
+    .bind(now - ms(stale))
+    .bind(now - ms(STARTING_GRACE))
+    .fetch_optional(db.pool())
+    .await?;
+    if any.is_none() {
+        return Ok(0);
+    }
     let done = sqlx::query(
         "UPDATE workers SET state = 'exited', exited_at = $1, \
          detail = COALESCE(detail, '') || ' (lost: no heartbeat)' \
