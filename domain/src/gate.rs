@@ -121,7 +121,8 @@ pub struct GateCheckView {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GateView {
     /// `none` (nothing pinned when it was requested), `pending`, `running`, `passed`,
-    /// `blocked` (a result differed or a check failed) or `overridden`.
+    /// `blocked` (a result differed or a check failed), `overridden`, or `abandoned`
+    /// (the promotion ended before its checks did).
     pub status: String,
     /// The release the checks run on: the candidate's image.
     pub release: String,

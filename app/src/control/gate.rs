@@ -137,6 +137,9 @@ pub async fn pin(
     let result = jobs::result(&plane.db, job_id)
         .await?
         .ok_or_else(|| internal(format!("succeeded job {job_id} has no result row")))?;
+    // Every check reads the pinned result and the candidate's whole.
+    quarry_engine::results::compare::comparable(result.bytes, result.rows, result.columns.len())
+        .map_err(|why| Error::Conflict(format!("job `{job_id}` cannot be a reference: {why}")))?;
     // A copy of the result: the job's own may be deleted with it.
     let id = uuid::Uuid::new_v4().to_string();
     let key = format!("references/{id}.parquet");
@@ -250,9 +253,11 @@ pub async fn view(
     release: &str,
 ) -> Result<GateView> {
     let (mut status, overridden) = references::gate_of(&plane.db, &p.id).await?;
+    // Until the runner has marked it, an ended promotion's unfinished gate shows as
+    // what it will be.
     let open = p.status == promotions::Status::AwaitingApproval.as_str();
     if !open && matches!(status.as_str(), gate::PENDING | gate::RUNNING) {
-        "abandoned".clone_into(&mut status);
+        gate::ABANDONED.clone_into(&mut status);
     }
     let checks = references::checks_with_references(&plane.db, &p.id)
         .await?
@@ -342,50 +347,88 @@ impl GateRunner {
         });
     }
 
-    /// Moves every open gate on as far as it can now.
+    /// Moves every open gate on as far as it can now. One gate's failure (a missing
+    /// result file, say) is logged and does not hold the others up.
     pub async fn advance(&self) -> Result<()> {
-        let db = &self.plane.db;
-        for (id, status) in references::open_gates(db).await? {
-            let p = promotions::get(db, &id).await?;
-            if p.status != promotions::Status::AwaitingApproval.as_str() {
-                continue;
-            }
-            let image = artifacts::get(db, &p.artifact_id).await?.image;
-            let mut open = 0;
-            for c in references::checks(db, &id).await? {
-                let ended = match c.status.as_str() {
-                    check::PENDING => self.submit(&id, &c, &image).await?,
-                    check::RUNNING => self.finish(&id, &c, &image).await?,
-                    _ => true,
-                };
-                open += usize::from(!ended);
-            }
-            if status == gate::PENDING {
-                references::move_gate(db, &id, &[gate::PENDING], gate::RUNNING).await?;
-                for w in &self.wake {
-                    w.notify_one();
-                }
-            }
-            if open > 0 {
-                continue;
-            }
-            let passed = references::checks(db, &id)
-                .await?
-                .iter()
-                .all(|c| c.status == check::PASSED);
-            let to = if passed { gate::PASSED } else { gate::BLOCKED };
-            if references::move_gate(db, &id, &[gate::RUNNING], to).await? {
-                tracing::info!(promotion_id = %id, gate = to, "the reference gate decided");
-                if let Ok(view) = super::reads::promotion(&self.plane, &id).await {
-                    self.plane.announce(
-                        &p.to_env,
-                        "promotion",
-                        serde_json::to_value(&view).unwrap_or_default(),
-                    );
-                }
+        for (id, status) in references::open_gates(&self.plane.db).await? {
+            if let Err(e) = self.advance_one(&id, &status).await {
+                tracing::warn!(promotion_id = %id, error = %e, "a reference gate could not move on");
             }
         }
         Ok(())
+    }
+
+    async fn advance_one(&self, id: &str, status: &str) -> Result<()> {
+        let db = &self.plane.db;
+        let p = promotions::get(db, id).await?;
+        if p.status != promotions::Status::AwaitingApproval.as_str() {
+            return self.abandon(&p, status).await;
+        }
+        let image = artifacts::get(db, &p.artifact_id).await?.image;
+        let mut open = 0;
+        for c in references::checks(db, id).await? {
+            let ended = match c.status.as_str() {
+                check::PENDING => self.submit(id, &c, &image).await?,
+                check::RUNNING => self.finish(id, &c, &image).await?,
+                _ => true,
+            };
+            open += usize::from(!ended);
+        }
+        if status == gate::PENDING {
+            references::move_gate(db, id, gate::PENDING, gate::RUNNING).await?;
+            for w in &self.wake {
+                w.notify_one();
+            }
+        }
+        if open > 0 {
+            return Ok(());
+        }
+        let passed = references::checks(db, id)
+            .await?
+            .iter()
+            .all(|c| c.status == check::PASSED);
+        let to = if passed { gate::PASSED } else { gate::BLOCKED };
+        if references::move_gate(db, id, gate::RUNNING, to).await? {
+            tracing::info!(promotion_id = %id, gate = to, "the reference gate decided");
+            self.announce(&p).await;
+        }
+        Ok(())
+    }
+
+    /// A promotion that ended (rejected, cancelled, expired) while its checks ran:
+    /// their jobs are cancelled, the checks end, and the gate becomes `abandoned`.
+    async fn abandon(&self, p: &promotions::Promotion, status: &str) -> Result<()> {
+        let db = &self.plane.db;
+        let why = format!(
+            "abandoned: the promotion was {} before the check ended",
+            p.status
+        );
+        for c in references::checks(db, &p.id).await? {
+            if !matches!(c.status.as_str(), check::PENDING | check::RUNNING) {
+                continue;
+            }
+            if let Some(job_id) = c.job_id.as_deref()
+                && let Some(job) = jobs::find(db, job_id).await?
+                && !job.view.status.is_terminal()
+            {
+                self.cancel_check_job(&job, job_id).await;
+            }
+            self.fail(&p.id, &c.reference_id, &why).await?;
+        }
+        if references::move_gate(db, &p.id, status, gate::ABANDONED).await? {
+            self.announce(p).await;
+        }
+        Ok(())
+    }
+
+    async fn announce(&self, p: &promotions::Promotion) {
+        if let Ok(view) = super::reads::promotion(&self.plane, &p.id).await {
+            self.plane.announce(
+                &p.to_env,
+                "promotion",
+                serde_json::to_value(&view).unwrap_or_default(),
+            );
+        }
     }
 
     /// Queues one check's job on the candidate release, or fails the check when its
@@ -483,6 +526,15 @@ impl GateRunner {
         let result = jobs::result(db, job_id)
             .await?
             .ok_or_else(|| internal(format!("succeeded job {job_id} has no result row")))?;
+        if let Err(why) = quarry_engine::results::compare::comparable(
+            result.bytes,
+            result.rows,
+            result.columns.len(),
+        ) {
+            return self
+                .fail(promotion, &r.id, &format!("the candidate's result: {why}"))
+                .await;
+        }
         let expected = self.blobs.local_file(&r.expected_key).await?;
         let actual = self.blobs.local_file(&result.blob_key).await?;
         let (e, a) = (expected.path().to_owned(), actual.path().to_owned());

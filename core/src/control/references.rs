@@ -4,7 +4,8 @@
 //! check per reference, which the control plane runs on the candidate release and
 //! compares with the pinned result. The promotion's `gate` says where they stand:
 //! `none` (nothing pinned), `pending` (checks recorded, not yet submitted),
-//! `running`, `passed`, `blocked` or `overridden`. Every change is a compare-and-set.
+//! `running`, `passed`, `blocked`, `overridden` or `abandoned` (the promotion ended
+//! first). Every change is a compare-and-set.
 
 use super::{Mark, mark};
 use crate::clock::{now_ms, rfc3339};
@@ -185,6 +186,8 @@ pub mod gate {
     pub const PASSED: &str = "passed";
     pub const BLOCKED: &str = "blocked";
     pub const OVERRIDDEN: &str = "overridden";
+    /// The promotion ended before its checks did.
+    pub const ABANDONED: &str = "abandoned";
 }
 
 /// One reference's check on one promotion.
@@ -418,22 +421,15 @@ pub async fn gate_of(db: &Db, promotion_id: &str) -> Result<(String, Option<Mark
     Ok((gate, mark(by, at, reason)))
 }
 
-/// Moves a gate from one of `from` to `to`; whether it moved.
-pub async fn move_gate(db: &Db, promotion_id: &str, from: &[&str], to: &str) -> Result<bool> {
-    let mut moved = false;
-    for f in from {
-        let done = sqlx::query("UPDATE promotions SET gate = $1 WHERE id = $2 AND gate = $3")
-            .bind(to)
-            .bind(promotion_id)
-            .bind(f)
-            .execute(db.pool())
-            .await?;
-        if done.rows_affected() == 1 {
-            moved = true;
-            break;
-        }
-    }
-    Ok(moved)
+/// Moves a gate from `from` to `to`; whether it moved.
+pub async fn move_gate(db: &Db, promotion_id: &str, from: &str, to: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE promotions SET gate = $1 WHERE id = $2 AND gate = $3")
+        .bind(to)
+        .bind(promotion_id)
+        .bind(from)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// An admin's override of a blocked gate, with the reason; whether it was blocked.

@@ -15,6 +15,31 @@ use std::path::Path;
 
 pub use quarry_domain::gate::{Comparison, RowDiff, Tolerance};
 
+/// The largest result compared: both are read whole into memory, in the server.
+pub const MAX_COMPARED_BYTES: u64 = 64 << 20;
+/// The most cells (rows × columns) of a result compared.
+pub const MAX_COMPARED_CELLS: u64 = 5_000_000;
+
+/// Refuses a result too large to compare (stored `bytes`, `rows` × `columns`), saying
+/// which bound it passes.
+pub fn comparable(bytes: u64, rows: u64, columns: usize) -> Result<(), String> {
+    let cells = rows.saturating_mul(columns.max(1) as u64);
+    if bytes > MAX_COMPARED_BYTES {
+        return Err(format!(
+            "the result is {bytes} bytes, over the {MAX_COMPARED_BYTES} a comparison reads: \
+             compare a smaller result (aggregate or filter first)"
+        ));
+    }
+    if cells > MAX_COMPARED_CELLS {
+        return Err(format!(
+            "the result has {cells} cells ({rows} rows × {columns} columns), over the \
+             {MAX_COMPARED_CELLS} a comparison reads: compare a smaller result (aggregate or \
+             filter first)"
+        ));
+    }
+    Ok(())
+}
+
 /// Compares two result files (Parquet), keeping the first `keep` differing rows.
 pub fn compare_files(
     expected: &Path,
@@ -138,6 +163,19 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_past_either_bound_are_not_compared() {
+        assert!(comparable(1 << 20, 1000, 3).is_ok());
+        let big = comparable(MAX_COMPARED_BYTES + 1, 10, 1).unwrap_err();
+        assert!(big.contains("bytes"), "{big}");
+        let wide = comparable(1 << 20, 2_000_000, 3).unwrap_err();
+        assert!(wide.contains("6000000 cells"), "{wide}");
+        assert!(
+            comparable(1 << 20, MAX_COMPARED_CELLS, 0).is_ok(),
+            "no columns counts as one"
+        );
+    }
 
     fn frame(keys: &[&str], means: &[f64], counts: &[i64]) -> DataFrame {
         df!("category" => keys, "amount_mean" => means, "amount_count" => counts).unwrap()

@@ -293,6 +293,40 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
     )
     .await;
     assert_eq!(status, 200, "{p}");
+    // A promotion cancelled while its gate is open: its gate is abandoned, its check
+    // ends and the check's job does not linger.
+    let dropped = request_promotion(&q, &olga).await;
+    let (status, p) = call(
+        &q,
+        &olga,
+        "POST",
+        &format!("/api/v1/promotions/{dropped}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{p}");
+    let p = eventually(WAIT, "the gate to be abandoned", || async {
+        let (_, p) = call(
+            &q,
+            &olga,
+            "GET",
+            &format!("/api/v1/promotions/{dropped}"),
+            None,
+        )
+        .await;
+        (p["gate"]["checks"][0]["status"] == "failed").then_some(p)
+    })
+    .await;
+    assert_eq!(p["gate"]["status"], "abandoned", "{p}");
+    let error = p["gate"]["checks"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("abandoned: the promotion was cancelled"),
+        "{error}"
+    );
+    if let Some(job) = p["gate"]["checks"][0]["job_id"].as_str() {
+        let (_, job) = call(&q, &olga, "GET", &format!("/api/v1/jobs/{job}"), None).await;
+        assert_eq!(job["status"], "cancelled", "{job}");
+    }
 
     // Retired, the reference checks no later promotion.
     let reference_id = reference["id"].as_str().unwrap();

@@ -114,6 +114,10 @@ pub async fn compare_jobs(
 ) -> ApiResult<Comparison> {
     let expected = committed_result(s, who, id).await?;
     let actual = committed_result(s, who, with).await?;
+    for (job, meta) in [(id, &expected), (with, &actual)] {
+        quarry_engine::results::compare::comparable(meta.bytes, meta.rows, meta.columns.len())
+            .map_err(|why| Error::Conflict(format!("job `{job}`: {why}")))?;
+    }
     let _permit = COMPARISONS
         .acquire()
         .await
@@ -172,7 +176,7 @@ pub async fn rerun(
         (status = 400, description = "No `with`", body = ErrorBody),
         (status = 401, description = "Missing or bad token", body = ErrorBody),
         (status = 404, description = "No such job of yours", body = ErrorBody),
-        (status = 409, description = "One of them has not succeeded", body = ErrorBody),
+        (status = 409, description = "One of them has not succeeded, or is too large to compare", body = ErrorBody),
     ))]
 pub async fn compare(
     State(state): State<AppState>,

@@ -309,7 +309,7 @@ pub async fn reference_gates_move_on_once(db: &Db) {
         "a check starts once"
     );
     assert!(
-        references::move_gate(db, &p.id, &[gate::PENDING], gate::RUNNING)
+        references::move_gate(db, &p.id, gate::PENDING, gate::RUNNING)
             .await
             .unwrap()
     );
@@ -343,7 +343,7 @@ pub async fn reference_gates_move_on_once(db: &Db) {
         (check::DIFFERED, Some("job-1"), Some("a1"))
     );
     assert!(
-        references::move_gate(db, &p.id, &[gate::RUNNING], gate::BLOCKED)
+        references::move_gate(db, &p.id, gate::RUNNING, gate::BLOCKED)
             .await
             .unwrap()
     );
