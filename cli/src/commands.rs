@@ -210,6 +210,8 @@ async fn housekeeping(services: &Services) {
         timeout: Duration::from_secs(services.config.control.gate_timeout_secs.max(1)),
         no_worker_grace: Duration::from_secs(services.config.control.gate_no_worker_secs),
         stale: quarry_core::fleet::stale_after(services.config.heartbeat()),
+        peers: services.config.control.peers.clone(),
+        http: quarry_app::control::peer::client(),
     }
     .spawn(
         Duration::from_millis(services.config.control.gate_poll_ms.max(50)),

@@ -352,7 +352,7 @@ impl WorkerConfig {
     }
 }
 
-pub use control::ControlConfig;
+pub use control::{ControlConfig, PeerConfig};
 pub use limits::{AnalysesConfig, AuthConfig, UploadsConfig};
 
 impl Config {

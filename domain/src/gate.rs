@@ -104,8 +104,14 @@ pub struct GateCheckView {
     pub dataset_id: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub analysis: Value,
-    /// The job that ran it on the candidate release, once submitted.
+    /// The job that ran it on the candidate release, once submitted: here, or in
+    /// `environment` when it ran there.
     pub job_id: Option<String>,
+    /// The upstream environment it ran in, through that environment's API, when no
+    /// worker of the candidate reads this server's queue (`[control.peers.<env>]`);
+    /// absent: it ran here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// `pending`, `running`, `passed`, `differed` or `failed`.
     pub status: String,
     pub expected_hash: String,

@@ -11,16 +11,22 @@
 //! `passed`, or to `blocked` with the first differing rows. An admin may override a
 //! blocked gate with a recorded reason ([`override_gate`]).
 //!
-//! The checks run through the queue of the server that runs the control plane: the
-//! candidate's workers must read that queue (the embedded default, or the upstream
-//! environment's own service). A check no worker of the candidate finishes within
-//! `control.gate_timeout_secs` fails the gate.
+//! A check runs through the queue of the server that runs the control plane when a
+//! worker of the candidate reads it (the embedded default, or the control plane run
+//! from the upstream environment's own service). Otherwise, when the upstream
+//! environment is a peer (`[control.peers.<env>]`), it runs there, where the candidate
+//! runs, through that environment's API ([`super::peer`]): the reference's dataset is
+//! uploaded there, the analysis submitted, the result downloaded and compared here. A
+//! check the candidate does not finish within `control.gate_timeout_secs` fails the
+//! gate.
 
 use super::ops::Actor;
+use super::peer::{Peer, PeerError};
 use super::{ControlPlane, EnvDef};
 use quarry_core::auth::{Credential, Principal};
 use quarry_core::blob::{BlobStore, ContentHash};
-use quarry_core::clock::now_ms;
+use quarry_core::clock::{now_ms, parse_rfc3339};
+use quarry_core::config::PeerConfig;
 use quarry_core::control::references::{self, Check, NewReference, Reference, check, gate};
 use quarry_core::control::{artifacts, environments, promotions};
 use quarry_core::lifecycle::Lifecycle;
@@ -28,6 +34,8 @@ use quarry_core::{Error, Result, datasets, jobs, releases};
 use quarry_domain::JobStatus;
 use quarry_domain::control::MarkView;
 use quarry_domain::gate::{Comparison, GateCheckView, GateView, ReferenceView, Tolerance};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -300,6 +308,7 @@ fn check_view(c: Check, r: Reference) -> GateCheckView {
         actual_hash: c.actual_hash,
         comparison,
         error,
+        environment: c.peer,
     }
 }
 
@@ -320,6 +329,11 @@ pub struct GateRunner {
     pub no_worker_grace: Duration,
     /// When a worker's registry row counts as gone.
     pub stale: Duration,
+    /// The other environments' APIs (`[control.peers]`): a check whose candidate no
+    /// worker here runs runs in its upstream environment, when that is one of them.
+    pub peers: BTreeMap<String, PeerConfig>,
+    /// The client of those calls.
+    pub http: reqwest::Client,
 }
 
 impl std::fmt::Debug for GateRunner {
@@ -367,9 +381,16 @@ impl GateRunner {
         let image = artifacts::get(db, &p.artifact_id).await?.image;
         let mut open = 0;
         for c in references::checks(db, id).await? {
-            let ended = match c.status.as_str() {
-                check::PENDING => self.submit(id, &c, &image).await?,
-                check::RUNNING => self.finish(id, &c, &image).await?,
+            let ended = match (c.status.as_str(), &c.peer) {
+                (check::PENDING, None) => self.submit(&p, &c, &image).await?,
+                (check::PENDING | check::RUNNING, Some(env)) => match self.peer(env).await {
+                    Ok(peer) if c.status == check::PENDING => {
+                        self.submit_upstream(&p, &c, &peer).await?
+                    }
+                    Ok(peer) => self.finish_upstream(id, &c, &image, &peer).await?,
+                    Err(e) => self.fail(id, &c.reference_id, &e.to_string()).await?,
+                },
+                (check::RUNNING, None) => self.finish(&p, &c, &image).await?,
                 _ => true,
             };
             open += usize::from(!ended);
@@ -407,7 +428,15 @@ impl GateRunner {
             if !matches!(c.status.as_str(), check::PENDING | check::RUNNING) {
                 continue;
             }
-            if let Some(job_id) = c.job_id.as_deref()
+            if let Some(env) = &c.peer {
+                if let Ok(peer) = self.peer(env).await {
+                    if let Some(job_id) = c.job_id.as_deref() {
+                        peer.cancel(job_id).await.ok();
+                    }
+                    self.fail_upstream(&p.id, &c, &peer, &why).await?;
+                    continue;
+                }
+            } else if let Some(job_id) = c.job_id.as_deref()
                 && let Some(job) = jobs::find(db, job_id).await?
                 && !job.view.status.is_terminal()
             {
@@ -431,10 +460,12 @@ impl GateRunner {
         }
     }
 
-    /// Queues one check's job on the candidate release, or fails the check when its
-    /// dataset is gone or changed; whether the check ended.
-    async fn submit(&self, promotion: &str, c: &Check, image: &str) -> Result<bool> {
+    /// Queues one check's job on the candidate release, here or (when no worker here
+    /// runs it and the upstream environment is a peer) there, or fails the check when
+    /// its dataset is gone or changed; whether the check ended.
+    async fn submit(&self, p: &promotions::Promotion, c: &Check, image: &str) -> Result<bool> {
         let db = &self.plane.db;
+        let promotion = p.id.as_str();
         let r = references::get(db, &c.reference_id).await?;
         let dataset = datasets::find(db, &r.dataset_id).await?;
         let problem = match &dataset {
@@ -455,6 +486,12 @@ impl GateRunner {
             references::check_finished(db, promotion, &r.id, check::FAILED, None, &detail).await?;
             return Ok(true);
         }
+        if !self.runs_here(image).await? && self.peers.contains_key(&p.from_env) {
+            return match self.peer(&p.from_env).await {
+                Ok(peer) => self.submit_upstream(p, c, &peer).await,
+                Err(e) => self.fail(promotion, &r.id, &e.to_string()).await,
+            };
+        }
         let job_id = uuid::Uuid::new_v4().to_string();
         self.lifecycle
             .submit(&jobs::NewJob {
@@ -472,8 +509,9 @@ impl GateRunner {
     }
 
     /// Ends a running check if its job has ended (or timed out); whether it ended.
-    async fn finish(&self, promotion: &str, c: &Check, image: &str) -> Result<bool> {
+    async fn finish(&self, p: &promotions::Promotion, c: &Check, image: &str) -> Result<bool> {
         let db = &self.plane.db;
+        let promotion = p.id.as_str();
         let Some(job_id) = c.job_id.as_deref() else {
             return self
                 .fail(promotion, &c.reference_id, "it was never queued")
@@ -505,7 +543,7 @@ impl GateRunner {
                 let grace = i64::try_from(self.no_worker_grace.as_millis()).unwrap_or(i64::MAX);
                 if job.view.status == JobStatus::Queued
                     && waited > grace
-                    && let Some(why) = self.nobody_runs(image).await?
+                    && let Some(why) = self.nobody_runs(image, &p.from_env).await?
                 {
                     self.cancel_check_job(&job, job_id).await;
                     return self.fail(promotion, &c.reference_id, &why).await;
@@ -522,7 +560,6 @@ impl GateRunner {
                 return self.fail(promotion, &c.reference_id, &why).await;
             }
         }
-        let r = references::get(db, &c.reference_id).await?;
         let result = jobs::result(db, job_id)
             .await?
             .ok_or_else(|| internal(format!("succeeded job {job_id} has no result row")))?;
@@ -532,12 +569,25 @@ impl GateRunner {
             result.columns.len(),
         ) {
             return self
-                .fail(promotion, &r.id, &format!("the candidate's result: {why}"))
+                .fail(
+                    promotion,
+                    &c.reference_id,
+                    &format!("the candidate's result: {why}"),
+                )
                 .await;
         }
-        let expected = self.blobs.local_file(&r.expected_key).await?;
         let actual = self.blobs.local_file(&result.blob_key).await?;
-        let (e, a) = (expected.path().to_owned(), actual.path().to_owned());
+        self.compare(promotion, &c.reference_id, actual.path())
+            .await
+    }
+
+    /// Compares the candidate's result (Parquet at `actual`) with the pinned one and
+    /// ends the check: `passed` or `differed`.
+    async fn compare(&self, promotion: &str, reference: &str, actual: &Path) -> Result<bool> {
+        let db = &self.plane.db;
+        let r = references::get(db, reference).await?;
+        let expected = self.blobs.local_file(&r.expected_key).await?;
+        let (e, a) = (expected.path().to_owned(), actual.to_owned());
         let (hash, comparison) = tokio::task::spawn_blocking(move || {
             let hash = ContentHash::of_file(&a).map_err(internal)?;
             let comparison = quarry_engine::results::compare::compare_files(
@@ -564,22 +614,31 @@ impl GateRunner {
 
     /// Why no worker here will run a job pinned to `image`, if none will: the fleet
     /// runs another release and no live worker runs this one.
-    async fn nobody_runs(&self, image: &str) -> Result<Option<String>> {
+    async fn nobody_runs(&self, image: &str, upstream: &str) -> Result<Option<String>> {
+        if self.runs_here(image).await? {
+            return Ok(None);
+        }
+        let current = quarry_core::fleet::current_release(&self.plane.db)
+            .await?
+            .map(|c| c.release);
+        Ok(Some(format!(
+            "no worker of the candidate release {image} runs here (this fleet runs {}): \
+             the check needs the candidate's workers on this server's queue, or \
+             [control.peers.{upstream}] (the API of {upstream}, where the candidate runs) \
+             so that it runs there",
+            current.as_deref().unwrap_or("no declared release")
+        )))
+    }
+
+    /// Whether a worker here runs `image`: the fleet's current release, or a live
+    /// worker of it.
+    async fn runs_here(&self, image: &str) -> Result<bool> {
         let db = &self.plane.db;
         let current = quarry_core::fleet::current_release(db)
             .await?
             .map(|c| c.release);
-        if current.as_deref() == Some(image)
-            || quarry_core::fleet::live_workers_of(db, image, self.stale).await? > 0
-        {
-            return Ok(None);
-        }
-        Ok(Some(format!(
-            "no worker of the candidate release {image} runs here (this fleet runs {}): \
-             the check needs the candidate's workers on this server's queue; run the \
-             control plane where the upstream environment's workers are",
-            current.as_deref().unwrap_or("no declared release")
-        )))
+        Ok(current.as_deref() == Some(image)
+            || quarry_core::fleet::live_workers_of(db, image, self.stale).await? > 0)
     }
 
     /// Cancels the job of a check that ends without it.
@@ -608,4 +667,279 @@ impl GateRunner {
         .await?;
         Ok(true)
     }
+
+    /// The API of environment `env` (`[control.peers.<env>]`; its stack's `ApiUrl`
+    /// output when the URL is empty).
+    async fn peer(&self, env: &str) -> Result<Peer> {
+        let config = self.peers.get(env).ok_or_else(|| {
+            Error::Conflict(format!(
+                "a check ran in {env}, which is no longer in [control.peers]: add it back"
+            ))
+        })?;
+        let url = if config.url.trim().is_empty() {
+            let def = self.plane.env(env)?;
+            let outputs = self
+                .plane
+                .deployer(def)
+                .await
+                .outputs()
+                .await
+                .map_err(|e| internal(format!("reading {env}'s stack outputs: {e}")))?;
+            outputs.get("ApiUrl").cloned().ok_or_else(|| {
+                Error::Conflict(format!(
+                    "control.peers.{env}.url is empty and {env}'s stack has no ApiUrl output: \
+                     set the URL of {env}'s API"
+                ))
+            })?
+        } else {
+            config.url.clone()
+        };
+        Peer::new(env, &url, config.token.clone(), self.http.clone()).map_err(Error::Conflict)
+    }
+
+    /// Runs a pending check in the upstream environment `peer`: uploads the
+    /// reference's dataset there (once), then submits the analysis. Whether the check
+    /// ended (it fails on an answer that will not change, or when the peer stayed
+    /// unreachable past `timeout`).
+    async fn submit_upstream(
+        &self,
+        p: &promotions::Promotion,
+        c: &Check,
+        peer: &Peer,
+    ) -> Result<bool> {
+        let db = &self.plane.db;
+        let promotion = p.id.as_str();
+        let r = references::get(db, &c.reference_id).await?;
+        let give_up = |e: &PeerError| {
+            !e.transient
+                || parse_rfc3339(&p.requested_at).is_some_and(|at| now_ms() - at > ms(self.timeout))
+        };
+        let dataset_id = match &c.peer_dataset_id {
+            Some(id) => id.clone(),
+            None => {
+                let Some(d) = datasets::find(db, &r.dataset_id).await? else {
+                    return self
+                        .fail(promotion, &r.id, "the reference's dataset was deleted")
+                        .await;
+                };
+                let file = self.blobs.local_file(&d.blob_key).await?;
+                let name = format!(
+                    "reference-check-{}-{}",
+                    short(promotion),
+                    short(&uuid::Uuid::new_v4().to_string())
+                );
+                let options = d.view.ingest.clone().unwrap_or_default();
+                let uploaded = match peer
+                    .upload(&name, d.view.format, &options, file.path())
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(e) if give_up(&e) => {
+                        let why = format!("the reference's dataset could not be uploaded: {e}");
+                        return self.fail(promotion, &r.id, &why).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(promotion_id = %promotion, env = %peer.env, error = %e, "a reference check could not reach its environment: trying again");
+                        return Ok(false);
+                    }
+                };
+                let Some(id) = uploaded["id"].as_str().map(str::to_owned) else {
+                    return self
+                        .fail(
+                            promotion,
+                            &r.id,
+                            &format!("{}'s upload answer has no id", peer.env),
+                        )
+                        .await;
+                };
+                if !references::check_uploaded(db, promotion, &r.id, &peer.env, &id).await? {
+                    peer.delete_dataset(&id).await.ok();
+                    return Ok(true);
+                }
+                if uploaded["sha256"].as_str() != Some(r.dataset_sha256.as_str()) {
+                    let why = format!(
+                        "{} read the reference's dataset as content {}, not the {} it was \
+                         pinned with",
+                        peer.env,
+                        uploaded["sha256"].as_str().unwrap_or("of no hash"),
+                        r.dataset_sha256
+                    );
+                    let c = Check {
+                        peer: Some(peer.env.clone()),
+                        peer_dataset_id: Some(id),
+                        ..c.clone()
+                    };
+                    return self.fail_upstream(promotion, &c, peer, &why).await;
+                }
+                id
+            }
+        };
+        let analysis: serde_json::Value =
+            serde_json::from_str(&r.analysis_json).map_err(internal)?;
+        match peer.submit(&dataset_id, &analysis).await {
+            Ok(job) => {
+                let Some(job_id) = job["id"].as_str() else {
+                    let why = format!("{}'s answer to the analysis has no job id", peer.env);
+                    return self.fail_upstream(promotion, c, peer, &why).await;
+                };
+                references::check_started(db, promotion, &r.id, job_id).await?;
+                tracing::info!(promotion_id = %promotion, reference_id = %r.id, %job_id, env = %peer.env, "a reference check was submitted upstream, where the candidate runs");
+                Ok(false)
+            }
+            Err(e) if give_up(&e) => {
+                let why = format!("{} did not take the reference analysis: {e}", peer.env);
+                let c = Check {
+                    peer_dataset_id: Some(dataset_id),
+                    ..c.clone()
+                };
+                self.fail_upstream(promotion, &c, peer, &why).await
+            }
+            Err(e) => {
+                tracing::warn!(promotion_id = %promotion, env = %peer.env, error = %e, "a reference check could not reach its environment: trying again");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Follows a check running upstream: once its job there has succeeded on the
+    /// candidate, downloads the result and compares it here. Whether it ended.
+    async fn finish_upstream(
+        &self,
+        promotion: &str,
+        c: &Check,
+        image: &str,
+        peer: &Peer,
+    ) -> Result<bool> {
+        let Some(job_id) = c.job_id.as_deref() else {
+            return self
+                .fail_upstream(promotion, c, peer, "it was never submitted")
+                .await;
+        };
+        let env = &peer.env;
+        let waited = now_ms() - c.started_at.unwrap_or_else(now_ms);
+        let late = waited > ms(self.timeout);
+        let timed_out = || {
+            format!(
+                "{env} did not finish it within {} s (control.gate_timeout_secs)",
+                self.timeout.as_secs()
+            )
+        };
+        let job = match peer.job(job_id).await {
+            Ok(job) => job,
+            Err(e) if !e.transient => {
+                let why = format!("its job in {env} cannot be read: {e}");
+                return self.fail_upstream(promotion, c, peer, &why).await;
+            }
+            Err(e) if late => {
+                let why = format!("{}; the last try: {e}", timed_out());
+                return self.fail_upstream(promotion, c, peer, &why).await;
+            }
+            Err(e) => {
+                tracing::warn!(promotion_id = %promotion, %env, error = %e, "a reference check's environment did not answer: trying again");
+                return Ok(false);
+            }
+        };
+        match job["status"].as_str() {
+            Some("succeeded") => {}
+            Some(status @ ("failed" | "cancelled")) => {
+                let why = format!(
+                    "the candidate in {env} {status} it: {}",
+                    job["error"].as_str().unwrap_or("no reason given")
+                );
+                return self.fail_upstream(promotion, c, peer, &why).await;
+            }
+            _ if late => {
+                peer.cancel(job_id).await.ok();
+                return self.fail_upstream(promotion, c, peer, &timed_out()).await;
+            }
+            _ => return Ok(false),
+        }
+        let ran_on = job["provenance"]["release"]
+            .as_str()
+            .unwrap_or("an unknown release");
+        if ran_on != image {
+            let why = format!(
+                "{env} ran it on release {ran_on}, not on the candidate {image}: {env} runs \
+                 another release now; request the promotion again"
+            );
+            return self.fail_upstream(promotion, c, peer, &why).await;
+        }
+        let file = tempfile::NamedTempFile::new().map_err(internal)?;
+        let max = quarry_engine::results::compare::MAX_COMPARED_BYTES;
+        match peer.download_result(job_id, file.path(), max).await {
+            Ok(_) => {}
+            Err(e) if e.transient && !late => {
+                tracing::warn!(promotion_id = %promotion, %env, error = %e, "a reference check's result could not be downloaded: trying again");
+                return Ok(false);
+            }
+            Err(e) => {
+                let why = format!("the candidate's result: {e}");
+                return self.fail_upstream(promotion, c, peer, &why).await;
+            }
+        }
+        let path = file.path().to_owned();
+        let bytes = file.as_file().metadata().map_err(internal)?.len();
+        let shape = tokio::task::spawn_blocking(move || {
+            quarry_engine::results::page(&path, 0, 0).map(|p| (p.total_rows, p.columns.len()))
+        })
+        .await
+        .map_err(internal)?;
+        let bounded = match shape {
+            Ok((rows, columns)) => {
+                quarry_engine::results::compare::comparable(bytes, rows, columns)
+            }
+            Err(e) => Err(format!("{env} sent a result that is not Parquet: {e}")),
+        };
+        if let Err(why) = bounded {
+            let why = format!("the candidate's result: {why}");
+            return self.fail_upstream(promotion, c, peer, &why).await;
+        }
+        let ended = self
+            .compare(promotion, &c.reference_id, file.path())
+            .await?;
+        self.clean_upstream(promotion, c, peer).await;
+        Ok(ended)
+    }
+
+    /// Fails a check that ran upstream, and deletes what it left there.
+    async fn fail_upstream(
+        &self,
+        promotion: &str,
+        c: &Check,
+        peer: &Peer,
+        why: &str,
+    ) -> Result<bool> {
+        let ended = self.fail(promotion, &c.reference_id, why).await?;
+        self.clean_upstream(promotion, c, peer).await;
+        Ok(ended)
+    }
+
+    /// Deletes the copy of the dataset a check uploaded upstream (its job's result
+    /// goes with it). A failure is logged: the copy stays there, named after the check.
+    async fn clean_upstream(&self, promotion: &str, c: &Check, peer: &Peer) {
+        let Some(id) = c.peer_dataset_id.as_deref() else {
+            return;
+        };
+        match peer.delete_dataset(id).await {
+            Ok(()) => {
+                if let Err(e) =
+                    references::check_upload_gone(&self.plane.db, promotion, &c.reference_id).await
+                {
+                    tracing::warn!(promotion_id = %promotion, error = %e, "could not record a deleted check dataset");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(promotion_id = %promotion, env = %peer.env, dataset_id = id, error = %e, "could not delete a reference check's dataset upstream");
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The first 8 characters of an id, for names.
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }

@@ -14,6 +14,7 @@ pub mod deployer;
 pub mod gate;
 mod guards;
 pub mod ops;
+pub mod peer;
 pub mod reads;
 mod run;
 #[cfg(test)]

@@ -67,7 +67,14 @@ fn CheckItem(c: GateCheckView) -> impl IntoView {
         <li data-testid="gate-check" data-status=c.status.clone()>
             <StateBadge state=c.status.clone()/>" "<strong>{c.name.clone()}</strong>
             " · "<code class="analysis">{analysis}</code>
-            {c.job_id.clone().map(|j| view! { " · "<a href=format!("/jobs/{j}")>"the candidate's job"</a> })}
+            {match (c.job_id.clone(), c.environment.clone()) {
+                (Some(j), None) => Some(view! { " · "<a href=format!("/jobs/{j}")>"the candidate's job"</a> }.into_any()),
+                (j, Some(env)) => Some(view! {
+                    " · "<span data-testid="check-environment">{format!("ran in {env}")}
+                    {j.map(|j| format!(" (job {j} there)"))}</span>
+                }.into_any()),
+                (None, None) => None,
+            }}
             {c.error.clone().map(|e| view! { <p class="error" data-testid="check-error">{e}</p> })}
             {c.comparison.clone().filter(|cmp| !cmp.identical).map(|cmp| view! { <Differences cmp/> })}
         </li>

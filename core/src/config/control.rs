@@ -1,7 +1,9 @@
 //! `[control]`: the control plane's own settings (how it reads the environments,
 //! polls CloudFormation, watches releases and runs the promotion gates).
 
+use secrecy::SecretString;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// `[control]`: how this process's control plane finds and drives the stack
 /// environments. (In `staging.toml` and `production.toml` the same section also holds
@@ -33,6 +35,29 @@ pub struct ControlConfig {
     /// the candidate is alive, before it fails the gate saying so.
     #[serde(default = "default_gate_no_worker_secs")]
     pub gate_no_worker_secs: u64,
+    /// The other environments' APIs, by environment name (`[control.peers.staging]`):
+    /// a promotion's reference checks run there, through the upstream environment's
+    /// API, when no worker of the candidate reads this server's queue.
+    #[serde(default)]
+    pub peers: BTreeMap<String, PeerConfig>,
+}
+
+/// `[control.peers.<env>]`: how this control plane reaches another environment's API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerConfig {
+    /// The environment's API root (`https://quarry-staging.example.com`); empty = the
+    /// `ApiUrl` output of its stack.
+    #[serde(default)]
+    pub url: String,
+    /// A token of a user of that environment (an analyst's is enough): it uploads the
+    /// reference's dataset there, submits the analysis and reads the result. A secret:
+    /// set it from the environment (`QUARRY_CONTROL__PEERS__STAGING__TOKEN`).
+    #[serde(default = "empty_secret")]
+    pub token: SecretString,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
 }
 
 impl Default for ControlConfig {
@@ -45,6 +70,7 @@ impl Default for ControlConfig {
             gate_poll_ms: default_gate_poll_ms(),
             gate_timeout_secs: default_gate_timeout_secs(),
             gate_no_worker_secs: default_gate_no_worker_secs(),
+            peers: BTreeMap::new(),
         }
     }
 }

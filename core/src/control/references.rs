@@ -191,10 +191,11 @@ pub mod gate {
 }
 
 /// One reference's check on one promotion.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Check {
     pub promotion_id: String,
     pub reference_id: String,
+    /// The check's job: here, or in the environment `peer` when it ran there.
     pub job_id: Option<String>,
     pub status: String,
     pub actual_hash: Option<String>,
@@ -202,31 +203,15 @@ pub struct Check {
     pub detail_json: Option<String>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The upstream environment the check ran in through its API; `None`: here.
+    pub peer: Option<String>,
+    /// The copy of the reference's dataset uploaded to `peer` for the check.
+    pub peer_dataset_id: Option<String>,
 }
 
-type CheckRow = (
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-);
-
-fn check_of(r: CheckRow) -> Check {
-    Check {
-        promotion_id: r.0,
-        reference_id: r.1,
-        job_id: r.2,
-        status: r.3,
-        actual_hash: r.4,
-        detail_json: r.5,
-        started_at: r.6,
-        finished_at: r.7,
-    }
-}
+/// The columns a [`Check`] reads, of `promotion_checks c`.
+const CHECK_COLUMNS: &str = "c.promotion_id, c.reference_id, c.job_id, c.status, \
+     c.actual_hash, c.detail_json, c.started_at, c.finished_at, c.peer, c.peer_dataset_id";
 
 /// Records a pending check for every active reference on a new promotion, and its
 /// gate (`pending`, or `none` with nothing pinned), in one transaction. Returns how
@@ -256,29 +241,21 @@ pub async fn open_gate(db: &Db, promotion_id: &str) -> Result<u64> {
 
 /// A promotion's checks, in the order their references were pinned.
 pub async fn checks(db: &Db, promotion_id: &str) -> Result<Vec<Check>> {
-    let rows: Vec<CheckRow> = sqlx::query_as(
-        "SELECT c.promotion_id, c.reference_id, c.job_id, c.status, c.actual_hash, \
-         c.detail_json, c.started_at, c.finished_at FROM promotion_checks c \
+    Ok(sqlx::query_as(&format!(
+        "SELECT {CHECK_COLUMNS} FROM promotion_checks c \
          JOIN reference_analyses r ON r.id = c.reference_id \
-         WHERE c.promotion_id = $1 ORDER BY r.pinned_at, r.id",
-    )
+         WHERE c.promotion_id = $1 ORDER BY r.pinned_at, r.id"
+    ))
     .bind(promotion_id)
     .fetch_all(db.pool())
-    .await?;
-    Ok(rows.into_iter().map(check_of).collect())
+    .await?)
 }
 
 /// A check and its reference, as one joined row.
 #[derive(sqlx::FromRow)]
 struct Joined {
-    promotion_id: String,
-    reference_id: String,
-    job_id: Option<String>,
-    status: String,
-    actual_hash: Option<String>,
-    detail_json: Option<String>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
+    #[sqlx(flatten)]
+    check: Check,
     id: String,
     name: String,
     owner_id: String,
@@ -304,8 +281,7 @@ pub async fn checks_with_references(
 ) -> Result<Vec<(Check, Reference)>> {
     let prefixed: Vec<String> = REF_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect();
     let rows: Vec<Joined> = sqlx::query_as(&format!(
-        "SELECT c.promotion_id, c.reference_id, c.job_id, c.status, c.actual_hash, \
-         c.detail_json, c.started_at, c.finished_at, {} FROM promotion_checks c \
+        "SELECT {CHECK_COLUMNS}, {} FROM promotion_checks c \
          JOIN reference_analyses r ON r.id = c.reference_id \
          WHERE c.promotion_id = $1 ORDER BY r.pinned_at, r.id",
         prefixed.join(", ")
@@ -316,16 +292,6 @@ pub async fn checks_with_references(
     Ok(rows
         .into_iter()
         .map(|j| {
-            let check = check_of((
-                j.promotion_id,
-                j.reference_id,
-                j.job_id,
-                j.status,
-                j.actual_hash,
-                j.detail_json,
-                j.started_at,
-                j.finished_at,
-            ));
             let r = reference((
                 j.id,
                 j.name,
@@ -343,12 +309,48 @@ pub async fn checks_with_references(
                 j.retired_by,
                 j.retired_at,
             ));
-            (check, r)
+            (j.check, r)
         })
         .collect())
 }
 
-/// Marks a pending check running under its job.
+/// Records, on a pending check, the copy of its dataset uploaded to the upstream
+/// environment `peer` it will run in (before its job there is submitted, so a restart
+/// submits with that copy instead of uploading another).
+pub async fn check_uploaded(
+    db: &Db,
+    promotion_id: &str,
+    reference_id: &str,
+    peer: &str,
+    dataset_id: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE promotion_checks SET peer = $1, peer_dataset_id = $2 \
+         WHERE promotion_id = $3 AND reference_id = $4 AND status = 'pending'",
+    )
+    .bind(peer)
+    .bind(dataset_id)
+    .bind(promotion_id)
+    .bind(reference_id)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Forgets the copy a check uploaded to its peer, once that copy is deleted there.
+pub async fn check_upload_gone(db: &Db, promotion_id: &str, reference_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE promotion_checks SET peer_dataset_id = NULL \
+         WHERE promotion_id = $1 AND reference_id = $2",
+    )
+    .bind(promotion_id)
+    .bind(reference_id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Marks a pending check running under its job (in its peer, if it has one).
 pub async fn check_started(
     db: &Db,
     promotion_id: &str,

@@ -4,7 +4,8 @@
 //! with the first differing rows, which only an admin can override with a reason; an
 //! unchanged candidate passes; a candidate no worker here runs fails its check at
 //! once, saying so. The expected rows are checked against means computed here,
-//! without polars.
+//! without polars. With `[control.peers.staging]`, a check whose candidate no worker
+//! here runs runs in staging's own Quarry, through its API, where the candidate runs.
 
 use super::control::{
     V1, V2, WAIT, call, deploy_staging, environments, finished, promotion_done, request_promotion,
@@ -15,6 +16,7 @@ use quarry_tests::{Quarry, eventually};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+const V4: &str = "registry.example/quarry@sha256:4444444444444444444444444444444444444444444444444444444444444444";
 const V3: &str = "registry.example/quarry@sha256:3333333333333333333333333333333333333333333333333333333333333333";
 
 /// Amounts by category, and the CSV holding them.
@@ -94,6 +96,56 @@ async fn approve(q: &Quarry, token: &str, id: &str) -> (u16, Value) {
     .await
 }
 
+/// Deploys v1 to staging and promotes it, before anything is pinned: its gate has
+/// nothing to check.
+async fn production_runs_v1(q: &Quarry, (requester, approver): (&str, &str)) {
+    deploy_staging(q, requester, V1).await;
+    let first = request_promotion(q, requester).await;
+    let (status, p) = approve(q, approver, &first).await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["gate"]["status"], "none", "{p}");
+    assert_eq!(
+        promotion_done(q, approver, &first).await["status"],
+        "succeeded"
+    );
+}
+
+/// Requests a promotion of staging's `image` whose gate must pass, approves it and
+/// waits until production runs it; returns its one check.
+async fn passes_and_is_promoted(
+    q: &Quarry,
+    moto: &Moto,
+    (requester, approver): (&str, &str),
+    image: &str,
+) -> Value {
+    let id = request_promotion(q, requester).await;
+    let p = decided(q, requester, &id).await;
+    assert_eq!(p["gate"]["status"], "passed", "{p}");
+    let check = p["gate"]["checks"][0].clone();
+    assert_eq!(check["status"], "passed", "{check}");
+    assert_eq!(check["comparison"]["identical"], true);
+    assert_eq!(check["comparison"]["differing_rows"], 0);
+    let (status, p) = approve(q, approver, &id).await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        promotion_done(q, approver, &id).await["status"],
+        "succeeded"
+    );
+    assert_eq!(stack_image(moto, "production").await, image);
+    check
+}
+
+/// Requests a promotion whose gate must block on a check that failed; returns the
+/// promotion's id and the check.
+async fn blocked_by_a_failed_check(q: &Quarry, requester: &str) -> (String, Value) {
+    let id = request_promotion(q, requester).await;
+    let p = decided(q, requester, &id).await;
+    assert_eq!(p["gate"]["status"], "blocked", "{p}");
+    let check = p["gate"]["checks"][0].clone();
+    assert_eq!(check["status"], "failed", "{check}");
+    (id, check)
+}
+
 #[tokio::test]
 async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passes() {
     let moto = Moto::start().await;
@@ -114,15 +166,7 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
 
     // Production runs v1, promoted before anything was pinned: its gate had nothing
     // to check.
-    deploy_staging(&q, &olga, V1).await;
-    let first = request_promotion(&q, &olga).await;
-    let (status, p) = approve(&q, &otto, &first).await;
-    assert_eq!(status, 200, "{p}");
-    assert_eq!(p["gate"]["status"], "none", "{p}");
-    assert_eq!(
-        promotion_done(&q, &otto, &first).await["status"],
-        "succeeded"
-    );
+    production_runs_v1(&q, (&olga, &otto)).await;
 
     // Olga pins the mean amount by region, computed on production's release.
     let (job_id, job) = mean_by_region(&q, &olga, &data).await;
@@ -250,35 +294,19 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
     let q = q
         .stop_and_restart_with(&[("QUARRY_WORKER__RELEASE", V3), ("QUARRY_TEST_FAULT", "")])
         .await;
-    let passing = request_promotion(&q, &olga).await;
-    let p = decided(&q, &olga, &passing).await;
-    assert_eq!(p["gate"]["status"], "passed", "{p}");
-    let check = &p["gate"]["checks"][0];
-    assert_eq!(check["status"], "passed", "{check}");
-    assert_eq!(check["comparison"]["identical"], true);
-    assert_eq!(check["comparison"]["differing_rows"], 0);
-    let (status, p) = approve(&q, &otto, &passing).await;
-    assert_eq!(status, 200, "{p}");
-    assert_eq!(
-        promotion_done(&q, &otto, &passing).await["status"],
-        "succeeded"
-    );
-    assert_eq!(stack_image(&moto, "production").await, V3);
+    let check = passes_and_is_promoted(&q, &moto, (&olga, &otto), V3).await;
+    assert!(check.get("environment").is_none(), "it ran here: {check}");
 
     // v4 on staging while this server's workers still run v3: nothing here will run
     // its check, and the gate says so within seconds instead of timing out.
-    const V4: &str = "registry.example/quarry@sha256:4444444444444444444444444444444444444444444444444444444444444444";
     deploy_staging(&q, &olga, V4).await;
-    let orphan = request_promotion(&q, &olga).await;
-    let p = decided(&q, &olga, &orphan).await;
-    assert_eq!(p["gate"]["status"], "blocked", "{p}");
-    let check = &p["gate"]["checks"][0];
-    assert_eq!(check["status"], "failed", "{check}");
+    let (orphan, check) = blocked_by_a_failed_check(&q, &olga).await;
     let error = check["error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!(
             "no worker of the candidate release {V4} runs here"
-        )) && error.contains(&format!("this fleet runs {V3}")),
+        )) && error.contains(&format!("this fleet runs {V3}"))
+            && error.contains("[control.peers.staging]"),
         "{error}"
     );
     let check_job = check["job_id"].as_str().unwrap();
@@ -342,4 +370,123 @@ async fn a_candidate_that_changes_a_result_is_blocked_and_an_unchanged_one_passe
     assert_eq!(retired["retired"]["by"], "olga");
     let (_, active) = call(&q, &olga, "GET", "/api/v1/references", None).await;
     assert_eq!(active, json!([]));
+}
+
+/// Staging's own Quarry, on `release` (its workers' engine perturbed with `fault`),
+/// and the token of the user production's control plane acts as there.
+async fn staging_service(release: &str, fault: &str) -> (Quarry, String) {
+    let staging = Quarry::start_with(&[
+        ("QUARRY_WORKER__RELEASE", release),
+        ("QUARRY_TEST_FAULT", fault),
+    ])
+    .await;
+    let token = staging.add_user("gatekeeper", "analyst").await;
+    (staging, token)
+}
+
+/// What a check upstream left in staging: the datasets of the user it ran as.
+async fn left_upstream(staging: &Quarry, token: &str) -> Value {
+    let (status, datasets) = call(staging, token, "GET", "/api/v1/datasets", None).await;
+    assert_eq!(status, 200, "{datasets}");
+    datasets
+}
+
+#[tokio::test]
+async fn a_check_runs_upstream_where_the_candidate_runs() {
+    let moto = Moto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    environments(&moto, dir.path()).await;
+    // Production's control plane, its own workers on v1; staging's Quarry runs v2,
+    // whose engine perturbs every float, and is its peer.
+    let (staging, peer_token) = staging_service(V2, "perturb_floats").await;
+    let q = start(
+        &moto,
+        dir.path(),
+        &[
+            ("QUARRY_CONTROL__GATE_POLL_MS", "200"),
+            ("QUARRY_CONTROL__GATE_NO_WORKER_SECS", "1"),
+            ("QUARRY_WORKER__RELEASE", V1),
+            ("QUARRY_CONTROL__PEERS__STAGING__URL", &staging.base),
+            ("QUARRY_CONTROL__PEERS__STAGING__TOKEN", &peer_token),
+        ],
+    )
+    .await;
+    let olga = q.add_user("olga", "operator").await;
+    let otto = q.add_user("otto", "operator").await;
+    let (means, csv) = dataset();
+    // An Excel-style file: `;` between fields, a decimal comma and a byte-order mark.
+    // Staging must read it as production did, from the options recorded here.
+    let excel = format!("\u{feff}{}", csv.replace(',', ";").replace('.', ","));
+    let data = q.upload_csv(&olga, "regional", excel).await;
+    production_runs_v1(&q, (&olga, &otto)).await;
+    let (job_id, job) = mean_by_region(&q, &olga, &data).await;
+    assert_eq!(job["provenance"]["release"], V1, "{job}");
+    let pin = json!({"job_id": job_id, "name": "mean amount by region"});
+    let (status, reference) = call(&q, &olga, "POST", "/api/v1/references", Some(pin)).await;
+    assert_eq!(status, 201, "{reference}");
+
+    // v2 on staging: no worker here runs it, so its check runs in staging, and is
+    // blocked with the rows staging's engine computed.
+    deploy_staging(&q, &olga, V2).await;
+    let blocked = request_promotion(&q, &olga).await;
+    let p = decided(&q, &olga, &blocked).await;
+    assert_eq!(p["gate"]["status"], "blocked", "{p}");
+    let check = &p["gate"]["checks"][0];
+    assert_eq!(check["status"], "differed", "{check}");
+    assert_eq!(check["environment"], "staging", "{check}");
+    assert!(check["job_id"].is_string(), "{check}");
+    let cmp = &check["comparison"];
+    assert_eq!(cmp["differing_rows"], means.len(), "{cmp}");
+    perturbed_rows(cmp["first_differences"].as_array().unwrap(), &means);
+    // The copy of the dataset it uploaded there is gone, with the check's job.
+    eventually(
+        WAIT,
+        "the check's dataset to be deleted upstream",
+        || async { (left_upstream(&staging, &peer_token).await == json!([])).then_some(()) },
+    )
+    .await;
+    let (status, _) = call(
+        &staging,
+        &peer_token,
+        "GET",
+        &format!("/api/v1/jobs/{}", check["job_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let reject = json!({"comment": "a result changed"});
+    let path = format!("/api/v1/promotions/{blocked}/reject");
+    assert_eq!(call(&q, &otto, "POST", &path, Some(reject)).await.0, 200);
+
+    // Staging's service now runs v3, whose engine computes what v1 did: it passes
+    // there and is promoted.
+    drop(staging);
+    let (staging, peer_token) = staging_service(V3, "").await;
+    deploy_staging(&q, &olga, V3).await;
+    let q = q
+        .stop_and_restart_with(&[
+            ("QUARRY_CONTROL__PEERS__STAGING__URL", &staging.base),
+            ("QUARRY_CONTROL__PEERS__STAGING__TOKEN", &peer_token),
+        ])
+        .await;
+    let check = passes_and_is_promoted(&q, &moto, (&olga, &otto), V3).await;
+    assert_eq!(check["environment"], "staging", "{check}");
+
+    // v4 in staging's stack while staging's service still runs v3: the check ran
+    // there on v3, which is not the candidate, and the gate says so.
+    deploy_staging(&q, &olga, V4).await;
+    let (_, check) = blocked_by_a_failed_check(&q, &olga).await;
+    let error = check["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "staging ran it on release {V3}, not on the candidate {V4}"
+        )),
+        "{error}"
+    );
+    eventually(
+        WAIT,
+        "the failed check's dataset to be deleted upstream",
+        || async { (left_upstream(&staging, &peer_token).await == json!([])).then_some(()) },
+    )
+    .await;
 }

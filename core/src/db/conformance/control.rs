@@ -297,10 +297,27 @@ pub async fn reference_gates_move_on_once(db: &Db) {
             .iter()
             .any(|(g, _)| g == &p.id)
     );
+    // The check runs upstream: its dataset's copy there is recorded before its job.
+    assert!(
+        references::check_uploaded(db, &p.id, &id, "staging", "ds-upstream")
+            .await
+            .unwrap()
+    );
+    let pending = &references::checks(db, &p.id).await.unwrap()[0];
+    assert_eq!(
+        (pending.peer.as_deref(), pending.peer_dataset_id.as_deref()),
+        (Some("staging"), Some("ds-upstream"))
+    );
     assert!(
         references::check_started(db, &p.id, &id, "job-1")
             .await
             .unwrap()
+    );
+    assert!(
+        !references::check_uploaded(db, &p.id, &id, "staging", "ds-again")
+            .await
+            .unwrap(),
+        "a running check uploads nothing more"
     );
     assert!(
         !references::check_started(db, &p.id, &id, "job-2")
@@ -341,6 +358,13 @@ pub async fn reference_gates_move_on_once(db: &Db) {
             checks[0].actual_hash.as_deref()
         ),
         (check::DIFFERED, Some("job-1"), Some("a1"))
+    );
+    references::check_upload_gone(db, &p.id, &id).await.unwrap();
+    let ended = &references::checks(db, &p.id).await.unwrap()[0];
+    assert_eq!(
+        (ended.peer.as_deref(), ended.peer_dataset_id.as_deref()),
+        (Some("staging"), None),
+        "the copy upstream is forgotten once deleted, where the check ran is not"
     );
     assert!(
         references::move_gate(db, &p.id, gate::RUNNING, gate::BLOCKED)
