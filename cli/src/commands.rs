@@ -217,6 +217,18 @@ async fn housekeeping(services: &Services) {
         Duration::from_millis(services.config.control.gate_poll_ms.max(50)),
         services.control.gate_nudge.clone(),
     );
+    // Re-runs on another environment's release run there.
+    quarry_app::control::forward::Forwarder {
+        plane: services.control.clone(),
+        blobs: services.blobs.clone(),
+        peers: services.config.control.peers.clone(),
+        http: quarry_app::control::peer::client(),
+        deadline: Duration::from_secs(services.config.analyses.max_runtime_secs.saturating_mul(2)),
+    }
+    .spawn(
+        Duration::from_millis(services.config.control.gate_poll_ms.max(50)),
+        Arc::new(tokio::sync::Notify::new()),
+    );
     let config = &services.config;
     #[cfg(unix)]
     if config.database.url.expose_secret().is_empty() {

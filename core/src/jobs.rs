@@ -33,6 +33,9 @@ struct Row {
     provenance_json: Option<String>,
     required_release: Option<String>,
     rerun_of: Option<String>,
+    peer: Option<String>,
+    peer_job_id: Option<String>,
+    peer_dataset_id: Option<String>,
 }
 
 /// A stored job with what the server and worker need beyond the API view.
@@ -52,6 +55,10 @@ pub struct StoredJob {
     pub enqueued_at: Option<i64>,
     /// The worker that started its latest attempt.
     pub worker_id: Option<String>,
+    /// A job run in another environment (`view.environment`): its job there, once
+    /// submitted, and the copy of its dataset uploaded there.
+    pub peer_job_id: Option<String>,
+    pub peer_dataset_id: Option<String>,
 }
 
 impl StoredJob {
@@ -93,6 +100,7 @@ impl Row {
                 provenance,
                 required_release: self.required_release,
                 rerun_of: self.rerun_of,
+                environment: self.peer,
             },
             owner_id: self.owner_id,
             cancel_requested: self.cancel_requested != 0,
@@ -101,6 +109,8 @@ impl Row {
             lease_until: self.lease_until,
             enqueued_at: self.enqueued_at,
             worker_id: self.worker_id,
+            peer_job_id: self.peer_job_id,
+            peer_dataset_id: self.peer_dataset_id,
         })
     }
 }
@@ -110,11 +120,15 @@ macro_rules! columns {
     () => {
         "id, owner_id, dataset_id, analysis_json, status, attempts, progress, error, \
          dead_letter, cancel_requested, held, created_at, started_at, finished_at, lease, \
-         lease_until, enqueued_at, worker_id, provenance_json, required_release, rerun_of"
+         lease_until, enqueued_at, worker_id, provenance_json, required_release, rerun_of, \
+         peer, peer_job_id, peer_dataset_id"
     };
 }
 
 const SELECT: &str = concat!("SELECT ", columns!(), " FROM jobs");
+
+// After `columns!`, which it uses.
+pub mod forwarded;
 
 /// A job to record.
 #[derive(Debug, Clone, Copy)]
@@ -328,6 +342,32 @@ pub struct ResultMeta {
     pub rows: u64,
     pub bytes: u64,
     pub columns: Vec<ColumnInfo>,
+}
+
+/// Records a job's result within `tx` (at `now`); `Ok(false)` when the job already
+/// has one (a result is committed at most once).
+pub(crate) async fn insert_result(
+    tx: &mut crate::queue::Tx,
+    job_id: &str,
+    result: &ResultMeta,
+    now: i64,
+) -> Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, columns_json, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(job_id)
+    .bind(&result.blob_key)
+    .bind(i64::try_from(result.rows).context("rows")?)
+    .bind(i64::try_from(result.bytes).context("bytes")?)
+    .bind(serde_json::to_string(&result.columns).context("columns")?)
+    .bind(now)
+    .execute(&mut **tx)
+    .await;
+    match inserted {
+        Err(e) if crate::error::is_unique_violation(&e) => Ok(false),
+        other => other.map(|_| true).map_err(Into::into),
+    }
 }
 
 /// Asks for cancellation: a queued job is cancelled at once, a running one is

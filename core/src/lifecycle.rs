@@ -34,7 +34,7 @@ pub use reconcile::Reconciled;
 use crate::auth::Principal;
 use crate::clock::{now_ms, rfc3339};
 use crate::db::Db;
-use crate::error::{Error, Result, is_unique_violation};
+use crate::error::{Error, Result};
 use crate::jobs::{self, ResultMeta, StoredJob};
 use crate::queue::{Delivery, JobMessage, JobQueue};
 use anyhow::Context as _;
@@ -351,23 +351,8 @@ impl Lifecycle {
         if updated.rows_affected() == 0 {
             return Ok(Err(Fenced));
         }
-        let inserted = sqlx::query(
-            "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, columns_json, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&lease.job_id)
-        .bind(&result.blob_key)
-        .bind(i64::try_from(result.rows).context("rows")?)
-        .bind(i64::try_from(result.bytes).context("bytes")?)
-        .bind(serde_json::to_string(&result.columns).context("columns")?)
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => return Ok(Err(Fenced)),
-            other => {
-                other?;
-            }
+        if !jobs::insert_result(&mut tx, &lease.job_id, result, now).await? {
+            return Ok(Err(Fenced));
         }
         // The message goes with the outcome where the queue is in the database.
         let deleted = self

@@ -98,6 +98,10 @@ pub struct Job {
     /// The job this one re-runs on another release, if it is a re-run.
     #[serde(default)]
     pub rerun_of: Option<String>,
+    /// The environment that ran it, through its API, when it is a re-run on a release
+    /// that environment runs (`[control.peers.<env>]`); absent: it ran here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
 }
 
 /// Where a result came from: enough to tell whether two results were computed alike,

@@ -348,16 +348,9 @@ impl GateRunner {
     /// Looks at the open gates every `every` (and whenever `nudge` fires) until the
     /// process ends.
     pub fn spawn(self, every: Duration, nudge: Arc<tokio::sync::Notify>) {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = nudge.notified() => {}
-                }
-                if let Err(e) = self.advance().await {
-                    tracing::warn!(error = %e, "the promotion gate could not move on");
-                }
-            }
+        super::every(every, nudge, "the promotion gate", move || {
+            let runner = self.clone();
+            async move { runner.advance().await }
         });
     }
 
@@ -668,33 +661,8 @@ impl GateRunner {
         Ok(true)
     }
 
-    /// The API of environment `env` (`[control.peers.<env>]`; its stack's `ApiUrl`
-    /// output when the URL is empty).
     async fn peer(&self, env: &str) -> Result<Peer> {
-        let config = self.peers.get(env).ok_or_else(|| {
-            Error::Conflict(format!(
-                "a check ran in {env}, which is no longer in [control.peers]: add it back"
-            ))
-        })?;
-        let url = if config.url.trim().is_empty() {
-            let def = self.plane.env(env)?;
-            let outputs = self
-                .plane
-                .deployer(def)
-                .await
-                .outputs()
-                .await
-                .map_err(|e| internal(format!("reading {env}'s stack outputs: {e}")))?;
-            outputs.get("ApiUrl").cloned().ok_or_else(|| {
-                Error::Conflict(format!(
-                    "control.peers.{env}.url is empty and {env}'s stack has no ApiUrl output: \
-                     set the URL of {env}'s API"
-                ))
-            })?
-        } else {
-            config.url.clone()
-        };
-        Peer::new(env, &url, config.token.clone(), self.http.clone()).map_err(Error::Conflict)
+        super::peer::resolve(&self.plane, &self.peers, env, &self.http).await
     }
 
     /// Runs a pending check in the upstream environment `peer`: uploads the
@@ -722,17 +690,8 @@ impl GateRunner {
                         .fail(promotion, &r.id, "the reference's dataset was deleted")
                         .await;
                 };
-                let file = self.blobs.local_file(&d.blob_key).await?;
-                let name = format!(
-                    "reference-check-{}-{}",
-                    short(promotion),
-                    short(&uuid::Uuid::new_v4().to_string())
-                );
-                let options = d.view.ingest.clone().unwrap_or_default();
-                let uploaded = match peer
-                    .upload(&name, d.view.format, &options, file.path())
-                    .await
-                {
+                let name = format!("reference-check-{}", short(promotion));
+                let uploaded = match peer.upload_dataset(&*self.blobs, &d, &name).await {
                     Ok(v) => v,
                     Err(e) if give_up(&e) => {
                         let why = format!("the reference's dataset could not be uploaded: {e}");

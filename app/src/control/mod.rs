@@ -11,6 +11,7 @@
 //! of making another.
 
 pub mod deployer;
+pub mod forward;
 pub mod gate;
 mod guards;
 pub mod ops;
@@ -54,6 +55,26 @@ impl EnvDef {
     pub fn approval_expiry(&self) -> Duration {
         Duration::from_secs(u64::from(self.config.control.approval_expiry_hours) * 3600)
     }
+}
+
+/// Runs `pass` every `period`, and at once whenever `nudge` fires, until the process
+/// ends; a pass that fails is logged (naming `what`) and the next one comes all the same.
+pub fn every<F, Fut>(period: Duration, nudge: Arc<tokio::sync::Notify>, what: &'static str, pass: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = nudge.notified() => {}
+            }
+            if let Err(e) = pass().await {
+                tracing::warn!(error = %e, "{what} could not move on");
+            }
+        }
+    });
 }
 
 /// Reads the stack environments: from `dir` when given, else `./environments` when it

@@ -8,9 +8,15 @@
 //! result's download in size. An error says whether trying again may help
 //! ([`PeerError::transient`]: no answer, a 5xx, a 429) or not (any other 4xx).
 
+use super::ControlPlane;
+use quarry_core::blob::BlobStore;
+use quarry_core::config::PeerConfig;
+use quarry_core::datasets::StoredDataset;
+use quarry_core::{Error, Result};
 use quarry_domain::{DatasetFormat, IngestOptions};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
@@ -57,6 +63,37 @@ impl std::fmt::Debug for Peer {
             .field("base", &self.base)
             .finish_non_exhaustive()
     }
+}
+
+/// The API of environment `env` as `[control.peers.<env>]` gives it (its stack's
+/// `ApiUrl` output when the URL is empty); a 409 says what is missing.
+pub async fn resolve(
+    plane: &ControlPlane,
+    peers: &BTreeMap<String, PeerConfig>,
+    env: &str,
+    http: &reqwest::Client,
+) -> Result<Peer> {
+    let config = peers.get(env).ok_or_else(|| {
+        Error::Conflict(format!(
+            "{env} is not in [control.peers]: give its API's URL and a token there"
+        ))
+    })?;
+    let url = if config.url.trim().is_empty() {
+        let def = plane.env(env)?;
+        let outputs =
+            plane.deployer(def).await.outputs().await.map_err(|e| {
+                Error::Internal(anyhow::anyhow!("reading {env}'s stack outputs: {e}"))
+            })?;
+        outputs.get("ApiUrl").cloned().ok_or_else(|| {
+            Error::Conflict(format!(
+                "control.peers.{env}.url is empty and {env}'s stack has no ApiUrl output: set \
+                 the URL of {env}'s API"
+            ))
+        })?
+    } else {
+        config.url.clone()
+    };
+    Peer::new(env, &url, config.token.clone(), http.clone()).map_err(Error::Conflict)
 }
 
 /// The HTTP client every peer call goes through.
@@ -182,6 +219,26 @@ impl Peer {
             status: None,
             message: format!("{}'s answer to the upload is not JSON: {e}", self.env),
         })
+    }
+
+    /// Uploads a dataset stored here, its original read as it was read here, under a
+    /// name starting `prefix` (and made unique); returns the dataset there.
+    pub async fn upload_dataset(
+        &self,
+        blobs: &dyn BlobStore,
+        d: &StoredDataset,
+        prefix: &str,
+    ) -> Answer<Value> {
+        let file = blobs.local_file(&d.blob_key).await.map_err(|e| PeerError {
+            transient: true,
+            status: None,
+            message: format!("the dataset's original cannot be read here: {e}"),
+        })?;
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("{prefix}-{}", &unique[..8]);
+        let options = d.view.ingest.clone().unwrap_or_default();
+        self.upload(&name, d.view.format, &options, file.path())
+            .await
     }
 
     /// Submits `analysis` on dataset `dataset_id`; returns the job there.

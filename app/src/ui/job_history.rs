@@ -126,6 +126,10 @@ pub fn RerunsView(job: Job, status: Memo<JobStatus>) -> impl IntoView {
                 <p class="meta" data-testid="rerun-of">"A re-run of "
                     <a href=format!("/jobs/{o}")><code>{o.chars().take(8).collect::<String>()}</code></a>
                     {job.required_release.clone().map(|r| format!(", on release {}", release_label(&r)))}
+                    {job.environment.clone().map(|env| view! {
+                        ", run in "<strong data-testid="rerun-environment">{env}</strong>
+                        " (the environment that runs that release), its result brought back here"
+                    })}
                 </p>
             })}
             <Transition fallback=|| view! { <p class="hint">"Loading…"</p> }>
@@ -159,15 +163,25 @@ pub fn RerunsView(job: Job, status: Memo<JobStatus>) -> impl IntoView {
                                         }}</p>
                                         <button type="button" data-testid="rerun" on:click={
                                             let id = job_id.clone();
-                                            move |_| { rerun.dispatch(RerunJob { id: id.clone() }); }
+                                            move |_| { rerun.dispatch(RerunJob { id: id.clone(), release: None }); }
                                         }>{format!("Re-run on release {}", release_label(&r.current_release))}</button>
+                                        {r.elsewhere.iter().map(|(env, release)| {
+                                            let id = job_id.clone();
+                                            let wanted = release.clone();
+                                            view! {
+                                                " "<button type="button" data-testid="rerun-elsewhere" on:click=move |_| {
+                                                    rerun.dispatch(RerunJob { id: id.clone(), release: Some(wanted.clone()) });
+                                                }>{format!("Re-run on release {} (runs in {env})", release_label(release))}</button>
+                                            }
+                                        }).collect_view()}
                                     })}
                                     {(!r.reruns.is_empty()).then(|| view! {
                                         <ul class="rerun-list" data-testid="rerun-list">
                                             {r.reruns.into_iter().map(|j| view! {
                                                 <li><a href=format!("/jobs/{}", j.id)><code>{j.id.chars().take(8).collect::<String>()}</code></a>
-                                                    {format!(" · {} · {}", j.status,
-                                                        j.required_release.as_deref().map(release_label).unwrap_or_default())}
+                                                    {format!(" · {} · {}{}", j.status,
+                                                        j.required_release.as_deref().map(release_label).unwrap_or_default(),
+                                                        j.environment.as_deref().map(|e| format!(" · in {e}")).unwrap_or_default())}
                                                 </li>
                                             }).collect_view()}
                                         </ul>

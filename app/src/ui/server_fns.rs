@@ -240,6 +240,10 @@ pub async fn job_attempts(id: String) -> Result<Vec<JobAttempt>, ServerFnError> 
 pub struct Reruns {
     /// The release this server's workers run now: where a re-run goes.
     pub current_release: String,
+    /// Other releases a re-run may go to: `(environment, release)` of each environment
+    /// in `[control.peers]` that runs another release (the re-run runs there).
+    #[serde(default)]
+    pub elsewhere: Vec<(String, String)>,
     /// The job's re-runs, newest first.
     pub reruns: Vec<Job>,
     /// When the job is a re-run and both have succeeded: how its result compares
@@ -276,17 +280,21 @@ pub async fn job_reruns(id: String) -> Result<Reruns, ServerFnError> {
         _ => None,
     };
     Ok(Reruns {
+        elsewhere: reruns::peer_releases(&services, &current_release)
+            .await
+            .map_err(backend::fail)?,
         current_release,
         reruns: list,
         comparison,
     })
 }
 
-/// Re-runs a job on the release this server's workers run now; returns the new job's id.
+/// Re-runs a job on `release` (default: the one this server's workers run now);
+/// returns the new job's id.
 #[server(endpoint = "rerun_job")]
-pub async fn rerun_job(id: String) -> Result<String, ServerFnError> {
+pub async fn rerun_job(id: String, release: Option<String>) -> Result<String, ServerFnError> {
     let (services, who) = backend::caller().await?;
-    crate::server::api::reruns::rerun_job(&services, &who, &id, None)
+    crate::server::api::reruns::rerun_job(&services, &who, &id, release.as_deref())
         .await
         .map(|j| j.id)
         .map_err(backend::fail)

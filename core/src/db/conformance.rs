@@ -31,7 +31,10 @@ pub use lifecycle::{
     job_changes_reach_their_followers, job_lifecycle_commits_a_result_once,
 };
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
-pub use supersession::{pinned_jobs_start_only_on_their_release, superseded_workers_start_no_job};
+pub use supersession::{
+    forwarded_jobs_move_once, pinned_jobs_start_only_on_their_release,
+    superseded_workers_start_no_job,
+};
 
 /// Runs every check against `db`, a freshly migrated database.
 pub async fn run_all(db: &Db) {
@@ -57,6 +60,7 @@ pub async fn run_all(db: &Db) {
     reference_gates_move_on_once(db).await;
     superseded_workers_start_no_job(db).await;
     pinned_jobs_start_only_on_their_release(db).await;
+    forwarded_jobs_move_once(db).await;
 }
 
 fn unique(prefix: &str) -> String {

@@ -63,7 +63,7 @@ impl Lifecycle {
         let cut = now_ms() - ms(LEASE_SKEW);
         let stale: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT id, attempts, cancel_requested FROM jobs WHERE status = 'running' \
-             AND (lease_until IS NULL OR lease_until < $1) LIMIT $2",
+             AND (lease_until IS NULL OR lease_until < $1) AND peer IS NULL LIMIT $2",
         )
         .bind(cut)
         .bind(BATCH)
@@ -122,7 +122,7 @@ impl Lifecycle {
     async fn unsent(&self, done: &mut Reconciled) -> Result<()> {
         let unsent: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM jobs WHERE status = 'queued' AND held = 0 AND enqueued_at IS NULL \
-             AND created_at < $1 LIMIT $2",
+             AND peer IS NULL AND created_at < $1 LIMIT $2",
         )
         .bind(now_ms() - ms(RESEND_AFTER))
         .bind(BATCH)

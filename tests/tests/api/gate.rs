@@ -385,19 +385,29 @@ async fn staging_service(release: &str, fault: &str) -> (Quarry, String) {
 }
 
 /// What a check upstream left in staging: the datasets of the user it ran as.
-async fn left_upstream(staging: &Quarry, token: &str) -> Value {
+pub(crate) async fn left_upstream(staging: &Quarry, token: &str) -> Value {
     let (status, datasets) = call(staging, token, "GET", "/api/v1/datasets", None).await;
     assert_eq!(status, 200, "{datasets}");
     datasets
 }
 
-#[tokio::test]
-async fn a_check_runs_upstream_where_the_candidate_runs() {
+/// Moto holding both stacks; staging's own Quarry on v2, whose engine perturbs every
+/// float; and production's control plane, its own workers on v1, with staging as its
+/// peer (`[control.peers.staging]`).
+pub(crate) struct Peered {
+    pub moto: Moto,
+    /// The environments' files.
+    pub dir: tempfile::TempDir,
+    pub staging: Quarry,
+    /// The token production's control plane acts with in staging.
+    pub peer_token: String,
+    pub q: Quarry,
+}
+
+pub(crate) async fn peered() -> Peered {
     let moto = Moto::start().await;
     let dir = tempfile::tempdir().unwrap();
     environments(&moto, dir.path()).await;
-    // Production's control plane, its own workers on v1; staging's Quarry runs v2,
-    // whose engine perturbs every float, and is its peer.
     let (staging, peer_token) = staging_service(V2, "perturb_floats").await;
     let q = start(
         &moto,
@@ -411,6 +421,24 @@ async fn a_check_runs_upstream_where_the_candidate_runs() {
         ],
     )
     .await;
+    Peered {
+        moto,
+        dir,
+        staging,
+        peer_token,
+        q,
+    }
+}
+
+#[tokio::test]
+async fn a_check_runs_upstream_where_the_candidate_runs() {
+    let Peered {
+        moto,
+        dir: _dir,
+        staging,
+        peer_token,
+        q,
+    } = peered().await;
     let olga = q.add_user("olga", "operator").await;
     let otto = q.add_user("otto", "operator").await;
     let (means, csv) = dataset();

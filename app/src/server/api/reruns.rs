@@ -4,8 +4,9 @@
 //! A re-run submits the same analysis of the same dataset as a job only a worker of
 //! the chosen release may start, linked to the original (`rerun_of`). It goes to the
 //! workers of the release this server's fleet runs now (after a deploy: the new one);
-//! a release that another environment runs is named in the refusal, since this
-//! server's queue does not reach that environment's workers.
+//! a release that another environment runs is run there when that environment is in
+//! `[control.peers]` (`control::forward` brings the result back), and is named in the
+//! refusal otherwise, since this server's queue does not reach its workers.
 
 use super::jobs::{Placement, submit_placed};
 use super::results::{blocking, committed_result};
@@ -17,7 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use quarry_core::auth::Principal;
 use quarry_core::control::environments;
-use quarry_core::{Error, fleet, jobs, releases};
+use quarry_core::{Error, datasets, fleet, jobs, releases};
 use quarry_domain::gate::{Comparison, Tolerance};
 use quarry_domain::{ErrorBody, Job};
 use serde::Deserialize;
@@ -67,6 +68,28 @@ async fn environments_running(s: &Services, image: &str) -> quarry_core::Result<
     Ok(out)
 }
 
+/// The releases of the environments in `[control.peers]` that run another release
+/// than `current`, as `(environment, release)`: a re-run on one runs there.
+pub async fn peer_releases(
+    s: &Services,
+    current: &str,
+) -> quarry_core::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for env in s.control.environments() {
+        if !s.config.control.peers.contains_key(&env.name) {
+            continue;
+        }
+        let state = environments::get(&s.db, &env.name).await?;
+        if let Some(id) = state.current_release_id {
+            let image = releases::get(&s.db, &id).await?.image;
+            if image != current {
+                out.push((env.name.clone(), image));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Re-runs job `id` on `release` (default: the current one); returns the new job.
 pub async fn rerun_job(
     s: &Services,
@@ -81,12 +104,18 @@ pub async fn rerun_job(
         && wanted != current
     {
         let elsewhere = environments_running(s, wanted).await?;
+        if let Some(env) = elsewhere
+            .iter()
+            .find(|e| s.config.control.peers.contains_key(*e))
+        {
+            return forward(s, who, &job, wanted, env).await;
+        }
         let hint = if elsewhere.is_empty() {
             "no environment runs it now".to_owned()
         } else {
             format!(
-                "it runs in {}, whose workers this server's queue does not reach: re-run the \
-                 job there",
+                "it runs in {}, whose workers this server's queue does not reach, and which \
+                 is not in [control.peers]: re-run the job there",
                 elsewhere.join(", ")
             )
         };
@@ -102,6 +131,47 @@ pub async fn rerun_job(
         rerun_of: Some(id),
     };
     submit_placed(s, who, &job.view.dataset_id, analysis, placement).await
+}
+
+/// Re-runs `job` on `release` in environment `env`, which runs it: recorded here and
+/// run there by the server's forwarder (`control::forward`). At most
+/// `analyses.max_running_per_user` of a user's jobs run elsewhere at once (429).
+async fn forward(
+    s: &Services,
+    who: &Principal,
+    job: &jobs::StoredJob,
+    release: &str,
+    env: &str,
+) -> ApiResult<Job> {
+    // The same rule as any submit: the caller's own dataset.
+    let dataset = datasets::get(&s.db, who, &job.view.dataset_id).await?;
+    let limit = u64::from(s.config.analyses.max_running_per_user.max(1));
+    if jobs::forwarded::open_of(&s.db, &who.user_id).await? >= limit {
+        return Err(AppError::Rejected(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{limit} of your re-runs already run in other environments \
+                 (analyses.max_running_per_user): wait for one to end"
+            ),
+        ));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let analysis_json = serde_json::to_string(&job.view.analysis).map_err(anyhow::Error::from)?;
+    jobs::forwarded::insert(
+        &s.db,
+        &jobs::NewJob {
+            id: &id,
+            owner_id: &who.user_id,
+            dataset_id: &dataset.view.id,
+            analysis_json: &analysis_json,
+            required_release: Some(release),
+            rerun_of: Some(&job.view.id),
+        },
+        env,
+    )
+    .await?;
+    tracing::info!(job_id = %id, rerun_of = %job.view.id, %env, %release, "a re-run goes to the environment that runs its release");
+    Ok(jobs::get(&s.db, who, &id).await?.view)
 }
 
 /// Compares job `id`'s result (expected) with job `with`'s (actual): canonical row
@@ -133,9 +203,10 @@ pub async fn compare_jobs(
     .await
 }
 
-/// Run a job again, on the release this server's fleet runs now: the same analysis of
-/// the same dataset, linked to the original (`rerun_of`) so the two results can be
-/// compared.
+/// Run a job again, on the release this server's fleet runs now, or on `release`: the
+/// same analysis of the same dataset, linked to the original (`rerun_of`) so the two
+/// results can be compared. A release another environment in `[control.peers]` runs
+/// is run there (`"environment"` on the job) and its result brought back.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/rerun", tag = "jobs",
     params(("id" = String, Path, description = "Job id")),
     request_body(content = Option<RerunRequest>, description = "Optional: no body re-runs on the current release"),
@@ -144,8 +215,9 @@ pub async fn compare_jobs(
         (status = 400, description = "A bad body, or the analysis no longer fits the dataset", body = ErrorBody),
         (status = 401, description = "Missing or bad token", body = ErrorBody),
         (status = 404, description = "No such job, or its dataset, of yours", body = ErrorBody),
-        (status = 409, description = "This server's workers do not run that release", body = ErrorBody),
+        (status = 409, description = "Neither this server's workers nor a peer environment run that release", body = ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
+        (status = 429, description = "Too many of your re-runs run in other environments", body = ErrorBody),
     ))]
 pub async fn rerun(
     State(state): State<AppState>,

@@ -74,11 +74,16 @@ pub(super) async fn stored(db: &Db, id: &str) -> jobs::StoredJob {
 
 /// What a test worker says of the result it commits.
 pub fn provenance(lease: &Lease) -> Provenance {
+    provenance_of(lease.attempt)
+}
+
+/// What a test worker says of the result of its attempt `attempt`.
+pub fn provenance_of(attempt: u32) -> Provenance {
     Provenance {
         release: "build-test".into(),
         image: None,
         worker: "conformance".into(),
-        attempt: lease.attempt,
+        attempt,
         engine: "none".into(),
         analysis: Analysis::Spin { seconds: 0.0 },
         dataset: InputProvenance {

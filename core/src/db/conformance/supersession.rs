@@ -216,3 +216,137 @@ pub async fn pinned_jobs_start_only_on_their_release(db: &Db) {
         fleet::set_state(db, w, "exited", None).await.expect("exit");
     }
 }
+
+/// A job run in another environment (a re-run on a release a peer runs) has no
+/// message and no lease here: the reconciler leaves it alone, each step of the
+/// forwarder happens once, a cancellation wins over a late result, and a result is
+/// recorded once.
+pub async fn forwarded_jobs_move_once(db: &Db) {
+    use crate::jobs::forwarded;
+    let ann = user(db, Role::Analyst).await;
+    let (life, queue) = lifecycle(db, 3);
+    let dataset = super::new_dataset(&ann, &unique("d"));
+    crate::datasets::insert(db, &dataset)
+        .await
+        .expect("dataset");
+    let forward = |id: String| {
+        let (owner, data) = (ann.user_id.clone(), dataset.id.clone());
+        async move {
+            forwarded::insert(
+                db,
+                &jobs::NewJob {
+                    id: &id,
+                    owner_id: &owner,
+                    dataset_id: &data,
+                    analysis_json: r#"{"kind":"profile"}"#,
+                    required_release: Some("release-elsewhere"),
+                    rerun_of: None,
+                },
+                "staging",
+            )
+            .await
+            .expect("insert");
+            id
+        }
+    };
+    let id = forward(uuid::Uuid::new_v4().to_string()).await;
+    let job = stored(db, &id).await;
+    assert_eq!(job.view.environment.as_deref(), Some("staging"));
+    assert_eq!(job.view.status, JobStatus::Queued);
+    assert_eq!(forwarded::open_of(db, &ann.user_id).await.expect("open"), 1);
+    // Nothing here runs it: the reconciler sends no message for it.
+    life.reconcile().await.expect("reconcile");
+    assert!(
+        queue
+            .receive(Duration::from_millis(50))
+            .await
+            .expect("receive")
+            .is_none(),
+        "a job run elsewhere got a message here"
+    );
+    assert!(forwarded::uploaded(db, &id, "ds-there").await.expect("up"));
+    assert!(!forwarded::uploaded(db, &id, "ds-again").await.expect("up"));
+    assert!(
+        forwarded::submitted(db, &id, "job-there")
+            .await
+            .expect("sub")
+    );
+    assert!(
+        !forwarded::submitted(db, &id, "job-again")
+            .await
+            .expect("sub")
+    );
+    forwarded::running(db, &id, 0.5).await.expect("running");
+    let job = stored(db, &id).await;
+    assert_eq!(
+        (
+            job.view.status,
+            job.view.progress,
+            job.peer_job_id.as_deref()
+        ),
+        (JobStatus::Running, 0.5, Some("job-there"))
+    );
+    // Running here without a lease: the reconciler does not take it back.
+    life.reconcile().await.expect("reconcile");
+    assert_eq!(stored(db, &id).await.view.status, JobStatus::Running);
+    let meta = result_meta("results/forwarded");
+    let provenance = serde_json::to_string(&super::lifecycle::provenance_of(1)).expect("json");
+    assert!(
+        forwarded::succeeded(db, &id, &meta, &provenance)
+            .await
+            .expect("succeeded")
+    );
+    assert!(
+        !forwarded::succeeded(db, &id, &meta, &provenance)
+            .await
+            .expect("succeeded"),
+        "a result is recorded once"
+    );
+    assert!(
+        !forwarded::ended(db, &id, "failed", Some("late"))
+            .await
+            .expect("end")
+    );
+    assert_eq!(stored(db, &id).await.view.status, JobStatus::Succeeded);
+    assert_eq!(
+        jobs::result(db, &id)
+            .await
+            .expect("result")
+            .map(|r| r.blob_key),
+        Some("results/forwarded".to_owned())
+    );
+    // Ended, it stays open for the forwarder until its upload there is gone.
+    let open = |want: &str| {
+        let want = want.to_owned();
+        async move {
+            forwarded::open(db, 1000)
+                .await
+                .expect("open")
+                .iter()
+                .any(|j| j.view.id == want)
+        }
+    };
+    assert!(open(&id).await);
+    forwarded::upload_gone(db, &id).await.expect("gone");
+    assert!(!open(&id).await);
+
+    // Cancelled before its result comes back: the result is refused.
+    let late = forward(uuid::Uuid::new_v4().to_string()).await;
+    forwarded::submitted(db, &late, "job-late")
+        .await
+        .expect("sub");
+    forwarded::running(db, &late, 0.1).await.expect("running");
+    jobs::request_cancel(db, &ann, &late).await.expect("cancel");
+    assert!(
+        !forwarded::succeeded(db, &late, &meta, &provenance)
+            .await
+            .expect("succeeded"),
+        "a cancelled job took a result"
+    );
+    assert!(
+        forwarded::ended(db, &late, "cancelled", None)
+            .await
+            .expect("end")
+    );
+    assert_eq!(stored(db, &late).await.view.status, JobStatus::Cancelled);
+}
