@@ -60,6 +60,19 @@ pub struct ControlSection {
     /// more than the previous release's.
     #[serde(default)]
     pub regression: RegressionSection,
+    /// `[control.peers.<env>]`: the other environments whose APIs this environment's
+    /// control plane calls (reference checks and re-runs run there). The stack gives
+    /// the API task a secret per peer for the token (`PeerToken<Env>`).
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, PeerSection>,
+}
+
+/// `[control.peers.<env>]`: the runtime reads it; the stack only needs its name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct PeerSection {
+    /// The peer's API root; empty = the `ApiUrl` output of its stack.
+    #[serde(default)]
+    pub url: String,
 }
 
 /// `[control.regression]`: after a deploy or a promotion, a release whose job attempts
@@ -115,6 +128,7 @@ impl Default for ControlSection {
             approvals: 0,
             approval_expiry_hours: default_approval_expiry_hours(),
             regression: RegressionSection::default(),
+            peers: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -104,6 +104,7 @@ impl StackProps {
                 certificate_arn: s.api.certificate_arn.clone(),
                 log_retention_days: s.log_retention_days,
                 log_removal: deletion,
+                peers: config.control.peers.keys().cloned().collect(),
                 ..ApiServiceProps::default()
             },
             orchestrator: OrchestratorProps {

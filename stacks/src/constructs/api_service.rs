@@ -13,6 +13,11 @@
 //!   rolling deployments with the circuit breaker rolling back a deploy whose tasks
 //!   never get healthy.
 //!
+//! * `PeerToken<Env>` (`AWS::SecretsManager::Secret`) for each `[control.peers.<env>]`:
+//!   the token of a user of that environment, which the API task gets as
+//!   `QUARRY_CONTROL__PEERS__<ENV>__TOKEN`. The stack creates it with a placeholder; an
+//!   operator puts the token in (`aws secretsmanager put-secret-value`).
+//!
 //! The API's task role may read and write the bucket's objects, enqueue jobs, read the
 //! queues' counts, read CloudWatch metrics (for the system page; `GetMetricData` cannot
 //! be scoped) and write its own logs.
@@ -54,6 +59,9 @@ pub struct ApiServiceProps {
     pub log_retention_days: u32,
     /// What happens to the log group when it leaves the stack. Default: `Retain`.
     pub log_removal: DeletionPolicy,
+    /// The environments whose APIs the control plane calls (`[control.peers]`), each
+    /// with a token secret. Default: none.
+    pub peers: Vec<String>,
 }
 
 impl Default for ApiServiceProps {
@@ -68,6 +76,7 @@ impl Default for ApiServiceProps {
             health_check_path: "/healthz".to_owned(),
             log_retention_days: 30,
             log_removal: DeletionPolicy::Retain,
+            peers: Vec::new(),
         }
     }
 }
@@ -117,8 +126,38 @@ impl ApiServiceProps {
                 "must start with /",
             ));
         }
+        for peer in &self.peers {
+            let ok = !peer.is_empty()
+                && peer.len() <= 32
+                && peer
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                errors.push(PropError::new(
+                    CONSTRUCT,
+                    "control.peers",
+                    format!("{peer:?}"),
+                    "is not an environment name: use 1 to 32 lowercase letters, digits or -",
+                ));
+            }
+        }
         errors
     }
+}
+
+/// The logical id of the token secret of peer `env`: `PeerToken` and the name in
+/// PascalCase (`staging` → `PeerTokenStaging`).
+pub fn peer_token_secret(env: &str) -> String {
+    let pascal: String = env
+        .split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect();
+    format!("PeerToken{pascal}")
 }
 
 /// What the API construct added.
@@ -148,6 +187,32 @@ pub fn add(
     public_subnets: &[Value],
     public_ready: &[String],
 ) -> Result<ApiIds, StackError> {
+    let mut secrets = Vec::new();
+    for peer in &props.peers {
+        let id = peer_token_secret(peer);
+        template.add_resource(
+            &id,
+            Resource::new(
+                "AWS::SecretsManager::Secret",
+                json!({
+                    "Description": format!(
+                        "The token of a user of {peer}: the control plane runs reference \
+                         checks and re-runs there. Put the token in after the stack is made."
+                    ),
+                    "SecretString": "unset: put a token of a user of the peer here",
+                }),
+            )
+            // State an operator wrote: kept with the environment's data.
+            .removal(props.log_removal),
+        )?;
+        secrets.push((
+            format!(
+                "QUARRY_CONTROL__PEERS__{}__TOKEN",
+                peer.to_ascii_uppercase().replace('-', "_")
+            ),
+            id,
+        ));
+    }
     let spec = TaskSpec {
         name: "Api".to_owned(),
         container: "api".to_owned(),
@@ -163,6 +228,7 @@ pub fn add(
         )],
         port: Some(props.port),
         stop_timeout_secs: None,
+        secrets,
         statements: vec![
             app.bucket_objects("ReadWriteData"),
             Statement::allow(
@@ -361,4 +427,29 @@ pub fn add(
         task,
         listener: listener.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_token_secrets_are_named_after_their_environment() {
+        assert_eq!(peer_token_secret("staging"), "PeerTokenStaging");
+        assert_eq!(peer_token_secret("eu-staging-2"), "PeerTokenEuStaging2");
+        let bad = ApiServiceProps {
+            peers: vec!["Staging".into(), String::new()],
+            ..ApiServiceProps::default()
+        };
+        let errors = bad.validate();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            ApiServiceProps {
+                peers: vec!["staging".into()],
+                ..ApiServiceProps::default()
+            }
+            .validate()
+            .is_empty()
+        );
+    }
 }

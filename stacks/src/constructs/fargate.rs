@@ -172,6 +172,9 @@ pub struct TaskSpec {
     pub port: Option<u16>,
     /// Seconds between SIGTERM and SIGKILL (Fargate allows up to 120).
     pub stop_timeout_secs: Option<u32>,
+    /// Secrets beyond [`AppRefs::secrets`]: the variable, and the logical id of the
+    /// `AWS::SecretsManager::Secret` whose whole value it gets.
+    pub secrets: Vec<(String, String)>,
     /// The task role's statements; logging to its own group is added.
     pub statements: Vec<Statement>,
 }
@@ -253,7 +256,18 @@ pub fn add_task(
         .removal(spec.log_removal),
     )?;
 
-    let secret = ref_(&app.database_secret);
+    let mut reads = vec![Statement::allow(
+        "ReadDatabaseSecret",
+        &["secretsmanager:GetSecretValue"],
+        vec![ref_(&app.database_secret)],
+    )];
+    if !spec.secrets.is_empty() {
+        reads.push(Statement::allow(
+            "ReadTaskSecrets",
+            &["secretsmanager:GetSecretValue"],
+            spec.secrets.iter().map(|(_, id)| ref_(id)).collect(),
+        ));
+    }
     template.add_resource(
         &ids.execution_role,
         iam::task_role(
@@ -265,11 +279,7 @@ pub fn add_task(
                 "service-role/AmazonECSTaskExecutionRolePolicy",
             )],
             "read-database-secret",
-            &[Statement::allow(
-                "ReadDatabaseSecret",
-                &["secretsmanager:GetSecretValue"],
-                vec![secret],
-            )],
+            &reads,
         ),
     )?;
 
@@ -302,7 +312,13 @@ pub fn add_task(
             app.environment().into_iter().chain(spec.environment.iter().cloned()).collect(),
             "Value",
         ),
-        "Secrets": env_list(app.secrets(), "ValueFrom"),
+        "Secrets": env_list(
+            app.secrets()
+                .into_iter()
+                .chain(spec.secrets.iter().map(|(var, id)| (var.clone(), ref_(id))))
+                .collect(),
+            "ValueFrom",
+        ),
         "LogConfiguration": {
             "LogDriver": "awslogs",
             "Options": {

@@ -135,6 +135,7 @@ pub fn add(
             .collect(),
         port: None,
         stop_timeout_secs: None,
+        secrets: Vec::new(),
         statements: vec![
             Statement::allow(
                 "RunWorkers",

@@ -187,6 +187,7 @@ pub fn add(
         )],
         port: None,
         stop_timeout_secs: Some(props.stop_timeout_secs),
+        secrets: Vec::new(),
         statements: vec![
             Statement::allow(
                 "TakeJobs",
