@@ -253,6 +253,12 @@ async fn housekeeping(services: &Services) {
             Duration::from_secs(3600)
         },
         results: Duration::from_secs(3600),
+        // Only the control plane's pin writes them: on one machine, none is under way.
+        references: if embedded {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(3600)
+        },
     };
     match quarry_core::sweep::orphaned_blobs(&services.db, services.blobs.as_ref(), grace).await {
         Ok(0) => {}

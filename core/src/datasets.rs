@@ -302,9 +302,15 @@ pub async fn referenced_blob_keys(db: &Db) -> Result<std::collections::HashSet<S
         sqlx::query_as("SELECT blob_key, parquet_key FROM datasets")
             .fetch_all(db.pool())
             .await?;
-    let results: Vec<(String,)> = sqlx::query_as("SELECT blob_key FROM job_results")
+    let mut results: Vec<(String,)> = sqlx::query_as("SELECT blob_key FROM job_results")
         .fetch_all(db.pool())
         .await?;
+    // The pinned references' copies of their results (retired ones' too).
+    results.extend(
+        sqlx::query_as::<_, (String,)>("SELECT expected_key FROM reference_analyses")
+            .fetch_all(db.pool())
+            .await?,
+    );
     let mut keys = std::collections::HashSet::new();
     for (original, typed) in datasets {
         keys.insert(original);

@@ -1,6 +1,7 @@
 //! The start-up sweep: blobs that a crash left without a database row (an upload cut
 //! off between storing its file and recording it, a result written by a worker that
-//! died before committing) and stale temporary files are removed.
+//! died before committing, a reference's copy of a result stored before the reference
+//! was recorded) and stale temporary files are removed.
 
 use crate::blob::BlobStore;
 use crate::clock::now_ms;
@@ -15,15 +16,20 @@ use std::time::Duration;
 pub struct Grace {
     pub datasets: Duration,
     pub results: Duration,
+    pub references: Duration,
 }
 
-/// Removes the unreferenced blobs under `datasets/` and `results/` older than their
-/// grace; returns how many went.
+/// Removes the unreferenced blobs under `datasets/`, `results/` and `references/`
+/// older than their grace; returns how many went.
 pub async fn orphaned_blobs(db: &Db, blobs: &dyn BlobStore, grace: Grace) -> Result<usize> {
     let referenced = referenced_blob_keys(db).await?;
     let now = now_ms();
     let mut removed = 0;
-    for (prefix, grace) in [("datasets/", grace.datasets), ("results/", grace.results)] {
+    for (prefix, grace) in [
+        ("datasets/", grace.datasets),
+        ("results/", grace.results),
+        ("references/", grace.references),
+    ] {
         let cutoff = now - i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         for blob in blobs.list(prefix).await? {
             if blob.modified_ms <= cutoff && !referenced.contains(&blob.key) {

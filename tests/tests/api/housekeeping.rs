@@ -95,6 +95,19 @@ async fn a_crash_mid_upload_leaves_nothing_after_the_restart_sweep() {
 }
 
 #[tokio::test]
+async fn a_reference_copy_a_crash_left_unrecorded_is_swept_at_the_restart() {
+    let q = Quarry::start().await;
+    // What a pin leaves when the server dies between copying the result and
+    // recording the reference.
+    let references = q.data_dir.path().join("blobs").join("references");
+    std::fs::create_dir_all(&references).unwrap();
+    let stray = references.join("0d1e5c7a-unrecorded.parquet");
+    std::fs::write(&stray, b"PAR1 not really").unwrap();
+    let q = q.stop_and_restart().await;
+    assert!(!stray.exists(), "left behind: {:?}", q.blob_files());
+}
+
+#[tokio::test]
 async fn the_data_directory_database_and_blobs_are_owner_only() {
     let q = Quarry::start().await;
     created(upload(&q, "?name=p", "text/csv", b"a\n1\n".to_vec()).await).await;
