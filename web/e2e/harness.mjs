@@ -236,3 +236,46 @@ export async function api(base, token, method, path, body) {
   }
   return { status: r.status, body: parsed };
 }
+
+// Waits up to `ms` for `read()` to give something truthy; resolves to it.
+export async function until(what, read, ms = 240_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const got = await read();
+    if (got) return got;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+// Amounts by region over 40 generated rows, uploaded as dataset `name`, and the mean
+// amount by category run on it to success. Resolves to the dataset, the job and the
+// means computed here without polars, sorted by category: [[category, mean], …].
+export async function meanByCategory(base, token, name) {
+  let csv = "category,amount\n";
+  const sums = new Map();
+  for (let i = 0; i < 40; i++) {
+    const category = ["north", "south", "east", "west"][i % 4];
+    const amount = ((i * 37) % 101) + (i % 7) / 8;
+    csv += `${category},${amount}\n`;
+    const [sum, n] = sums.get(category) ?? [0, 0];
+    sums.set(category, [sum + amount, n + 1]);
+  }
+  const means = [...sums].map(([k, [sum, n]]) => [k, sum / n]).sort(([a], [b]) => (a < b ? -1 : 1));
+  const upload = await fetch(`${base}/api/v1/datasets?name=${name}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "text/csv" },
+    body: csv,
+  });
+  if (upload.status !== 201) throw new Error(`upload: ${upload.status} ${await upload.text()}`);
+  const dataset = await upload.json();
+  const analysis = { kind: "aggregate", group_by: ["category"], aggregations: [{ column: "amount", op: "mean" }] };
+  const { status, body: job } = await api(base, token, "POST", "/api/v1/jobs", { dataset_id: dataset.id, analysis });
+  if (status !== 202) throw new Error(`submit: ${status} ${JSON.stringify(job)}`);
+  await until("the job to succeed", async () => {
+    const { body } = await api(base, token, "GET", `/api/v1/jobs/${job.id}`);
+    if (body.status === "failed") throw new Error(`the job failed: ${JSON.stringify(body)}`);
+    return body.status === "succeeded";
+  });
+  return { dataset, job, means };
+}

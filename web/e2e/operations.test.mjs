@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import {
   startQuarry, startMoto, stackEnvironments, api, launchBrowser, watchErrors, waitForHydration, signIn, signInWithToken,
-  screenshot,
+  screenshot, meanByCategory, until,
 } from "./harness.mjs";
 
 const V1 = `registry.example/quarry@sha256:${"1".repeat(64)}`;
@@ -159,44 +159,9 @@ test("an operator promotes from the overview; another approves the diff and watc
   await ottoCtx.close();
 });
 
-// Polls `read` until it returns something, or fails after `ms` saying what it waited for.
-async function until(what, read, ms = DEPLOY_MS) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const got = await read();
-    if (got) return got;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 test("a candidate that changes a pinned result is blocked, with its differing rows, until an admin overrides", async () => {
   // Mean amount by region over generated rows, computed here without polars.
-  let csv = "category,amount\n";
-  const sums = new Map();
-  for (let i = 0; i < 40; i++) {
-    const category = ["north", "south", "east", "west"][i % 4];
-    const amount = ((i * 37) % 101) + (i % 7) / 8;
-    csv += `${category},${amount}\n`;
-    const [sum, n] = sums.get(category) ?? [0, 0];
-    sums.set(category, [sum + amount, n + 1]);
-  }
-  const means = [...sums].map(([k, [sum, n]]) => [k, sum / n]).sort(([a], [b]) => (a < b ? -1 : 1));
-  const upload = await fetch(`${quarry.base}/api/v1/datasets?name=regional`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${olga}`, "content-type": "text/csv" },
-    body: csv,
-  });
-  assert.equal(upload.status, 201, await upload.clone().text());
-  const dataset = await upload.json();
-  const analysis = { kind: "aggregate", group_by: ["category"], aggregations: [{ column: "amount", op: "mean" }] };
-  const { status, body: job } = await api(quarry.base, olga, "POST", "/api/v1/jobs", { dataset_id: dataset.id, analysis });
-  assert.equal(status, 202, JSON.stringify(job));
-  await until("the job to succeed", async () => {
-    const { body } = await api(quarry.base, olga, "GET", `/api/v1/jobs/${job.id}`);
-    assert.notEqual(body.status, "failed", JSON.stringify(body));
-    return body.status === "succeeded";
-  });
+  const { job, means } = await meanByCategory(quarry.base, olga, "regional");
   const pinned = await api(quarry.base, olga, "POST", "/api/v1/references", { job_id: job.id, name: "mean amount by region" });
   assert.equal(pinned.status, 201, JSON.stringify(pinned.body));
 

@@ -52,13 +52,27 @@ pub fn ProvenanceView(p: Provenance) -> impl IntoView {
     }
 }
 
-/// The attempts table; `status` refetches it whenever the job changes state.
+/// The attempts table; `status` refetches it whenever the job changes state. A job
+/// that ran in another environment (`elsewhere`) has its attempts there.
 #[component]
-pub fn AttemptsView(id: String, status: Memo<JobStatus>) -> impl IntoView {
+pub fn AttemptsView(
+    id: String,
+    status: Memo<JobStatus>,
+    elsewhere: Option<String>,
+) -> impl IntoView {
     let attempts = Resource::new(
         move || (id.clone(), status.get()),
         |(id, _)| job_attempts(id),
     );
+    if let Some(env) = elsewhere {
+        return view! {
+            <h2>"Attempts"</h2>
+            <p class="hint" data-testid="attempts-elsewhere">
+                {format!("It runs in {env}, through {env}'s API: its attempts are in {env}'s records.")}
+            </p>
+        }
+        .into_any();
+    }
     view! {
         <h2>"Attempts"</h2>
         <Transition fallback=|| view! { <p class="hint">"Loading…"</p> }>
@@ -73,6 +87,7 @@ pub fn AttemptsView(id: String, status: Memo<JobStatus>) -> impl IntoView {
             })}
         </Transition>
     }
+    .into_any()
 }
 
 #[component]

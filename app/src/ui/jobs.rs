@@ -178,7 +178,10 @@ fn JobView(initial: JobEvent) -> impl IntoView {
             {move || {
                 let j = current.get().job;
                 view! {
-                    <dt>"Attempts"</dt><dd data-testid="attempts">{j.attempts}</dd>
+                    {match j.environment.clone() {
+                        None => view! { <dt>"Attempts"</dt><dd data-testid="attempts">{j.attempts}</dd> }.into_any(),
+                        Some(env) => view! { <dt>"Ran in"</dt><dd data-testid="ran-in">{env}</dd> }.into_any(),
+                    }}
                     <dt>"Submitted"</dt><dd>{short_time(&j.created_at)}</dd>
                     <dt>"Started"</dt><dd>{j.started_at.as_deref().map(short_time).unwrap_or_else(|| "–".into())}</dd>
                     <dt>"Finished"</dt><dd>{j.finished_at.as_deref().map(short_time).unwrap_or_else(|| "–".into())}</dd>
@@ -204,7 +207,7 @@ fn JobView(initial: JobEvent) -> impl IntoView {
             <ResultView id=result_id.clone() analysis=initial.job.analysis.clone()/>
         </Show>
         {move || current.get().job.provenance.map(|p| view! { <ProvenanceView p/> })}
-        <AttemptsView id=attempts_id.clone() status/>
+        <AttemptsView id=attempts_id.clone() status elsewhere=initial.job.environment.clone()/>
         <RerunsView job=rerun_source status/>
     }
 }
