@@ -504,6 +504,16 @@ async fn up() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let orchestrator = orchestrator(&services).await?;
+    // This server's release is current before it answers anything: a re-run asked for
+    // on it right after a restart must not meet the previous release (the orchestrator
+    // declares it again when it starts, and retries if this fails).
+    match quarry_core::fleet::declare_release(&services.db, &orchestrator.release).await {
+        Ok(Some(old)) => {
+            tracing::info!(release = %orchestrator.release, superseded = %old, "a new release: workers of the old one drain");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not declare the current release yet"),
+    }
     let fleet = orchestrator.fleet.clone();
     // Enqueues wake the idle children at once; a burst coalesces into few wake-ups.
     let waking = tokio::spawn({

@@ -28,6 +28,9 @@ pub const MAX_RESULT_BYTES: u64 = 1 << 30;
 /// Jobs looked at in one pass.
 const BATCH: i64 = 100;
 
+/// Jobs moved on at once in a pass (each may be uploading or downloading a file).
+pub const AT_ONCE: usize = 4;
+
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("{e}"))
 }
@@ -71,14 +74,19 @@ impl Forwarder {
         &self.plane.db
     }
 
-    /// Moves every such job on as far as it can now; one job's error is logged and
-    /// does not hold the others up.
+    /// Moves every such job on as far as it can now, [`AT_ONCE`] at a time (so one
+    /// large upload does not hold the others up); one job's error is logged and does
+    /// not stop the others.
     pub async fn advance(&self) -> Result<()> {
-        for job in forwarded::open(self.db(), BATCH).await? {
-            if let Err(e) = self.advance_one(&job).await {
-                tracing::warn!(job_id = %job.view.id, error = %e, "a job run in another environment could not move on");
-            }
-        }
+        use futures::StreamExt as _;
+        let jobs = forwarded::open(self.db(), BATCH).await?;
+        futures::stream::iter(jobs)
+            .for_each_concurrent(AT_ONCE, |job| async move {
+                if let Err(e) = self.advance_one(&job).await {
+                    tracing::warn!(job_id = %job.view.id, error = %e, "a job run in another environment could not move on");
+                }
+            })
+            .await;
         Ok(())
     }
 
