@@ -5,8 +5,9 @@
 //! The check is what an analyst there would do: upload the reference's original file
 //! with the options it was read with, submit the analysis, follow the job, download
 //! the result as Parquet, delete the upload. Every call is bounded in time, and the
-//! result's download in size. An error says whether trying again may help
-//! ([`PeerError::transient`]: no answer, a 5xx, a 429) or not (any other 4xx).
+//! result's download and every JSON answer (1 MiB) in size. An error says whether
+//! trying again may help ([`PeerError::transient`]: no answer, a 5xx, a 429) or not
+//! (any other 4xx).
 
 use super::ControlPlane;
 use quarry_core::blob::BlobStore;
@@ -27,6 +28,20 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a JSON answer (or an error's body) read from a peer.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Reads at most `max` bytes of a body; `None` when it is longer (or breaks off).
+async fn bounded_body(mut response: reqwest::Response, max: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if out.len() + chunk.len() > max {
+            return None;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Some(out)
+}
 
 /// Why a call to a peer did not give what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +174,10 @@ impl Peer {
         if status.is_success() {
             return Ok(response);
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = bounded_body(response, MAX_ANSWER_BYTES)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let said = serde_json::from_str::<Value>(&body)
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
@@ -179,10 +197,25 @@ impl Peer {
 
     async fn json(&self, req: reqwest::RequestBuilder, what: &str) -> Answer<Value> {
         let response = self.send(req.timeout(CALL_TIMEOUT), what).await?;
-        response.json().await.map_err(|e| PeerError {
+        self.answer(response, what).await
+    }
+
+    /// A JSON answer, of at most [`MAX_ANSWER_BYTES`].
+    async fn answer(&self, response: reqwest::Response, what: &str) -> Answer<Value> {
+        let env = &self.env;
+        let body = bounded_body(response, MAX_ANSWER_BYTES)
+            .await
+            .ok_or_else(|| PeerError {
+                transient: true,
+                status: None,
+                message: format!(
+                    "{env}'s answer to {what} broke off or is over {MAX_ANSWER_BYTES} bytes"
+                ),
+            })?;
+        serde_json::from_slice(&body).map_err(|e| PeerError {
             transient: true,
             status: None,
-            message: format!("{}'s answer to {what} is not JSON: {e}", self.env),
+            message: format!("{env}'s answer to {what} is not JSON: {e}"),
         })
     }
 
@@ -211,14 +244,9 @@ impl Peer {
         if let Some(size) = size {
             req = req.header(reqwest::header::CONTENT_LENGTH, size);
         }
-        let response = self
-            .send(req, "the upload of the reference's dataset")
-            .await?;
-        response.json().await.map_err(|e| PeerError {
-            transient: true,
-            status: None,
-            message: format!("{}'s answer to the upload is not JSON: {e}", self.env),
-        })
+        let what = "the upload of the dataset";
+        let response = self.send(req, what).await?;
+        self.answer(response, what).await
     }
 
     /// Uploads a dataset stored here, its original read as it was read here, under a
