@@ -25,6 +25,9 @@ pub struct Db {
     dialect: Dialect,
     /// Postgres only: for connections outside the pool (`LISTEN`, see `crate::watch`).
     url: Option<std::sync::Arc<SecretString>>,
+    /// SQLite only: the database file, for connections outside the pool (the queue's,
+    /// see `crate::queue`); `None` in memory.
+    file: Option<std::sync::Arc<std::path::Path>>,
 }
 
 impl Db {
@@ -68,7 +71,16 @@ impl Db {
             .await
             .context("connecting to the database")?;
         let url = (dialect == Dialect::Postgres).then(|| std::sync::Arc::new(url.clone()));
-        let db = Db { pool, dialect, url };
+        let file = (dialect == Dialect::Sqlite)
+            .then(|| sqlite_file(raw))
+            .flatten()
+            .map(std::sync::Arc::from);
+        let db = Db {
+            pool,
+            dialect,
+            url,
+            file,
+        };
         db.migrate().await?;
         Ok(db)
     }
@@ -133,6 +145,11 @@ impl Db {
     /// The URL of a Postgres database (for a connection of its own); `None` on SQLite.
     pub fn url(&self) -> Option<&str> {
         self.url.as_deref().map(ExposeSecret::expose_secret)
+    }
+
+    /// The SQLite database's file; `None` on Postgres and in memory.
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
     }
 
     /// Starts a transaction that takes the write lock at once on SQLite, so two

@@ -18,6 +18,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod statements;
 
 use crate::clock::now_ms;
 use crate::db::Db;
@@ -25,7 +26,9 @@ use crate::error::{Error, Result};
 use async_trait::async_trait;
 use quarry_domain::QueueCounts;
 use serde::{Deserialize, Serialize};
+use statements::{Param, Statements};
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// A transaction on the database, for [`JobQueue::send_in`].
@@ -170,10 +173,13 @@ pub struct DbQueue {
     poll: Duration,
     /// The last receive found a message: the next one leases in a single statement
     /// (see [`DbQueue::try_receive`]).
-    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    /// Where the single-message statements run (see [`statements`]), made on first use.
+    statements: Arc<OnceLock<Statements>>,
 }
 
-const DELETE: &str = "DELETE FROM queue_messages WHERE receipt = $1 AND dead_at IS NULL";
+const DELETE: &str =
+    "DELETE FROM queue_messages WHERE seq = $1 AND receipt = $2 AND dead_at IS NULL";
 
 const INSERT: &str = "INSERT INTO queue_messages (id, queue, body, sent_at, visible_at, receive_count) \
      VALUES ($1, $2, $3, $4, $4, 0)";
@@ -186,8 +192,21 @@ impl DbQueue {
             visibility,
             max_receives,
             poll: Duration::from_millis(100),
-            busy: std::sync::Arc::default(),
+            busy: Arc::default(),
+            statements: Arc::default(),
         }
+    }
+
+    fn statements(&self) -> Result<&Statements> {
+        if let Some(s) = self.statements.get() {
+            return Ok(s);
+        }
+        // Two first uses at once each open one; the one that is not kept is closed.
+        let _ = self.statements.set(Statements::for_db(&self.db)?);
+        Ok(self
+            .statements
+            .get()
+            .unwrap_or_else(|| unreachable!("set above")))
     }
 
     /// Dead-letters messages that were delivered `max_attempts` times and whose last
@@ -208,7 +227,7 @@ impl DbQueue {
     /// Leases the oldest visible message, if any.
     ///
     /// While messages keep coming (the last receive found one) the lease is a single
-    /// `UPDATE … WHERE id = (oldest) RETURNING`. Otherwise, and once that finds
+    /// `UPDATE … WHERE seq = (oldest) RETURNING`. Otherwise, and once that finds
     /// nothing, a poll first only reads, so an idle receiver never takes SQLite's
     /// write lock, and the lease is one conditional `UPDATE` by primary key; either
     /// way two receivers never get the same delivery. A candidate delivered
@@ -231,73 +250,82 @@ impl DbQueue {
     /// visible (or, on Postgres, a concurrent receiver took the one chosen).
     async fn lease_oldest(&self) -> Result<Option<Delivery>> {
         let now = now_ms();
-        let receipt = uuid::Uuid::new_v4().to_string();
-        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
-            "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
-             receipt = $2 WHERE id = (SELECT id FROM queue_messages WHERE queue = $3 \
-             AND dead_at IS NULL AND visible_at <= $4 AND receive_count < $5 \
-             ORDER BY sent_at, id LIMIT 1) AND dead_at IS NULL AND visible_at <= $4 \
-             RETURNING id, body, receive_count, sent_at",
+        let token = receipt_token();
+        let row: Option<(i64, String, String, i64, i64)> = self
+            .statements()?
+            .fetch_optional(
+                true,
+                "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
+                 receipt = $2 WHERE seq = (SELECT seq FROM queue_messages WHERE queue = $3 \
+                 AND dead_at IS NULL AND visible_at <= $4 AND receive_count < $5 \
+                 ORDER BY sent_at, seq LIMIT 1) AND dead_at IS NULL AND visible_at <= $4 \
+                 RETURNING seq, id, body, receive_count, sent_at",
+                &[
+                    Param::Int(now + duration_ms(self.visibility)),
+                    Param::Text(&token),
+                    Param::Text(&self.name),
+                    Param::Int(now),
+                    Param::Int(i64::from(self.max_receives)),
+                ],
+            )
+            .await?;
+        Ok(
+            row.map(|(seq, message_id, body, count, sent_at_ms)| Delivery {
+                message_id,
+                receipt: format!("{seq}.{token}"),
+                body,
+                receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+                sent_at_ms,
+            }),
         )
-        .bind(now + duration_ms(self.visibility))
-        .bind(&receipt)
-        .bind(&self.name)
-        .bind(now)
-        .bind(i64::from(self.max_receives))
-        .fetch_optional(self.db.pool())
-        .await?;
-        Ok(row.map(|(message_id, body, count, sent_at_ms)| Delivery {
-            message_id,
-            receipt,
-            body,
-            receive_count: u32::try_from(count).unwrap_or(u32::MAX),
-            sent_at_ms,
-        }))
     }
 
     /// A read for the oldest visible message, then its lease by primary key.
     async fn read_then_lease(&self) -> Result<Option<Delivery>> {
+        let statements = self.statements()?;
         for _ in 0..16 {
             let now = now_ms();
-            let candidate: Option<(String, i64)> = sqlx::query_as(
-                "SELECT id, receive_count FROM queue_messages WHERE queue = $1 AND dead_at IS NULL \
-                 AND visible_at <= $2 ORDER BY sent_at, id LIMIT 1",
-            )
-            .bind(&self.name)
-            .bind(now)
-            .fetch_optional(self.db.pool())
-            .await?;
-            let Some((id, count)) = candidate else {
+            let candidate: Option<(i64, i64)> = statements
+                .fetch_optional(
+                    false,
+                    "SELECT seq, receive_count FROM queue_messages WHERE queue = $1 \
+                     AND dead_at IS NULL AND visible_at <= $2 ORDER BY sent_at, seq LIMIT 1",
+                    &[Param::Text(&self.name), Param::Int(now)],
+                )
+                .await?;
+            let Some((seq, count)) = candidate else {
                 return Ok(None);
             };
             if count >= i64::from(self.max_receives) {
-                sqlx::query(
-                    "UPDATE queue_messages SET dead_at = $1, receipt = NULL \
-                     WHERE id = $2 AND dead_at IS NULL AND visible_at <= $1",
-                )
-                .bind(now)
-                .bind(&id)
-                .execute(self.db.pool())
-                .await?;
+                statements
+                    .execute(
+                        "UPDATE queue_messages SET dead_at = $1, receipt = NULL \
+                         WHERE seq = $2 AND dead_at IS NULL AND visible_at <= $1",
+                        &[Param::Int(now), Param::Int(seq)],
+                    )
+                    .await?;
                 continue;
             }
-            let receipt = uuid::Uuid::new_v4().to_string();
-            let row: Option<(String, i64, i64)> = sqlx::query_as(
-                "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
-                 receipt = $2 WHERE id = $3 AND dead_at IS NULL AND visible_at <= $4 \
-                 RETURNING body, receive_count, sent_at",
-            )
-            .bind(now + duration_ms(self.visibility))
-            .bind(&receipt)
-            .bind(&id)
-            .bind(now)
-            .fetch_optional(self.db.pool())
-            .await?;
+            let token = receipt_token();
+            let row: Option<(String, String, i64, i64)> = statements
+                .fetch_optional(
+                    true,
+                    "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
+                     receipt = $2 WHERE seq = $3 AND dead_at IS NULL AND visible_at <= $4 \
+                     RETURNING id, body, receive_count, sent_at",
+                    &[
+                        Param::Int(now + duration_ms(self.visibility)),
+                        Param::Text(&token),
+                        Param::Int(seq),
+                        Param::Int(now),
+                    ],
+                )
+                .await?;
             // Taken by another receiver between the read and the lease: look again.
-            if let Some((body, count, sent_at_ms)) = row {
+            if let Some((message_id, body, count, sent_at_ms)) = row {
                 return Ok(Some(Delivery {
-                    message_id: id,
-                    receipt,
+                    message_id,
+                    receipt: format!("{seq}.{token}"),
                     body,
                     receive_count: u32::try_from(count).unwrap_or(u32::MAX),
                     sent_at_ms,
@@ -320,6 +348,28 @@ pub fn wake_receivers() {
 static WAKE: std::sync::LazyLock<tokio::sync::Notify> =
     std::sync::LazyLock::new(tokio::sync::Notify::new);
 
+/// A new message's id: a version-4 UUID from the thread's generator (`uuid`'s own
+/// asks the kernel for every one, a system call per message).
+fn message_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
+/// A lease's token: 128 random bits, in hex.
+fn receipt_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// A receipt's row and token (`<seq>.<token>`, as the leases write it); one in any
+/// other form names no row.
+fn receipt_key(receipt: &str) -> (i64, &str) {
+    receipt
+        .split_once('.')
+        .and_then(|(seq, token)| Some((seq.parse().ok()?, token)))
+        .unwrap_or((-1, receipt))
+}
+
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -327,20 +377,24 @@ fn duration_ms(d: Duration) -> i64 {
 #[async_trait]
 impl JobQueue for DbQueue {
     async fn send(&self, body: &str) -> Result<String> {
-        let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query(INSERT)
-            .bind(&id)
-            .bind(&self.name)
-            .bind(body)
-            .bind(now_ms())
-            .execute(self.db.pool())
+        let id = message_id();
+        self.statements()?
+            .execute(
+                INSERT,
+                &[
+                    Param::Text(&id),
+                    Param::Text(&self.name),
+                    Param::Text(body),
+                    Param::Int(now_ms()),
+                ],
+            )
             .await?;
         Ok(id)
     }
 
     async fn send_in(&self, tx: &mut Tx, body: &str) -> Result<bool> {
         sqlx::query(INSERT)
-            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(message_id())
             .bind(&self.name)
             .bind(body)
             .bind(now_ms())
@@ -350,20 +404,25 @@ impl JobQueue for DbQueue {
     }
 
     async fn delete_in(&self, tx: &mut Tx, receipt: &str) -> Result<bool> {
-        sqlx::query(DELETE).bind(receipt).execute(&mut **tx).await?;
+        let (seq, token) = receipt_key(receipt);
+        sqlx::query(DELETE)
+            .bind(seq)
+            .bind(token)
+            .execute(&mut **tx)
+            .await?;
         Ok(true)
     }
 
     async fn hand_back(&self, delivery: &Delivery) -> Result<()> {
-        sqlx::query(
-            "UPDATE queue_messages SET visible_at = $1, receipt = NULL, \
-             receive_count = CASE WHEN receive_count > 0 THEN receive_count - 1 ELSE 0 END \
-             WHERE receipt = $2 AND dead_at IS NULL",
-        )
-        .bind(now_ms())
-        .bind(&delivery.receipt)
-        .execute(self.db.pool())
-        .await?;
+        let (seq, token) = receipt_key(&delivery.receipt);
+        self.statements()?
+            .execute(
+                "UPDATE queue_messages SET visible_at = $1, receipt = NULL, \
+                 receive_count = CASE WHEN receive_count > 0 THEN receive_count - 1 ELSE 0 END \
+                 WHERE seq = $2 AND receipt = $3 AND dead_at IS NULL",
+                &[Param::Int(now_ms()), Param::Int(seq), Param::Text(token)],
+            )
+            .await?;
         Ok(())
     }
 
@@ -385,15 +444,22 @@ impl JobQueue for DbQueue {
     }
 
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE queue_messages SET visible_at = $1 WHERE receipt = $2 AND dead_at IS NULL AND visible_at > $3",
-        )
-        .bind(now_ms() + duration_ms(visibility))
-        .bind(receipt)
-        .bind(now_ms() - 1)
-        .execute(self.db.pool())
-        .await?;
-        if done.rows_affected() == 0 {
+        let now = now_ms();
+        let (seq, token) = receipt_key(receipt);
+        let done = self
+            .statements()?
+            .execute(
+                "UPDATE queue_messages SET visible_at = $1 \
+                 WHERE seq = $2 AND receipt = $3 AND dead_at IS NULL AND visible_at > $4",
+                &[
+                    Param::Int(now + duration_ms(visibility)),
+                    Param::Int(seq),
+                    Param::Text(token),
+                    Param::Int(now - 1),
+                ],
+            )
+            .await?;
+        if done == 0 {
             return Err(Error::Conflict(
                 "the lease on this message was lost".to_owned(),
             ));
@@ -402,18 +468,23 @@ impl JobQueue for DbQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<()> {
-        sqlx::query(DELETE)
-            .bind(receipt)
-            .execute(self.db.pool())
+        self.statements()?
+            .execute(DELETE, &{
+                let (seq, token) = receipt_key(receipt);
+                [Param::Int(seq), Param::Text(token)]
+            })
             .await?;
         Ok(())
     }
 
     async fn dead_letter(&self, delivery: &Delivery) -> Result<()> {
-        sqlx::query("UPDATE queue_messages SET dead_at = $1, receipt = NULL WHERE receipt = $2 AND dead_at IS NULL")
-            .bind(now_ms())
-            .bind(&delivery.receipt)
-            .execute(self.db.pool())
+        let (seq, token) = receipt_key(&delivery.receipt);
+        self.statements()?
+            .execute(
+                "UPDATE queue_messages SET dead_at = $1, receipt = NULL \
+                 WHERE seq = $2 AND receipt = $3 AND dead_at IS NULL",
+                &[Param::Int(now_ms()), Param::Int(seq), Param::Text(token)],
+            )
             .await?;
         Ok(())
     }
@@ -441,26 +512,31 @@ impl JobQueue for DbQueue {
     }
 
     async fn dead_letters(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeadLetter>> {
-        let (at, id) = after
+        let (at, seq) = after
             .and_then(|c| c.split_once('|'))
-            .map(|(at, id)| (at.parse::<i64>().unwrap_or(-1), id.to_owned()))
-            .unwrap_or((-1, String::new()));
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT id, body, receive_count, dead_at FROM queue_messages \
+            .map(|(at, seq)| {
+                (
+                    at.parse::<i64>().unwrap_or(-1),
+                    seq.parse::<i64>().unwrap_or(-1),
+                )
+            })
+            .unwrap_or((-1, -1));
+        let rows: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT seq, id, body, receive_count, dead_at FROM queue_messages \
              WHERE queue = $1 AND dead_at IS NOT NULL \
-             AND (dead_at > $2 OR (dead_at = $2 AND id > $3)) ORDER BY dead_at, id LIMIT $4",
+             AND (dead_at > $2 OR (dead_at = $2 AND seq > $3)) ORDER BY dead_at, seq LIMIT $4",
         )
         .bind(&self.name)
         .bind(at)
-        .bind(id)
+        .bind(seq)
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(message_id, body, count, dead_at)| DeadLetter {
-                cursor: format!("{dead_at}|{message_id}"),
-                handle: message_id.clone(),
+            .map(|(seq, message_id, body, count, dead_at)| DeadLetter {
+                cursor: format!("{dead_at}|{seq}"),
+                handle: seq.to_string(),
                 message_id,
                 body,
                 receive_count: u32::try_from(count).unwrap_or(u32::MAX),
@@ -471,10 +547,10 @@ impl JobQueue for DbQueue {
     async fn redrive(&self, letter: &DeadLetter) -> Result<()> {
         sqlx::query(
             "UPDATE queue_messages SET dead_at = NULL, receipt = NULL, receive_count = 0, \
-             visible_at = $1 WHERE id = $2 AND queue = $3 AND dead_at IS NOT NULL",
+             visible_at = $1 WHERE seq = $2 AND queue = $3 AND dead_at IS NOT NULL",
         )
         .bind(now_ms())
-        .bind(&letter.handle)
+        .bind(letter.handle.parse::<i64>().unwrap_or(-1))
         .bind(&self.name)
         .execute(self.db.pool())
         .await?;
@@ -491,118 +567,4 @@ impl JobQueue for DbQueue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::SecretString;
-
-    async fn queue(visibility: Duration, max_attempts: u32) -> (tempfile::TempDir, DbQueue) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = SecretString::from(format!("sqlite://{}/q.db?mode=rwc", dir.path().display()));
-        let db = Db::connect(&url).await.unwrap();
-        (dir, DbQueue::new(db, "jobs", visibility, max_attempts))
-    }
-
-    #[test]
-    fn job_messages_carry_a_version_and_refuse_what_they_cannot_use() {
-        let body = JobMessage::body("j-1");
-        assert_eq!(body, r#"{"v":1,"job_id":"j-1"}"#);
-        assert_eq!(JobMessage::parse(&body), Ok(JobMessage::new("j-1")));
-        // Messages from before versions, and with fields added later, still read.
-        assert_eq!(JobMessage::parse(r#"{"job_id":"j-2"}"#).map(|m| m.v), Ok(1));
-        assert!(JobMessage::parse(r#"{"v":1,"job_id":"j-3","priority":2}"#).is_ok());
-        for (bad, says) in [
-            ("not json", "not a job message"),
-            (r#"{"v":2,"job_id":"j"}"#, "newer"),
-            (r#"{"v":1,"job_id":""}"#, "without a job id"),
-            (r#"{"id":"j"}"#, "not a job message"),
-        ] {
-            let e = JobMessage::parse(bad).unwrap_err();
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-    }
-
-    #[tokio::test]
-    async fn db_queue_passes_the_conformance_suite() {
-        let (_dir, q) = queue(conformance::VISIBILITY, conformance::MAX_RECEIVES).await;
-        assert_eq!(q.visibility_timeout(), conformance::VISIBILITY);
-        conformance::run_all(&q, conformance::Semantics::STRICT).await;
-    }
-
-    #[tokio::test]
-    async fn a_delete_in_a_transaction_happens_only_if_it_commits() {
-        let (_dir, q) = queue(Duration::from_secs(30), 3).await;
-        q.send("m").await.unwrap();
-        let d = q.receive(Duration::ZERO).await.unwrap().unwrap();
-        let mut tx = q.db.begin_write().await.unwrap();
-        assert!(q.delete_in(&mut tx, &d.receipt).await.unwrap());
-        tx.rollback().await.unwrap();
-        assert_eq!(
-            q.counts().await.unwrap().in_flight,
-            1,
-            "rolled back: still leased"
-        );
-        let mut tx = q.db.begin_write().await.unwrap();
-        assert!(q.delete_in(&mut tx, &d.receipt).await.unwrap());
-        tx.commit().await.unwrap();
-        let counts = q.counts().await.unwrap();
-        assert_eq!(
-            (counts.visible, counts.in_flight),
-            (0, 0),
-            "committed: gone"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_wake_up_cuts_an_empty_poll_short() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = SecretString::from(format!("sqlite://{}/q.db?mode=rwc", dir.path().display()));
-        let db = Db::connect(&url).await.unwrap();
-        let mut q = DbQueue::new(db, "jobs", Duration::from_secs(30), 3);
-        // Polls so rare that only a wake-up can explain a fast delivery.
-        q.poll = Duration::from_secs(30);
-        let receiving = tokio::spawn({
-            let q = q.clone();
-            async move { q.receive(Duration::from_secs(20)).await }
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        q.send("m").await.unwrap();
-        let sent = std::time::Instant::now();
-        wake_receivers();
-        let got = tokio::time::timeout(Duration::from_secs(5), receiving)
-            .await
-            .expect("woken, not left to its 30 s poll")
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.map(|d| d.body).as_deref(), Some("m"));
-        assert!(sent.elapsed() < Duration::from_secs(5));
-    }
-
-    #[tokio::test]
-    async fn leases_survive_reopening_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = SecretString::from(format!("sqlite://{}/q.db?mode=rwc", dir.path().display()));
-        let first = DbQueue::new(
-            Db::connect(&url).await.unwrap(),
-            "jobs",
-            Duration::from_millis(600),
-            3,
-        );
-        first.send("crash-me").await.unwrap();
-        let leased = first.receive(Duration::ZERO).await.unwrap().unwrap();
-        drop(first); // the "process" holding the lease is gone
-        let second = DbQueue::new(
-            Db::connect(&url).await.unwrap(),
-            "jobs",
-            Duration::from_millis(600),
-            3,
-        );
-        assert_eq!(second.counts().await.unwrap().in_flight, 1);
-        let again = second
-            .receive(Duration::from_secs(3))
-            .await
-            .unwrap()
-            .expect("redelivered");
-        assert_eq!((again.body.as_str(), again.receive_count), ("crash-me", 2));
-        assert_ne!(again.receipt, leased.receipt);
-    }
-}
+mod tests;

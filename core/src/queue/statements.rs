@@ -1,0 +1,342 @@
+//! Where the embedded queue's statements run.
+//!
+//! On Postgres they go through the pool. On SQLite each process's queue has a
+//! connection of its own ([`LocalConn`]) on which a statement runs in the calling
+//! thread: sqlx runs every SQLite statement on a worker thread of its own and waits
+//! for the answer, a round trip that costs more than the statement (the benchmark's
+//! bare statements through sqlx reach a fifth of the same statements here).
+//!
+//! The connection never waits inside SQLite: its busy timeout is zero, and a
+//! statement that finds the write lock taken (another process commits) is tried again
+//! after an asynchronous sleep, so a runtime thread is held only while a statement
+//! runs (tens of microseconds on the queue's indexes). Its automatic checkpoint is
+//! off, since a checkpoint writes the database file and syncs it: every
+//! [`CHECKPOINT_EVERY`] writes a `RESTART` checkpoint runs on a blocking thread and a
+//! connection of its own, while this process's statements wait for it
+//! asynchronously. It copies the whole log, so the next write starts the log from
+//! its beginning. Two ways measured not to work: a passive checkpoint while the queue
+//! kept writing never caught up, so the log grew with every write (42 MB after
+//! 6,000); and one on a pool connection waited (for 10 s) behind a reader, as far as
+//! could be told a read snapshot one of the pool's connections held open, holding
+//! the write lock until the queue's statements gave up.
+//!
+//! Each statement is written once, with `$1`… placeholders, and run by either side;
+//! [`Row`] reads its answer from either.
+
+use crate::db::Db;
+use crate::error::Result;
+use anyhow::Context as _;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Writes on the queue's own connection between two checkpoints.
+pub const CHECKPOINT_EVERY: u64 = 1000;
+
+/// How long a checkpoint waits for the write lock and for readers of older snapshots.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a statement keeps trying while other processes hold SQLite's write lock
+/// (the pool's `busy_timeout`).
+const BUSY_FOR: Duration = Duration::from_secs(10);
+
+/// A value bound to a statement's placeholder.
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(match self {
+            Param::Int(v) => rusqlite::types::ToSqlOutput::from(*v),
+            Param::Text(v) => rusqlite::types::ToSqlOutput::from(*v),
+        })
+    }
+}
+
+/// A column value either side can read.
+pub trait Cell: Sized + rusqlite::types::FromSql {
+    fn from_any(row: &AnyRow, index: usize) -> sqlx::Result<Self>;
+}
+
+impl Cell for i64 {
+    fn from_any(row: &AnyRow, index: usize) -> sqlx::Result<Self> {
+        row.try_get(index)
+    }
+}
+
+impl Cell for String {
+    fn from_any(row: &AnyRow, index: usize) -> sqlx::Result<Self> {
+        row.try_get(index)
+    }
+}
+
+/// A statement's answer row, read by position.
+pub trait Row: Sized {
+    fn from_any(row: &AnyRow) -> sqlx::Result<Self>;
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+}
+
+macro_rules! tuple_row {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: Cell),+> Row for ($($t,)+) {
+            fn from_any(row: &AnyRow) -> sqlx::Result<Self> {
+                Ok(($($t::from_any(row, $i)?,)+))
+            }
+            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(($(row.get::<_, $t>($i)?,)+))
+            }
+        }
+    };
+}
+
+tuple_row!(A 0, B 1);
+tuple_row!(A 0, B 1, C 2);
+tuple_row!(A 0, B 1, C 2, D 3);
+tuple_row!(A 0, B 1, C 2, D 3, E 4);
+
+/// Runs the queue's statements: on the pool, or on the queue's own SQLite connection.
+#[derive(Debug, Clone)]
+pub enum Statements {
+    Pool(Db),
+    Local(Arc<LocalConn>),
+}
+
+impl Statements {
+    /// The queue's own connection on a SQLite file; the pool on Postgres (and on an
+    /// in-memory SQLite database, which no second connection could open).
+    pub fn for_db(db: &Db) -> Result<Self> {
+        match db.sqlite_path() {
+            Some(path) => Ok(Statements::Local(Arc::new(LocalConn::open(path)?))),
+            None => Ok(Statements::Pool(db.clone())),
+        }
+    }
+
+    /// Runs a statement that returns no rows; the rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        match self {
+            Statements::Pool(db) => Ok(bind(sqlx::query(sql), params)
+                .execute(db.pool())
+                .await?
+                .rows_affected()),
+            Statements::Local(conn) => {
+                conn.run(true, |c| {
+                    let mut statement = prepared(c, sql, params)?;
+                    statement.raw_execute().map(|n| n as u64)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs a statement that returns at most one row (a `SELECT … LIMIT 1`, or an
+    /// `UPDATE … RETURNING` by key); `write` says whether it can change anything.
+    pub async fn fetch_optional<R: Row>(
+        &self,
+        write: bool,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Option<R>> {
+        match self {
+            Statements::Pool(db) => match bind(sqlx::query(sql), params)
+                .fetch_optional(db.pool())
+                .await?
+            {
+                Some(row) => Ok(Some(R::from_any(&row)?)),
+                None => Ok(None),
+            },
+            Statements::Local(conn) => {
+                conn.run(write, |c| {
+                    let mut statement = prepared(c, sql, params)?;
+                    let mut rows = statement.raw_query();
+                    let first = match rows.next()? {
+                        Some(row) => Some(R::from_sqlite(row)?),
+                        None => None,
+                    };
+                    // RETURNING answers after every change is made; stepping to the
+                    // end finishes the statement before the connection is let go.
+                    while rows.next()?.is_some() {}
+                    Ok(first)
+                })
+                .await
+            }
+        }
+    }
+}
+
+fn bind<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    params: &[Param<'q>],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for p in params {
+        query = match *p {
+            Param::Int(v) => query.bind(v),
+            Param::Text(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+/// The cached statement for `sql` with `params` bound to `$1`, `$2`… by name (SQLite
+/// numbers `$N` placeholders in the order they first appear, not by `N`).
+fn prepared<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+    params: &[Param<'_>],
+) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    const NAMES: [&str; 8] = ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8"];
+    let mut statement = conn.prepare_cached(sql)?;
+    for (i, p) in params.iter().enumerate() {
+        let name = NAMES.get(i).copied().unwrap_or("$?");
+        let index = statement
+            .parameter_index(name)?
+            .ok_or_else(|| rusqlite::Error::InvalidParameterName(name.to_owned()))?;
+        statement.raw_bind_parameter(index, p)?;
+    }
+    Ok(statement)
+}
+
+/// The queue's own connection to a SQLite file.
+#[derive(Debug)]
+pub struct LocalConn {
+    path: PathBuf,
+    conn: std::sync::Mutex<Connection>,
+    /// Statements hold it shared; a checkpoint holds it alone, so this process's
+    /// statements wait for it (asynchronously) instead of starving it of the lock.
+    gate: Arc<tokio::sync::RwLock<()>>,
+    writes: AtomicU64,
+    checkpointing: Arc<AtomicBool>,
+}
+
+/// `rusqlite::Connection` with a `Debug` that names nothing inside it.
+struct Connection(rusqlite::Connection);
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connection")
+    }
+}
+
+/// Opens the (migrated) database file `path` for the queue: no waiting inside SQLite,
+/// no automatic checkpoints.
+fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let c = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    c.busy_timeout(Duration::ZERO)?;
+    c.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
+    )?;
+    c.set_prepared_statement_cache_capacity(32);
+    Ok(c)
+}
+
+impl LocalConn {
+    /// Opens the (migrated) database file `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn =
+            open(path).with_context(|| format!("opening {} for the queue", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            conn: std::sync::Mutex::new(Connection(conn)),
+            gate: Arc::default(),
+            writes: AtomicU64::new(0),
+            checkpointing: Arc::default(),
+        })
+    }
+
+    /// Runs `f` on the connection, again after a pause while SQLite says another
+    /// connection holds the lock, for up to [`BUSY_FOR`].
+    async fn run<T>(
+        &self,
+        write: bool,
+        f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_micros(500);
+        loop {
+            let outcome = {
+                let _open = self.gate.read().await;
+                // Held for one statement, which never waits inside SQLite: a plain lock.
+                let conn = self
+                    .conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                f(&conn.0)
+            };
+            match outcome {
+                Ok(value) => {
+                    if write {
+                        self.wrote();
+                    }
+                    return Ok(value);
+                }
+                Err(e) if is_busy(&e) && started.elapsed() < BUSY_FOR => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("queue statement on {}", self.path.display()))
+                        .into());
+                }
+            }
+        }
+    }
+
+    /// Counts a write, and every [`CHECKPOINT_EVERY`] writes starts a checkpoint
+    /// (one at a time).
+    fn wrote(&self) {
+        let n = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
+        if !n.is_multiple_of(CHECKPOINT_EVERY) || self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (path, gate) = (self.path.clone(), Arc::clone(&self.gate));
+        let checkpointing = Arc::clone(&self.checkpointing);
+        tokio::spawn(async move {
+            let closed = gate.write_owned().await;
+            let done = tokio::task::spawn_blocking(move || {
+                let _closed = closed;
+                checkpoint(&path)
+            })
+            .await;
+            match done {
+                Ok(Ok((false, _))) => {}
+                Ok(Ok((true, frames))) => {
+                    tracing::info!(
+                        frames,
+                        "the queue's checkpoint found the database busy: the next one tries again"
+                    );
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "checkpointing the queue's writes"),
+                Err(e) => tracing::warn!(error = %e, "the queue's checkpoint stopped"),
+            }
+            checkpointing.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// A `RESTART` checkpoint of `path` on a connection of its own, waiting up to
+/// [`CHECKPOINT_WAIT`] for other processes; whether it found the database busy, and
+/// the frames in the log.
+fn checkpoint(path: &Path) -> rusqlite::Result<(bool, i64)> {
+    let c = rusqlite::Connection::open(path)?;
+    c.busy_timeout(CHECKPOINT_WAIT)?;
+    c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+        Ok((row.get::<_, i64>(0)? != 0, row.get::<_, i64>(1)?))
+    })
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
