@@ -52,7 +52,9 @@ async fn main() -> anyhow::Result<()> {
         only = SECTIONS.iter().map(|s| (*s).to_owned()).collect();
     }
     let runs = |s: &str| only.iter().any(|o| o == s);
-    println!("Quarry engine benchmark (dev profile, dependencies and quarry-core at opt-level 2)\n");
+    println!(
+        "Quarry engine benchmark (dev profile, dependencies and quarry-core at opt-level 2)\n"
+    );
     let mut report = Report::default();
     if runs("queue") {
         queue::cycles(&mut report).await?;
