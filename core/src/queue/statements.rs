@@ -16,9 +16,12 @@
 //! asynchronously. It copies the whole log, so the next write starts the log from
 //! its beginning. Two ways measured not to work: a passive checkpoint while the queue
 //! kept writing never caught up, so the log grew with every write (42 MB after
-//! 6,000); and one on a pool connection waited (for 10 s) behind a reader, as far as
-//! could be told a read snapshot one of the pool's connections held open, holding
-//! the write lock until the queue's statements gave up.
+//! 6,000); and a `RESTART` one on a pool connection, while the queue's statements
+//! kept trying, held the write lock as it waited, most likely for readers to leave the
+//! log (each try of a statement reads it), until the statements gave up after 10 s.
+//! Hence the gate that keeps this process's statements out while a checkpoint runs,
+//! and a checkpoint that waits at most [`CHECKPOINT_WAIT`]: while it waits it holds
+//! the write lock, so every writer of every process waits as long.
 //!
 //! Each statement is written once, with `$1`… placeholders, and run by either side;
 //! [`Row`] reads its answer from either.
@@ -36,8 +39,9 @@ use std::time::Duration;
 /// Writes on the queue's own connection between two checkpoints.
 pub const CHECKPOINT_EVERY: u64 = 1000;
 
-/// How long a checkpoint waits for the write lock and for readers of older snapshots.
-const CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
+/// How long a checkpoint waits for the write lock and for readers of older snapshots;
+/// one that found the database busy is tried again [`CHECKPOINT_EVERY`] writes later.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 
 /// How long a statement keeps trying while other processes hold SQLite's write lock
 /// (the pool's `busy_timeout`).
