@@ -100,7 +100,6 @@ macro_rules! tuple_row {
 }
 
 tuple_row!(A 0, B 1);
-tuple_row!(A 0, B 1, C 2);
 tuple_row!(A 0, B 1, C 2, D 3);
 tuple_row!(A 0, B 1, C 2, D 3, E 4);
 
