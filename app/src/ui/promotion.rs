@@ -15,9 +15,7 @@ use super::{error_text, short_time};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
-#[cfg(feature = "hydrate")]
-use quarry_domain::control::PromotionView;
-use quarry_domain::control::StackEventView;
+use quarry_domain::control::{PromotionView, StackEventView};
 
 #[component]
 pub fn PromotionPageView() -> impl IntoView {
@@ -29,6 +27,10 @@ pub fn PromotionPageView() -> impl IntoView {
     // Bumped when the gate decides while the page is open: the page is read again, so
     // the approval panel says what may be done now.
     let refresh = RwSignal::new(0_u32);
+    // The finished promotion a stream of this page delivered. A read of the page made
+    // before it finished can resolve after that (an approval's re-read races the
+    // deploy); a finished promotion does not change any more, so it is what is shown.
+    let settled = StoredValue::new(None::<PromotionView>);
     let page = Resource::new(
         move || {
             (
@@ -48,7 +50,7 @@ pub fn PromotionPageView() -> impl IntoView {
             <Transition fallback=|| view! { <p class="hint">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match page.await {
-                        Ok(p) => view! { <Promotion p decide cancel overriding refresh/> }.into_any(),
+                        Ok(p) => view! { <Promotion p decide cancel overriding refresh settled/> }.into_any(),
                         Err(e) => view! {
                             <h1>"Promotion"</h1>
                             <p class="error" role="alert">{error_text(&e)}</p>
@@ -76,13 +78,14 @@ fn Promotion(
     cancel: ServerAction<CancelPromotion>,
     overriding: ServerAction<OverrideGate>,
     refresh: RwSignal<u32>,
+    settled: StoredValue<Option<PromotionView>>,
 ) -> impl IntoView {
-    let initial = p.promotion.clone();
+    let initial = newest(p.promotion.clone(), settled.get_value());
     let live = RwSignal::new(initial.clone());
     let events = RwSignal::new(Vec::<StackEventView>::new());
     #[cfg(feature = "hydrate")]
     if !initial.is_finished() {
-        follow(&initial, live, events);
+        follow(&initial, live, events, settled);
     }
     let status = Memo::new(move |_| live.with(|p| p.status.clone()));
     let gate = Memo::new(move |_| live.with(|p| p.gate.clone()));
@@ -200,11 +203,36 @@ fn ApprovalPanel(
     }
 }
 
+/// What the page shows of a promotion it read: the read, unless a stream already
+/// delivered the same promotion finished (which the read, made earlier, has not seen).
+fn newest(read: PromotionView, settled: Option<PromotionView>) -> PromotionView {
+    match settled {
+        Some(s) if s.id == read.id && !read.is_finished() => s,
+        _ => read,
+    }
+}
+
 /// Follows the target environment's events: this promotion's changes replace it, and
-/// the stack's events are listed as the deploy goes; closed once it has finished.
+/// the stack's events are listed as the deploy goes; closed once it has finished (and
+/// the finished promotion kept in `settled`, for the page's later reads).
 #[cfg(feature = "hydrate")]
-fn follow(p: &PromotionView, live: RwSignal<PromotionView>, events: RwSignal<Vec<StackEventView>>) {
+fn follow(
+    p: &PromotionView,
+    live: RwSignal<PromotionView>,
+    events: RwSignal<Vec<StackEventView>>,
+    settled: StoredValue<Option<PromotionView>>,
+) {
     let stream = StoredValue::new_local(None::<super::live::Live>);
+    let finish = move |p: PromotionView| {
+        let finished = p.is_finished();
+        if finished {
+            settled.set_value(Some(p.clone()));
+        }
+        live.set(p);
+        if finished && let Some(s) = stream.get_value() {
+            s.close();
+        }
+    };
     let id = p.id.clone();
     let fresh = super::live::Freshness::new();
     let opened = super::live::listen(
@@ -221,13 +249,7 @@ fn follow(p: &PromotionView, live: RwSignal<PromotionView>, events: RwSignal<Vec
                         let id = id.clone();
                         async move { promotion_page(id).await.ok() }
                     },
-                    move |page| {
-                        let finished = page.promotion.is_finished();
-                        live.set(page.promotion);
-                        if finished && let Some(s) = stream.get_value() {
-                            s.close();
-                        }
-                    },
+                    move |page| finish(newest(page.promotion, settled.get_value())),
                 );
                 return;
             }
@@ -246,11 +268,7 @@ fn follow(p: &PromotionView, live: RwSignal<PromotionView>, events: RwSignal<Vec
             if p.id != id {
                 return;
             }
-            let finished = p.is_finished();
-            live.set(p);
-            if finished && let Some(s) = stream.get_value() {
-                s.close();
-            }
+            finish(p);
         },
     );
     stream.set_value(opened);
