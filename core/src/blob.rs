@@ -191,6 +191,30 @@ async fn owner_only(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copies `file` to `target` under a staging name first, so readers never see half a
+/// file, readable by its owner only; the bytes copied.
+fn publish(file: &Path, target: &Path) -> Result<u64> {
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).context("creating blob directory")?;
+    }
+    let staging = target.with_file_name(format!(
+        "{}#0",
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("blob")
+    ));
+    let bytes = std::fs::copy(file, &staging).context("copying into blob store")?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", staging.display()))?;
+    }
+    std::fs::rename(&staging, target).context("publishing blob")?;
+    Ok(bytes)
+}
+
 /// Creates `dir` (and its parents) readable by its owner only.
 pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -282,27 +306,12 @@ impl BlobStore for LocalBlobStore {
 
     async fn put_file(&self, key: &str, file: &Path) -> Result<u64> {
         let target = self.fs_path(key)?;
-        if let Some(dir) = target.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .context("creating blob directory")?;
-        }
-        // Copy to a staging name first so readers never see half a file.
-        let staging = target.with_file_name(format!(
-            "{}#0",
-            target
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("blob")
-        ));
-        let bytes = tokio::fs::copy(file, &staging)
+        let file = file.to_owned();
+        // One trip to a blocking thread for the whole publication, not one per call:
+        // a worker stores a result per job, and each trip is a thread to wake.
+        tokio::task::spawn_blocking(move || publish(&file, &target))
             .await
-            .context("copying into blob store")?;
-        owner_only(&staging).await?;
-        tokio::fs::rename(&staging, &target)
-            .await
-            .context("publishing blob")?;
-        Ok(bytes)
+            .context("storing a blob")?
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteStream<'static>> {

@@ -4,6 +4,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+pub mod statements;
 
 use anyhow::Context as _;
 use secrecy::{ExposeSecret, SecretString};
@@ -25,9 +26,12 @@ pub struct Db {
     dialect: Dialect,
     /// Postgres only: for connections outside the pool (`LISTEN`, see `crate::watch`).
     url: Option<std::sync::Arc<SecretString>>,
-    /// SQLite only: the database file, for connections outside the pool (the queue's,
-    /// see `crate::queue`); `None` in memory.
+    /// SQLite only: the database file, for connections outside the pool (the job
+    /// path's, see [`statements`]); `None` in memory.
     file: Option<std::sync::Arc<std::path::Path>>,
+    /// The job path's own connection to that file, opened on first use and shared by
+    /// every clone of this `Db` (so by the process's queue and lifecycle).
+    local: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<statements::LocalConn>>>,
 }
 
 impl Db {
@@ -80,6 +84,7 @@ impl Db {
             dialect,
             url,
             file,
+            local: std::sync::Arc::default(),
         };
         db.migrate().await?;
         Ok(db)
@@ -150,6 +155,26 @@ impl Db {
     /// The SQLite database's file; `None` on Postgres and in memory.
     pub fn sqlite_path(&self) -> Option<&std::path::Path> {
         self.file.as_deref()
+    }
+
+    /// Where the job path's writes run: the process's own connection on a SQLite
+    /// file, the pool on Postgres (and on an in-memory SQLite database, which no
+    /// second connection could open). See [`statements`].
+    pub fn statements(&self) -> crate::error::Result<statements::Statements> {
+        use statements::{LocalConn, Statements};
+        let Some(path) = self.sqlite_path() else {
+            return Ok(Statements::Pool(self.clone()));
+        };
+        if let Some(conn) = self.local.get() {
+            return Ok(Statements::Local(conn.clone()));
+        }
+        // Two first uses at once each open one; the one that is not kept is closed.
+        let _ = self.local.set(std::sync::Arc::new(LocalConn::open(path)?));
+        let conn = self
+            .local
+            .get()
+            .unwrap_or_else(|| unreachable!("set above"));
+        Ok(Statements::Local(conn.clone()))
     }
 
     /// Starts a transaction that takes the write lock at once on SQLite, so two

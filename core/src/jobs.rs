@@ -6,12 +6,34 @@
 use crate::auth::Principal;
 use crate::clock::{now_ms, rfc3339};
 use crate::db::Db;
+use crate::db::statements::{Param, Step};
 use crate::error::{Error, Result};
 use anyhow::Context as _;
 use quarry_domain::{ColumnInfo, Job, JobAttempt, JobStatus};
 
-#[derive(sqlx::FromRow)]
-struct Row {
+/// A `jobs` row as every read and `RETURNING` of [`columns!`] answers it, read by
+/// sqlx or on the job path's own connection ([`crate::db::statements::Row`]).
+macro_rules! job_row {
+    ($($field:ident: $ty:ty,)+) => {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            $($field: $ty,)+
+        }
+
+        impl crate::db::statements::Row for Row {
+            fn from_any(row: &sqlx::any::AnyRow) -> sqlx::Result<Self> {
+                sqlx::FromRow::from_row(row)
+            }
+            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(Row {
+                    $($field: row.get(stringify!($field))?,)+
+                })
+            }
+        }
+    };
+}
+
+job_row! {
     id: String,
     owner_id: String,
     dataset_id: String,
@@ -179,7 +201,7 @@ pub(crate) async fn start(
             attempts,
         ),
     };
-    let row: Option<Row> = sqlx::query_as(&format!(
+    let sql = format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = $1, \
          lease_until = $2, worker_id = $3, held = 0, progress = 0, \
          started_at = COALESCE(started_at, $4), enqueued_at = COALESCE(enqueued_at, $4) \
@@ -189,15 +211,22 @@ pub(crate) async fn start(
                 OR required_release = (SELECT release FROM workers WHERE id = $3)) \
          RETURNING {}",
         columns!()
-    ))
-    .bind(receipt)
-    .bind(until)
-    .bind(worker_id)
-    .bind(now)
-    .bind(id)
-    .bind(i64::from(n))
-    .fetch_optional(db.pool())
-    .await?;
+    );
+    let row: Option<Row> = db
+        .statements()?
+        .fetch_optional(
+            true,
+            &sql,
+            &[
+                Param::Text(receipt),
+                Param::Int(until),
+                Param::Text(worker_id),
+                Param::Int(now),
+                Param::Text(id),
+                Param::Int(i64::from(n)),
+            ],
+        )
+        .await?;
     row.map(Row::into_stored).transpose()
 }
 
@@ -342,6 +371,24 @@ pub struct ResultMeta {
     pub rows: u64,
     pub bytes: u64,
     pub columns: Vec<ColumnInfo>,
+}
+
+/// The statement that records a job's result (at `now`) in a
+/// [`crate::db::statements::Statements::transaction`]: it changes nothing when the
+/// job already has one (a result is committed at most once).
+pub(crate) fn result_step<'a>(job_id: &'a str, result: &ResultMeta, now: i64) -> Result<Step<'a>> {
+    Ok(Step::new(
+        "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, columns_json, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO NOTHING",
+        vec![
+            Param::Text(job_id),
+            Param::Owned(result.blob_key.clone()),
+            Param::Int(i64::try_from(result.rows).context("rows")?),
+            Param::Int(i64::try_from(result.bytes).context("bytes")?),
+            Param::Owned(serde_json::to_string(&result.columns).context("columns")?),
+            Param::Int(now),
+        ],
+    ))
 }
 
 /// Records a job's result within `tx` (at `now`); `Ok(false)` when the job already

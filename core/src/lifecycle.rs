@@ -34,6 +34,7 @@ pub use reconcile::Reconciled;
 use crate::auth::Principal;
 use crate::clock::{now_ms, rfc3339};
 use crate::db::Db;
+use crate::db::statements::{Param, Step};
 use crate::error::{Error, Result};
 use crate::jobs::{self, ResultMeta, StoredJob};
 use crate::queue::{Delivery, JobMessage, JobQueue};
@@ -270,15 +271,19 @@ impl Lifecycle {
     /// timeout.
     pub async fn heartbeat(&self, lease: &mut Lease) -> Result<Fence<()>> {
         let until = now_ms() + ms(self.queue.visibility_timeout());
-        let kept = sqlx::query(
-            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease = $3 AND status = 'running'",
-        )
-        .bind(until)
-        .bind(&lease.job_id)
-        .bind(lease.receipt())
-        .execute(self.db.pool())
-        .await?;
-        if kept.rows_affected() == 0 {
+        let kept = self
+            .db
+            .statements()?
+            .execute(
+                "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND lease = $3 AND status = 'running'",
+                &[
+                    Param::Int(until),
+                    Param::Text(&lease.job_id),
+                    Param::Text(lease.receipt()),
+                ],
+            )
+            .await?;
+        if kept == 0 {
             return Ok(Err(Fenced));
         }
         match self
@@ -297,15 +302,19 @@ impl Lifecycle {
 
     /// Records progress (0..1).
     pub async fn progress(&self, lease: &Lease, progress: f64) -> Result<Fence<()>> {
-        let done = sqlx::query(
-            "UPDATE jobs SET progress = $1 WHERE id = $2 AND lease = $3 AND status = 'running'",
-        )
-        .bind(progress.clamp(0.0, 1.0))
-        .bind(&lease.job_id)
-        .bind(lease.receipt())
-        .execute(self.db.pool())
-        .await?;
-        Ok(fenced_unless(done.rows_affected() == 1))
+        let done = self
+            .db
+            .statements()?
+            .execute(
+                "UPDATE jobs SET progress = $1 WHERE id = $2 AND lease = $3 AND status = 'running'",
+                &[
+                    Param::Real(progress.clamp(0.0, 1.0)),
+                    Param::Text(&lease.job_id),
+                    Param::Text(lease.receipt()),
+                ],
+            )
+            .await?;
+        Ok(fenced_unless(done == 1))
     }
 
     /// Whether the job's cancellation was asked for.
@@ -336,30 +345,29 @@ impl Lifecycle {
             ..provenance.clone()
         })
         .context("provenance")?;
-        let mut tx = self.db.begin_write().await?;
-        let updated = sqlx::query(
+        let updated = Step::new(
             "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = $1, \
              lease = NULL, lease_until = NULL, provenance_json = $4 \
              WHERE id = $2 AND lease = $3 AND status = 'running' AND cancel_requested = 0",
+            vec![
+                Param::Int(now),
+                Param::Text(&lease.job_id),
+                Param::Text(lease.receipt()),
+                Param::Owned(provenance),
+            ],
         )
-        .bind(now)
-        .bind(&lease.job_id)
-        .bind(lease.receipt())
-        .bind(provenance)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Ok(Err(Fenced));
-        }
-        if !jobs::insert_result(&mut tx, &lease.job_id, result, now).await? {
-            return Ok(Err(Fenced));
-        }
+        .must_change();
+        let mut steps = vec![
+            updated,
+            jobs::result_step(&lease.job_id, result, now)?.must_change(),
+        ];
         // The message goes with the outcome where the queue is in the database.
-        let deleted = self
-            .queue
-            .delete_in(&mut tx, &lease.delivery.receipt)
-            .await?;
-        tx.commit().await?;
+        let delete = self.queue.delete_step(lease.receipt());
+        let deleted = delete.is_some();
+        steps.extend(delete);
+        if self.db.statements()?.transaction(&steps).await?.is_none() {
+            return Ok(Err(Fenced));
+        }
         if !deleted {
             self.settle(lease, Settle::Delete).await;
         }
@@ -437,15 +445,21 @@ impl Lifecycle {
              lease = NULL, lease_until = NULL \
              WHERE id = $4 AND lease = $5 AND status = 'running'"
         );
-        let done = sqlx::query(&sql)
-            .bind(error)
-            .bind(i64::from(finished))
-            .bind(now_ms())
-            .bind(&lease.job_id)
-            .bind(lease.receipt())
-            .execute(self.db.pool())
+        let done = self
+            .db
+            .statements()?
+            .execute(
+                &sql,
+                &[
+                    Param::from(error),
+                    Param::Int(i64::from(finished)),
+                    Param::Int(now_ms()),
+                    Param::Text(&lease.job_id),
+                    Param::Text(lease.receipt()),
+                ],
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 
     /// Ends a job that no lease holds (`status` = `failed` or `cancelled`).

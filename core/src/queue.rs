@@ -18,17 +18,16 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
-mod statements;
 
 use crate::clock::now_ms;
 use crate::db::Db;
+use crate::db::statements::{Param, Statements, Step};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use quarry_domain::QueueCounts;
 use serde::{Deserialize, Serialize};
-use statements::{Param, Statements};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A transaction on the database, for [`JobQueue::send_in`].
@@ -140,6 +139,18 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
     async fn delete_in(&self, _tx: &mut Tx, _receipt: &str) -> Result<bool> {
         Ok(false)
     }
+    /// The statement that records a message within a [`Statements::transaction`] if
+    /// the adapter lives in the database (as [`JobQueue::send_in`] does); `None` if it
+    /// does not, and the caller sends after committing.
+    fn send_step(&self, _body: &str) -> Option<Step<'static>> {
+        None
+    }
+    /// The statement that acknowledges a delivery within a
+    /// [`Statements::transaction`] if the adapter lives in the database (as
+    /// [`JobQueue::delete_in`] does); `None` if it does not.
+    fn delete_step<'a>(&self, _receipt: &'a str) -> Option<Step<'a>> {
+        None
+    }
     /// Sets the remaining lease of a delivery; `Error::Conflict` if the lease was lost.
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()>;
     /// Gives a delivery back for another worker at once, without counting it toward
@@ -174,8 +185,6 @@ pub struct DbQueue {
     /// The last receive found a message: the next one leases in a single statement
     /// (see [`DbQueue::try_receive`]).
     busy: Arc<std::sync::atomic::AtomicBool>,
-    /// Where the single-message statements run (see [`statements`]), made on first use.
-    statements: Arc<OnceLock<Statements>>,
 }
 
 const DELETE: &str =
@@ -193,20 +202,12 @@ impl DbQueue {
             max_receives,
             poll: Duration::from_millis(100),
             busy: Arc::default(),
-            statements: Arc::default(),
         }
     }
 
-    fn statements(&self) -> Result<&Statements> {
-        if let Some(s) = self.statements.get() {
-            return Ok(s);
-        }
-        // Two first uses at once each open one; the one that is not kept is closed.
-        let _ = self.statements.set(Statements::for_db(&self.db)?);
-        Ok(self
-            .statements
-            .get()
-            .unwrap_or_else(|| unreachable!("set above")))
+    /// Where the single-message statements run (see [`crate::db::statements`]).
+    fn statements(&self) -> Result<Statements> {
+        self.db.statements()
     }
 
     /// Dead-letters messages that were delivered `max_attempts` times and whose last
@@ -401,6 +402,23 @@ impl JobQueue for DbQueue {
             .execute(&mut **tx)
             .await?;
         Ok(true)
+    }
+
+    fn send_step(&self, body: &str) -> Option<Step<'static>> {
+        Some(Step::new(
+            INSERT,
+            vec![
+                Param::Owned(message_id()),
+                Param::Owned(self.name.clone()),
+                Param::Owned(body.to_owned()),
+                Param::Int(now_ms()),
+            ],
+        ))
+    }
+
+    fn delete_step<'a>(&self, receipt: &'a str) -> Option<Step<'a>> {
+        let (seq, token) = receipt_key(receipt);
+        Some(Step::new(DELETE, vec![Param::Int(seq), Param::Text(token)]))
     }
 
     async fn delete_in(&self, tx: &mut Tx, receipt: &str) -> Result<bool> {

@@ -1,10 +1,15 @@
-//! Where the embedded queue's statements run.
+//! Where the writes on the job path run: the queue's statements and the job
+//! lifecycle's (a submit, a start, a commit, a lease's end).
 //!
-//! On Postgres they go through the pool. On SQLite each process's queue has a
-//! connection of its own ([`LocalConn`]) on which a statement runs in the calling
-//! thread: sqlx runs every SQLite statement on a worker thread of its own and waits
-//! for the answer, a round trip that costs more than the statement (the benchmark's
-//! bare statements through sqlx reach a fifth of the same statements here).
+//! On Postgres they go through the pool. On SQLite each process has a connection of
+//! its own for them ([`LocalConn`], one per [`Db`]), on which a statement runs in the
+//! calling thread: sqlx runs every SQLite statement on a worker thread of its own and
+//! waits for the answer, a round trip that costs more than the statement (the
+//! benchmark's bare statements through sqlx reach a fifth of the same statements
+//! here). A transaction through sqlx holds SQLite's one write lock for all of its
+//! round trips, and every other process's writer waits that long; on this
+//! connection a transaction ([`Statements::transaction`]) is a list of [`Step`]s run
+//! in one go, so the lock is held only while its statements run.
 //!
 //! The connection never waits inside SQLite: its busy timeout is zero, and a
 //! statement that finds the write lock taken (another process commits) is tried again
@@ -48,19 +53,99 @@ const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 const BUSY_FOR: Duration = Duration::from_secs(10);
 
 /// A value bound to a statement's placeholder.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Param<'a> {
     Int(i64),
+    Real(f64),
     Text(&'a str),
+    /// A text the statement owns (an id made for it).
+    Owned(String),
+    /// `NULL` (of a text column: the only kind the job path binds).
+    Null,
+}
+
+impl<'a> From<Option<&'a str>> for Param<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        v.map_or(Param::Null, Param::Text)
+    }
 }
 
 impl rusqlite::ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value};
         Ok(match self {
-            Param::Int(v) => rusqlite::types::ToSqlOutput::from(*v),
-            Param::Text(v) => rusqlite::types::ToSqlOutput::from(*v),
+            Param::Int(v) => ToSqlOutput::from(*v),
+            Param::Real(v) => ToSqlOutput::from(*v),
+            Param::Text(v) => ToSqlOutput::from(*v),
+            Param::Owned(v) => ToSqlOutput::from(v.as_str()),
+            Param::Null => ToSqlOutput::Owned(Value::Null),
         })
     }
+}
+
+/// Whether a [`Step`] of a transaction runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Always,
+    /// Only if the step at this index (an earlier one) changed a row.
+    Changed(usize),
+}
+
+/// One statement of a [`Statements::transaction`].
+#[derive(Debug, Clone)]
+pub struct Step<'a> {
+    pub sql: &'a str,
+    pub params: Vec<Param<'a>>,
+    pub when: When,
+    /// The transaction is rolled back (and answers `None`) if this step changes
+    /// nothing: a guarded update whose guard no longer holds.
+    pub must_change: bool,
+    /// The step ends in `RETURNING <one integer>`: its value is kept.
+    pub returns: bool,
+}
+
+impl<'a> Step<'a> {
+    pub fn new(sql: &'a str, params: Vec<Param<'a>>) -> Self {
+        Self {
+            sql,
+            params,
+            when: When::Always,
+            must_change: false,
+            returns: false,
+        }
+    }
+
+    /// Rolls the transaction back unless this step changes a row.
+    #[must_use]
+    pub fn must_change(mut self) -> Self {
+        self.must_change = true;
+        self
+    }
+
+    /// Runs only if step `index` changed a row.
+    #[must_use]
+    pub fn after(mut self, index: usize) -> Self {
+        self.when = When::Changed(index);
+        self
+    }
+
+    /// The statement returns one integer, kept as the step's value.
+    #[must_use]
+    pub fn returning(mut self) -> Self {
+        self.returns = true;
+        self
+    }
+}
+
+/// What a step of a committed transaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Done {
+    /// Whether it ran (see [`When`]).
+    pub ran: bool,
+    /// The rows it changed (or returned).
+    pub changed: u64,
+    /// The integer it returned (see [`Step::returning`]).
+    pub value: Option<i64>,
 }
 
 /// A column value either side can read.
@@ -75,6 +160,21 @@ impl Cell for i64 {
 }
 
 impl Cell for String {
+    fn from_any(row: &AnyRow, index: usize) -> sqlx::Result<Self> {
+        row.try_get(index)
+    }
+}
+
+impl Cell for f64 {
+    fn from_any(row: &AnyRow, index: usize) -> sqlx::Result<Self> {
+        row.try_get(index)
+    }
+}
+
+impl<T: Cell> Cell for Option<T>
+where
+    for<'r> Option<T>: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
     fn from_any(row: &AnyRow, index: usize) -> sqlx::Result<Self> {
         row.try_get(index)
     }
@@ -99,11 +199,13 @@ macro_rules! tuple_row {
     };
 }
 
+tuple_row!(A 0);
 tuple_row!(A 0, B 1);
 tuple_row!(A 0, B 1, C 2, D 3);
 tuple_row!(A 0, B 1, C 2, D 3, E 4);
 
-/// Runs the queue's statements: on the pool, or on the queue's own SQLite connection.
+/// Runs the job path's statements: on the pool, or on the process's own SQLite
+/// connection (see [`Db::statements`]).
 #[derive(Debug, Clone)]
 pub enum Statements {
     Pool(Db),
@@ -111,12 +213,72 @@ pub enum Statements {
 }
 
 impl Statements {
-    /// The queue's own connection on a SQLite file; the pool on Postgres (and on an
-    /// in-memory SQLite database, which no second connection could open).
-    pub fn for_db(db: &Db) -> Result<Self> {
-        match db.sqlite_path() {
-            Some(path) => Ok(Statements::Local(Arc::new(LocalConn::open(path)?))),
-            None => Ok(Statements::Pool(db.clone())),
+    /// Runs `steps` in one write transaction (on SQLite one that takes the write lock
+    /// at once), in order, each as its [`When`] says. `None`, with nothing changed,
+    /// if a step that [must change](Step::must_change) a row changed none.
+    pub async fn transaction(&self, steps: &[Step<'_>]) -> Result<Option<Vec<Done>>> {
+        match self {
+            Statements::Pool(db) => {
+                let mut tx = db.begin_write().await?;
+                let mut done = Vec::with_capacity(steps.len());
+                for step in steps {
+                    if !runs(step, &done) {
+                        done.push(Done::default());
+                        continue;
+                    }
+                    let query = bind(sqlx::query(step.sql), &step.params);
+                    let outcome = if step.returns {
+                        let row = query.fetch_optional(&mut *tx).await?;
+                        match row {
+                            Some(row) => Done {
+                                ran: true,
+                                changed: 1,
+                                value: Some(row.try_get::<i64, _>(0)?),
+                            },
+                            None => Done {
+                                ran: true,
+                                ..Done::default()
+                            },
+                        }
+                    } else {
+                        Done {
+                            ran: true,
+                            changed: query.execute(&mut *tx).await?.rows_affected(),
+                            value: None,
+                        }
+                    };
+                    if step.must_change && outcome.changed == 0 {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    done.push(outcome);
+                }
+                tx.commit().await?;
+                Ok(Some(done))
+            }
+            Statements::Local(conn) => {
+                conn.run(true, |c| {
+                    c.execute_batch("BEGIN IMMEDIATE")?;
+                    match run_steps(c, steps) {
+                        Ok(Some(done)) => match c.execute_batch("COMMIT") {
+                            Ok(()) => Ok(Some(done)),
+                            Err(e) => {
+                                rollback(c);
+                                Err(e)
+                            }
+                        },
+                        Ok(None) => {
+                            rollback(c);
+                            Ok(None)
+                        }
+                        Err(e) => {
+                            rollback(c);
+                            Err(e)
+                        }
+                    }
+                })
+                .await
+            }
         }
     }
 
@@ -172,14 +334,68 @@ impl Statements {
     }
 }
 
+/// Whether `step` runs after the steps `done`.
+fn runs(step: &Step<'_>, done: &[Done]) -> bool {
+    match step.when {
+        When::Always => true,
+        When::Changed(i) => done.get(i).is_some_and(|d| d.changed > 0),
+    }
+}
+
+/// The steps of a transaction on the connection, within `BEGIN … COMMIT`.
+fn run_steps(c: &rusqlite::Connection, steps: &[Step<'_>]) -> rusqlite::Result<Option<Vec<Done>>> {
+    let mut done = Vec::with_capacity(steps.len());
+    for step in steps {
+        if !runs(step, &done) {
+            done.push(Done::default());
+            continue;
+        }
+        let mut statement = prepared(c, step.sql, &step.params)?;
+        let outcome = if step.returns {
+            let mut rows = statement.raw_query();
+            let value = match rows.next()? {
+                Some(row) => Some(row.get::<_, i64>(0)?),
+                None => None,
+            };
+            while rows.next()?.is_some() {}
+            Done {
+                ran: true,
+                changed: u64::from(value.is_some()),
+                value,
+            }
+        } else {
+            Done {
+                ran: true,
+                changed: statement.raw_execute()? as u64,
+                value: None,
+            }
+        };
+        if step.must_change && outcome.changed == 0 {
+            return Ok(None);
+        }
+        done.push(outcome);
+    }
+    Ok(Some(done))
+}
+
+/// Ends a failed transaction; a connection whose rollback failed has none open.
+fn rollback(c: &rusqlite::Connection) {
+    if !c.is_autocommit() {
+        let _ = c.execute_batch("ROLLBACK");
+    }
+}
+
 fn bind<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    params: &[Param<'q>],
+    params: &'q [Param<'q>],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     for p in params {
-        query = match *p {
-            Param::Int(v) => query.bind(v),
-            Param::Text(v) => query.bind(v),
+        query = match p {
+            Param::Int(v) => query.bind(*v),
+            Param::Real(v) => query.bind(*v),
+            Param::Text(v) => query.bind(*v),
+            Param::Owned(v) => query.bind(v.clone()),
+            Param::Null => query.bind(None::<String>),
         };
     }
     query
@@ -192,7 +408,9 @@ fn prepared<'c>(
     sql: &str,
     params: &[Param<'_>],
 ) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-    const NAMES: [&str; 8] = ["$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8"];
+    const NAMES: [&str; 12] = [
+        "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12",
+    ];
     let mut statement = conn.prepare_cached(sql)?;
     for (i, p) in params.iter().enumerate() {
         let name = NAMES.get(i).copied().unwrap_or("$?");
@@ -204,7 +422,7 @@ fn prepared<'c>(
     Ok(statement)
 }
 
-/// The queue's own connection to a SQLite file.
+/// A process's own connection to a SQLite file, for the job path's writes.
 #[derive(Debug)]
 pub struct LocalConn {
     path: PathBuf,
@@ -225,7 +443,7 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// Opens the (migrated) database file `path` for the queue: no waiting inside SQLite,
+/// Opens the (migrated) database file `path` for the job path: no waiting inside SQLite,
 /// no automatic checkpoints.
 fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
@@ -245,7 +463,7 @@ impl LocalConn {
     /// Opens the (migrated) database file `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let conn =
-            open(path).with_context(|| format!("opening {} for the queue", path.display()))?;
+            open(path).with_context(|| format!("opening {} for the job path", path.display()))?;
         Ok(Self {
             path: path.to_owned(),
             conn: std::sync::Mutex::new(Connection(conn)),
@@ -287,7 +505,7 @@ impl LocalConn {
                 }
                 Err(e) => {
                     return Err(anyhow::Error::new(e)
-                        .context(format!("queue statement on {}", self.path.display()))
+                        .context(format!("job-path statement on {}", self.path.display()))
                         .into());
                 }
             }
@@ -343,3 +561,6 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
 }
+
+#[cfg(test)]
+mod tests;

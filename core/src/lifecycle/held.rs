@@ -20,15 +20,19 @@
 //! sends (see [`super::reconcile`]).
 
 use crate::clock::now_ms;
+use crate::db::statements::{Param, Step};
 use crate::db::{Db, Dialect};
 use crate::error::Result;
 use crate::jobs::{self, NewJob};
 use crate::queue::{JobMessage, JobQueue, Tx};
 
+/// Takes the owner's lock on Postgres (SQLite's write lock is everyone's).
+const LOCK_OWNER: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
+
 /// Serialises the owner's submits and releases.
 async fn lock_owner(db: &Db, tx: &mut Tx, owner_id: &str) -> Result<()> {
     if db.dialect() == Dialect::Postgres {
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        sqlx::query(LOCK_OWNER)
             .bind(owner_id)
             .execute(&mut **tx)
             .await?;
@@ -69,41 +73,69 @@ pub(super) async fn submit(
     new: &NewJob<'_>,
     max_running: u32,
 ) -> Result<bool> {
-    let max_running = max_running.max(1);
-    let mut tx = db.begin_write().await?;
-    lock_owner(db, &mut tx, new.owner_id).await?;
-    let active = active_in(&mut tx, new.owner_id).await?;
-    let (older_held,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM jobs WHERE owner_id = $1 AND held > 0 AND status = 'queued'",
-    )
-    .bind(new.owner_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let hold = active >= u64::from(max_running) || older_held > 0;
-    sqlx::query(
-        "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, created_at, \
-         required_release, rerun_of) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)",
-    )
-    .bind(new.id)
-    .bind(new.owner_id)
-    .bind(new.dataset_id)
-    .bind(new.analysis_json)
-    .bind(if hold { i64::from(max_running) } else { 0 })
-    .bind(now_ms())
-    .bind(new.required_release)
-    .bind(new.rerun_of)
-    .execute(&mut *tx)
-    .await?;
-    if !hold {
-        enqueue(db, queue, tx, new.id).await?;
+    let max_running = i64::from(max_running.max(1));
+    let now = now_ms();
+    let body = JobMessage::body(new.id);
+    // One transaction, run in one go on SQLite (see `crate::db::statements`): the
+    // owner's lock, the job (held when the owner is at the limit or has older held
+    // jobs, decided by the insert itself), and, if it is released and the queue is in
+    // the database, its message and when it was sent.
+    let mut steps = Vec::with_capacity(4);
+    if db.dialect() == Dialect::Postgres {
+        steps.push(Step::new(LOCK_OWNER, vec![Param::Text(new.owner_id)]));
+    }
+    let insert = steps.len();
+    steps.push(
+        Step::new(
+            "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, \
+             created_at, required_release, rerun_of) \
+             SELECT $1, $2, $3, $4, 'queued', \
+               CASE WHEN (SELECT COUNT(*) FROM jobs WHERE owner_id = $2 AND held = 0 \
+                          AND status IN ('queued', 'running')) >= $5 \
+                      OR EXISTS (SELECT 1 FROM jobs WHERE owner_id = $2 AND held > 0 \
+                                 AND status = 'queued') \
+                    THEN $5 ELSE 0 END, \
+               $6, $7, $8 \
+             RETURNING held",
+            vec![
+                Param::Text(new.id),
+                Param::Text(new.owner_id),
+                Param::Text(new.dataset_id),
+                Param::Text(new.analysis_json),
+                Param::Int(max_running),
+                Param::Int(now),
+                Param::from(new.required_release),
+                Param::from(new.rerun_of),
+            ],
+        )
+        .returning(),
+    );
+    let send = queue.send_step(&body);
+    let sent_within = send.is_some();
+    if let Some(send) = send {
+        let mark = steps.len();
+        steps.push(Step::new(
+            "UPDATE jobs SET enqueued_at = $1 WHERE id = $2 AND held = 0",
+            vec![Param::Int(now), Param::Text(new.id)],
+        ));
+        steps.push(send.after(mark));
+    }
+    let done = db
+        .statements()?
+        .transaction(&steps)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("recording a job: no step must change a row"))?;
+    let held = done.get(insert).and_then(|d| d.value).unwrap_or(0) > 0;
+    if !held {
+        if !sent_within {
+            send_after_commit(db, queue, new.id, &body).await?;
+        }
         return Ok(false);
     }
-    tx.commit().await?;
-    if active < u64::from(max_running) {
-        // Room, but older held jobs go first: release in order, this one maybe too.
-        if let Err(e) = release_held(db, queue, new.owner_id).await {
-            tracing::warn!(job_id = new.id, error = %e, "releasing held jobs failed; the orchestrator retries");
-        }
+    // Older held jobs go first, and there may be room: release in order, this one
+    // maybe too.
+    if let Err(e) = release_held(db, queue, new.owner_id).await {
+        tracing::warn!(job_id = new.id, error = %e, "releasing held jobs failed; the orchestrator retries");
     }
     let still_held = jobs::find(db, new.id)
         .await?
@@ -115,9 +147,8 @@ pub(super) async fn submit(
 /// committing it. A send that fails leaves `enqueued_at` unset for the reconciler.
 async fn enqueue(db: &Db, queue: &dyn JobQueue, mut tx: Tx, id: &str) -> Result<()> {
     let body = JobMessage::body(id);
-    let mark = "UPDATE jobs SET enqueued_at = $1 WHERE id = $2";
     if queue.send_in(&mut tx, &body).await? {
-        sqlx::query(mark)
+        sqlx::query(MARK_SENT)
             .bind(now_ms())
             .bind(id)
             .execute(&mut *tx)
@@ -126,9 +157,19 @@ async fn enqueue(db: &Db, queue: &dyn JobQueue, mut tx: Tx, id: &str) -> Result<
         return Ok(());
     }
     tx.commit().await?;
-    match queue.send(&body).await {
+    send_after_commit(db, queue, id, &body).await
+}
+
+/// When a job's message was sent.
+const MARK_SENT: &str = "UPDATE jobs SET enqueued_at = $1 WHERE id = $2";
+
+/// Sends a released job's message to a queue outside the database, after its
+/// transaction committed. A send that fails leaves `enqueued_at` unset for the
+/// reconciler.
+async fn send_after_commit(db: &Db, queue: &dyn JobQueue, id: &str, body: &str) -> Result<()> {
+    match queue.send(body).await {
         Ok(_) => {
-            sqlx::query(mark)
+            sqlx::query(MARK_SENT)
                 .bind(now_ms())
                 .bind(id)
                 .execute(db.pool())
@@ -178,13 +219,15 @@ pub(super) async fn release_held(db: &Db, queue: &dyn JobQueue, owner_id: &str) 
 /// the freed slot allows.
 pub(super) async fn release_after(db: &Db, queue: &dyn JobQueue, job_id: &str) -> Result<u32> {
     // Most owners hold nothing back: one read, and no write lock, tells.
-    let held: Option<(String,)> = sqlx::query_as(
-        "SELECT o.owner_id FROM jobs j JOIN jobs o ON o.owner_id = j.owner_id \
-         WHERE j.id = $1 AND o.held > 0 AND o.status = 'queued' LIMIT 1",
-    )
-    .bind(job_id)
-    .fetch_optional(db.pool())
-    .await?;
+    let held: Option<(String,)> = db
+        .statements()?
+        .fetch_optional(
+            false,
+            "SELECT o.owner_id FROM jobs j JOIN jobs o ON o.owner_id = j.owner_id \
+             WHERE j.id = $1 AND o.held > 0 AND o.status = 'queued' LIMIT 1",
+            &[Param::Text(job_id)],
+        )
+        .await?;
     match held {
         Some((owner,)) => release_held(db, queue, &owner).await,
         None => Ok(0),

@@ -192,7 +192,7 @@ async fn a_receipt_names_its_row_and_its_lease_and_nothing_else_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_ahead_log_is_checkpointed_while_the_queue_writes() {
     let (dir, q) = queue(Duration::from_secs(30), 3).await;
-    let writes = 6 * statements::CHECKPOINT_EVERY;
+    let writes = 6 * crate::db::statements::CHECKPOINT_EVERY;
     for _ in 0..writes / 3 {
         q.send("m").await.unwrap();
         let d = q.receive(Duration::ZERO).await.unwrap().unwrap();

@@ -1,0 +1,113 @@
+//! Transactions of steps, on the process's own SQLite connection and on Postgres's
+//! pool (`QUARRY_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use super::*;
+use secrecy::SecretString;
+
+async fn sqlite() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = SecretString::from(format!("sqlite://{}/s.db?mode=rwc", dir.path().display()));
+    (dir, Db::connect(&url).await.unwrap())
+}
+
+async fn postgres() -> Db {
+    let admin = std::env::var("QUARRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let url = crate::db::create_scratch_postgres(&admin).await.unwrap();
+    Db::connect(&SecretString::from(url)).await.unwrap()
+}
+
+async fn rows(db: &Db) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT k, v FROM steps_t ORDER BY k")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+const INSERT: &str = "INSERT INTO steps_t (k, v) VALUES ($1, $2) RETURNING v";
+const BUMP: &str = "UPDATE steps_t SET v = v + 1 WHERE k = $1";
+
+/// What every side must do: steps in order, conditions on earlier steps' changes,
+/// returned values, and nothing left behind by a transaction a guard rolled back.
+async fn steps_behave(db: &Db, local: bool) {
+    sqlx::query("CREATE TABLE steps_t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let s = db.statements().unwrap();
+    assert_eq!(matches!(s, Statements::Local(_)), local);
+
+    let done = s
+        .transaction(&[
+            Step::new(INSERT, vec![Param::Text("a"), Param::Int(7)]).returning(),
+            Step::new(BUMP, vec![Param::Text("nobody")]),
+            Step::new(BUMP, vec![Param::Text("a")]).after(1),
+            Step::new(BUMP, vec![Param::Owned("a".to_owned())]).after(0),
+        ])
+        .await
+        .unwrap()
+        .expect("no guard");
+    assert_eq!(done[0].value, Some(7));
+    assert_eq!((done[1].ran, done[1].changed), (true, 0));
+    assert!(!done[2].ran, "step 1 changed nothing, so step 2 is skipped");
+    assert_eq!((done[3].ran, done[3].changed), (true, 1));
+    assert_eq!(rows(db).await, [("a".to_owned(), 8)]);
+
+    // A guard that fails undoes the steps before it.
+    let refused = s
+        .transaction(&[
+            Step::new(INSERT, vec![Param::Text("b"), Param::Int(1)]).returning(),
+            Step::new(BUMP, vec![Param::Text("a")]),
+            Step::new(BUMP, vec![Param::Text("nobody")]).must_change(),
+            Step::new(BUMP, vec![Param::Text("a")]),
+        ])
+        .await
+        .unwrap();
+    assert!(refused.is_none());
+    assert_eq!(rows(db).await, [("a".to_owned(), 8)]);
+
+    // A failing statement is an error, and undoes what came before it too.
+    let failed = s
+        .transaction(&[
+            Step::new(INSERT, vec![Param::Text("c"), Param::Int(1)]).returning(),
+            Step::new(INSERT, vec![Param::Text("a"), Param::Int(1)]).returning(),
+        ])
+        .await;
+    assert!(failed.is_err(), "a duplicate key");
+    assert_eq!(rows(db).await, [("a".to_owned(), 8)]);
+
+    // The connection is usable afterwards, for single statements too.
+    assert_eq!(s.execute(BUMP, &[Param::Text("a")]).await.unwrap(), 1);
+    let back: Option<(String, i64)> = s
+        .fetch_optional(
+            false,
+            "SELECT k, v FROM steps_t WHERE k = $1",
+            &[Param::Text("a")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(back, Some(("a".to_owned(), 9)));
+    let null: Option<(Option<String>,)> = s
+        .fetch_optional(false, "SELECT CAST($1 AS TEXT)", &[Param::Null])
+        .await
+        .unwrap();
+    assert_eq!(null, Some((None,)));
+}
+
+#[tokio::test]
+async fn steps_on_a_sqlite_file_run_on_the_processs_own_connection() {
+    let (_dir, db) = sqlite().await;
+    steps_behave(&db, true).await;
+    // Every clone of the database shares that one connection.
+    let (Statements::Local(a), Statements::Local(b)) =
+        (db.statements().unwrap(), db.clone().statements().unwrap())
+    else {
+        panic!("a file's statements are local");
+    };
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+#[tokio::test]
+async fn steps_on_postgres_run_on_the_pool() {
+    steps_behave(&postgres().await, false).await;
+}
