@@ -9,6 +9,7 @@
 
 use crate::clock::now_ms;
 use crate::db::Db;
+use crate::db::statements::Param;
 use crate::error::{Error, Result, is_unique_violation};
 use anyhow::Context as _;
 use quarry_domain::Role;
@@ -88,15 +89,8 @@ pub struct User {
     pub role: Role,
 }
 
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: String,
-    user_id: String,
-    name: String,
-    role: String,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-}
+/// An API token's row with its user's name and role.
+type TokenRow = (String, String, String, String, Option<i64>, Option<i64>);
 
 /// A fresh secret: `prefix` and 64 hex digits of randomness (API tokens, sessions).
 pub(crate) fn new_secret(prefix: &str) -> SecretString {
@@ -223,31 +217,35 @@ pub async fn authenticate(db: &Db, token: &str) -> Result<Principal> {
             "the bearer token is not a Quarry token (they start with `qry_`)".to_owned(),
         ));
     }
-    let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT t.id, t.user_id, u.name, u.role, t.expires_at, t.revoked_at \
-         FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
-    )
-    .bind(hash_secret(token))
-    .fetch_optional(db.pool())
-    .await?;
-    let row = row.ok_or_else(|| {
+    // Every API request asks this: on the process's own connection, no round trip to
+    // a sqlx thread (see `crate::db::statements`).
+    let hash = hash_secret(token);
+    let row: Option<TokenRow> = db
+        .statements()?
+        .fetch_optional(
+            false,
+            "SELECT t.id, t.user_id, u.name, u.role, t.expires_at, t.revoked_at \
+             FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+            &[Param::Text(&hash)],
+        )
+        .await?;
+    let (id, user_id, name, role, expires_at, revoked_at) = row.ok_or_else(|| {
         Error::Unauthorized(
             "the bearer token is not valid: check it or ask an admin for a new one".to_owned(),
         )
     })?;
-    if let Some(ended) = TokenEnd::of(row.expires_at, row.revoked_at) {
+    if let Some(ended) = TokenEnd::of(expires_at, revoked_at) {
         return Err(ended.as_bearer());
     }
-    let role = row
-        .role
+    let role = role
         .parse()
         .context("stored role")
         .map_err(Error::Internal)?;
     Ok(Principal {
-        user_id: row.user_id,
-        name: row.name,
+        user_id,
+        name,
         role,
-        credential: Credential::Token { token_id: row.id },
+        credential: Credential::Token { token_id: id },
     })
 }
 

@@ -65,22 +65,23 @@ impl StoredDataset {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    owner_id: String,
-    owner: String,
-    name: String,
-    format: String,
-    blob_key: String,
-    row_count: i64,
-    byte_count: i64,
-    columns_json: String,
-    created_at: i64,
-    parquet_key: Option<String>,
-    stored_bytes: Option<i64>,
-    ingest_json: Option<String>,
-    sha256: Option<String>,
+crate::db::statements::stored_row! {
+    struct Row {
+        id: String,
+        owner_id: String,
+        owner: String,
+        name: String,
+        format: String,
+        blob_key: String,
+        row_count: i64,
+        byte_count: i64,
+        columns_json: String,
+        created_at: i64,
+        parquet_key: Option<String>,
+        stored_bytes: Option<i64>,
+        ingest_json: Option<String>,
+        sha256: Option<String>,
+}
 }
 
 impl Row {
@@ -192,13 +193,19 @@ pub async fn insert(db: &Db, new: &NewDataset) -> Result<()> {
     }
 }
 
+/// A dataset's row: read on every submit and by the worker for every job, so on the
+/// process's own connection (see `crate::db::statements`).
+async fn by_id(db: &Db, id: &str) -> Result<Option<Row>> {
+    let sql = format!("{SELECT} WHERE d.id = $1");
+    db.statements()?
+        .fetch_optional(false, &sql, &[crate::db::statements::Param::Text(id)])
+        .await
+}
+
 /// A dataset the principal may see; others' datasets are "not found" to
 /// analysts and leads.
 pub async fn get(db: &Db, who: &Principal, id: &str) -> Result<StoredDataset> {
-    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = by_id(db, id).await?;
     match row {
         Some(row) if who.sees_everything() || row.owner_id == who.user_id => row.into_stored(),
         _ => Err(Error::NotFound(format!(
@@ -244,10 +251,7 @@ pub async fn delete(db: &Db, id: &str) -> Result<()> {
 
 /// A dataset by id regardless of owner (workers).
 pub async fn find(db: &Db, id: &str) -> Result<Option<StoredDataset>> {
-    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = by_id(db, id).await?;
     row.map(Row::into_stored).transpose()
 }
 

@@ -11,29 +11,9 @@ use crate::error::{Error, Result};
 use anyhow::Context as _;
 use quarry_domain::{ColumnInfo, Job, JobAttempt, JobStatus};
 
-/// A `jobs` row as every read and `RETURNING` of [`columns!`] answers it, read by
-/// sqlx or on the job path's own connection ([`crate::db::statements::Row`]).
-macro_rules! job_row {
-    ($($field:ident: $ty:ty,)+) => {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            $($field: $ty,)+
-        }
-
-        impl crate::db::statements::Row for Row {
-            fn from_any(row: &sqlx::any::AnyRow) -> sqlx::Result<Self> {
-                sqlx::FromRow::from_row(row)
-            }
-            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-                Ok(Row {
-                    $($field: row.get(stringify!($field))?,)+
-                })
-            }
-        }
-    };
-}
-
-job_row! {
+crate::db::statements::stored_row! {
+    /// A `jobs` row as every read and `RETURNING` of [`columns!`] answers it.
+    struct Row {
     id: String,
     owner_id: String,
     dataset_id: String,
@@ -58,6 +38,7 @@ job_row! {
     peer: Option<String>,
     peer_job_id: Option<String>,
     peer_dataset_id: Option<String>,
+}
 }
 
 /// A stored job with what the server and worker need beyond the API view.
@@ -148,6 +129,7 @@ macro_rules! columns {
 }
 
 const SELECT: &str = concat!("SELECT ", columns!(), " FROM jobs");
+const BY_ID: &str = concat!("SELECT ", columns!(), " FROM jobs WHERE id = $1");
 
 // After `columns!`, which it uses.
 pub mod forwarded;
@@ -232,9 +214,11 @@ pub(crate) async fn start(
 
 /// A job by id, regardless of owner (workers, orchestrator).
 pub async fn find(db: &Db, id: &str) -> Result<Option<StoredJob>> {
-    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
+    // The read behind every job's page and `GET /api/v1/jobs/{id}`: on the process's
+    // own connection (see `crate::db::statements`).
+    let row: Option<Row> = db
+        .statements()?
+        .fetch_optional(false, BY_ID, &[Param::Text(id)])
         .await?;
     row.map(Row::into_stored).transpose()
 }

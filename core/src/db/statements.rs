@@ -203,6 +203,31 @@ tuple_row!(A 0);
 tuple_row!(A 0, B 1);
 tuple_row!(A 0, B 1, C 2, D 3);
 tuple_row!(A 0, B 1, C 2, D 3, E 4);
+tuple_row!(A 0, B 1, C 2, D 3, E 4, F 5);
+
+/// A struct of one row, read by sqlx (`FromRow`) or on the process's own connection
+/// ([`Row`], by column name), with its fields written once.
+macro_rules! stored_row {
+    ($(#[$meta:meta])* struct $name:ident { $($field:ident: $ty:ty,)+ }) => {
+        $(#[$meta])*
+        #[derive(sqlx::FromRow)]
+        struct $name {
+            $($field: $ty,)+
+        }
+
+        impl $crate::db::statements::Row for $name {
+            fn from_any(row: &sqlx::any::AnyRow) -> sqlx::Result<Self> {
+                sqlx::FromRow::from_row(row)
+            }
+            fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok($name {
+                    $($field: row.get(stringify!($field))?,)+
+                })
+            }
+        }
+    };
+}
+pub(crate) use stored_row;
 
 /// Runs the job path's statements: on the pool, or on the process's own SQLite
 /// connection (see [`Db::statements`]).
