@@ -17,14 +17,14 @@
 //! runs (tens of microseconds on the queue's indexes). Its automatic checkpoint is
 //! off, since a checkpoint writes the database file and syncs it: every
 //! [`CHECKPOINT_EVERY`] writes a `RESTART` checkpoint runs on a blocking thread and a
-//! connection of its own, while this process's statements wait for it
-//! asynchronously. It copies the whole log, so the next write starts the log from
+//! connection of its own, while this process's writes wait for it asynchronously
+//! (its reads go on: they do not keep a `RESTART` checkpoint waiting). It copies the whole log, so the next write starts the log from
 //! its beginning. Two ways measured not to work: a passive checkpoint while the queue
 //! kept writing never caught up, so the log grew with every write (42 MB after
 //! 6,000); and a `RESTART` one on a pool connection, while the queue's statements
 //! kept trying, held the write lock as it waited, most likely for readers to leave the
 //! log (each try of a statement reads it), until the statements gave up after 10 s.
-//! Hence the gate that keeps this process's statements out while a checkpoint runs,
+//! Hence the gate that keeps this process's writes out while a checkpoint runs,
 //! and a checkpoint that waits at most [`CHECKPOINT_WAIT`]: while it waits it holds
 //! the write lock, so every writer of every process waits as long.
 //!
@@ -509,7 +509,16 @@ impl LocalConn {
         let mut pause = Duration::from_micros(500);
         loop {
             let outcome = {
-                let _open = self.gate.read().await;
+                // Writes wait while a checkpoint runs; reads do not (the server's job
+                // reads and token checks run here too, and must not stall behind
+                // one): a `RESTART` checkpoint waits only for readers that were
+                // reading the log before it copied it, and one that starts now reads
+                // the database file.
+                let _open = if write {
+                    Some(self.gate.read().await)
+                } else {
+                    None
+                };
                 // Held for one statement, which never waits inside SQLite: a plain lock.
                 let conn = self
                     .conn

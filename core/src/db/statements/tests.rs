@@ -111,3 +111,45 @@ async fn steps_on_a_sqlite_file_run_on_the_processs_own_connection() {
 async fn steps_on_postgres_run_on_the_pool() {
     steps_behave(&postgres().await, false).await;
 }
+
+#[tokio::test]
+async fn reads_go_on_while_a_checkpoint_holds_the_writes_back() {
+    let (_dir, db) = sqlite().await;
+    sqlx::query("CREATE TABLE steps_t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let s = db.statements().unwrap();
+    let Statements::Local(conn) = &s else {
+        panic!("a file's statements are local");
+    };
+    // What a checkpoint holds while it runs (see `LocalConn::wrote`).
+    let closed = Arc::clone(&conn.gate).write_owned().await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        s.fetch_optional::<(i64,)>(false, "SELECT COUNT(*) FROM steps_t", &[]),
+    )
+    .await
+    .expect("a read does not wait for the checkpoint");
+    assert_eq!(read.unwrap(), Some((0,)));
+    let write = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.execute(
+                "INSERT INTO steps_t (k, v) VALUES ($1, $2)",
+                &[Param::Text("w"), Param::Int(1)],
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!write.is_finished(), "a write waits for the checkpoint");
+    drop(closed);
+    let written = tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .expect("written once the checkpoint is done")
+        .unwrap()
+        .unwrap();
+    assert_eq!(written, 1);
+    assert_eq!(rows(&db).await, [("w".to_owned(), 1)]);
+}
