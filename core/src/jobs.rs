@@ -362,8 +362,7 @@ pub struct ResultMeta {
 /// job already has one (a result is committed at most once).
 pub(crate) fn result_step<'a>(job_id: &'a str, result: &ResultMeta, now: i64) -> Result<Step<'a>> {
     Ok(Step::new(
-        "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, columns_json, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO NOTHING",
+        INSERT_RESULT,
         vec![
             Param::Text(job_id),
             Param::Owned(result.blob_key.clone()),
@@ -375,6 +374,10 @@ pub(crate) fn result_step<'a>(job_id: &'a str, result: &ResultMeta, now: i64) ->
     ))
 }
 
+/// Records a job's result; changes nothing when the job already has one.
+const INSERT_RESULT: &str = "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, \
+     columns_json, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO NOTHING";
+
 /// Records a job's result within `tx` (at `now`); `Ok(false)` when the job already
 /// has one (a result is committed at most once).
 pub(crate) async fn insert_result(
@@ -383,22 +386,16 @@ pub(crate) async fn insert_result(
     result: &ResultMeta,
     now: i64,
 ) -> Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, columns_json, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(job_id)
-    .bind(&result.blob_key)
-    .bind(i64::try_from(result.rows).context("rows")?)
-    .bind(i64::try_from(result.bytes).context("bytes")?)
-    .bind(serde_json::to_string(&result.columns).context("columns")?)
-    .bind(now)
-    .execute(&mut **tx)
-    .await;
-    match inserted {
-        Err(e) if crate::error::is_unique_violation(&e) => Ok(false),
-        other => other.map(|_| true).map_err(Into::into),
-    }
+    let inserted = sqlx::query(INSERT_RESULT)
+        .bind(job_id)
+        .bind(&result.blob_key)
+        .bind(i64::try_from(result.rows).context("rows")?)
+        .bind(i64::try_from(result.bytes).context("bytes")?)
+        .bind(serde_json::to_string(&result.columns).context("columns")?)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// Asks for cancellation: a queued job is cancelled at once, a running one is

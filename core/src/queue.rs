@@ -133,12 +133,6 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
     async fn send_in(&self, _tx: &mut Tx, _body: &str) -> Result<bool> {
         Ok(false)
     }
-    /// Acknowledges a delivery within `tx` if the adapter lives in the database, so the
-    /// message is gone exactly when the job's outcome commits; returns `false` (having
-    /// done nothing) if it does not, and the caller deletes after committing.
-    async fn delete_in(&self, _tx: &mut Tx, _receipt: &str) -> Result<bool> {
-        Ok(false)
-    }
     /// The statement that records a message within a [`Statements::transaction`] if
     /// the adapter lives in the database (as [`JobQueue::send_in`] does); `None` if it
     /// does not, and the caller sends after committing.
@@ -146,8 +140,9 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
         None
     }
     /// The statement that acknowledges a delivery within a
-    /// [`Statements::transaction`] if the adapter lives in the database (as
-    /// [`JobQueue::delete_in`] does); `None` if it does not.
+    /// [`Statements::transaction`] if the adapter lives in the database, so the
+    /// message is gone exactly when the job's outcome commits; `None` if it does not,
+    /// and the caller deletes after committing.
     fn delete_step<'a>(&self, _receipt: &'a str) -> Option<Step<'a>> {
         None
     }
@@ -419,16 +414,6 @@ impl JobQueue for DbQueue {
     fn delete_step<'a>(&self, receipt: &'a str) -> Option<Step<'a>> {
         let (seq, token) = receipt_key(receipt);
         Some(Step::new(DELETE, vec![Param::Int(seq), Param::Text(token)]))
-    }
-
-    async fn delete_in(&self, tx: &mut Tx, receipt: &str) -> Result<bool> {
-        let (seq, token) = receipt_key(receipt);
-        sqlx::query(DELETE)
-            .bind(seq)
-            .bind(token)
-            .execute(&mut **tx)
-            .await?;
-        Ok(true)
     }
 
     async fn hand_back(&self, delivery: &Delivery) -> Result<()> {

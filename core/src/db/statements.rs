@@ -1,5 +1,6 @@
-//! Where the writes on the job path run: the queue's statements and the job
-//! lifecycle's (a submit, a start, a commit, a lease's end).
+//! Where the job path's statements run: the queue's, the job lifecycle's (a
+//! submit, a start, a commit, a lease's end) and the reads every request or job makes
+//! (a job, a token, a dataset).
 //!
 //! On Postgres they go through the pool. On SQLite each process has a connection of
 //! its own for them ([`LocalConn`], one per [`Db`]), on which a statement runs in the
@@ -18,8 +19,8 @@
 //! off, since a checkpoint writes the database file and syncs it: every
 //! [`CHECKPOINT_EVERY`] writes a `RESTART` checkpoint runs on a blocking thread and a
 //! connection of its own, while this process's writes wait for it asynchronously
-//! (its reads go on: they do not keep a `RESTART` checkpoint waiting). It copies the whole log, so the next write starts the log from
-//! its beginning. Two ways measured not to work: a passive checkpoint while the queue
+//! (its reads go on: they do not keep a `RESTART` checkpoint waiting). It copies the
+//! whole log, so the next write starts the log from its beginning. Two ways measured not to work: a passive checkpoint while the queue
 //! kept writing never caught up, so the log grew with every write (42 MB after
 //! 6,000); and a `RESTART` one on a pool connection, while the queue's statements
 //! kept trying, held the write lock as it waited, most likely for readers to leave the
@@ -41,7 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Writes on the queue's own connection between two checkpoints.
+/// Writes on a process's own connection between two checkpoints.
 pub const CHECKPOINT_EVERY: u64 = 1000;
 
 /// How long a checkpoint waits for the write lock and for readers of older snapshots;
@@ -480,7 +481,8 @@ fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     c.execute_batch(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
     )?;
-    c.set_prepared_statement_cache_capacity(32);
+    // The job path's distinct statements (a few dozen), kept prepared.
+    c.set_prepared_statement_cache_capacity(64);
     Ok(c)
 }
 
@@ -524,6 +526,9 @@ impl LocalConn {
                     .conn
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // A transaction a panic left open would take every later statement
+                // into it, never committed, with the write lock held: end it first.
+                rollback(&conn.0);
                 f(&conn.0)
             };
             match outcome {

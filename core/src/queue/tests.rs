@@ -39,20 +39,29 @@ async fn db_queue_passes_the_conformance_suite() {
 
 #[tokio::test]
 async fn a_delete_in_a_transaction_happens_only_if_it_commits() {
+    use crate::db::statements::Step;
     let (_dir, q) = queue(Duration::from_secs(30), 3).await;
     q.send("m").await.unwrap();
     let d = q.receive(Duration::ZERO).await.unwrap().unwrap();
-    let mut tx = q.db.begin_write().await.unwrap();
-    assert!(q.delete_in(&mut tx, &d.receipt).await.unwrap());
-    tx.rollback().await.unwrap();
+    let s = q.db.statements().unwrap();
+    // A guard after the delete that fails rolls the delete back with it.
+    let guard = Step::new(
+        "UPDATE queue_messages SET body = body WHERE seq = -1",
+        vec![],
+    )
+    .must_change();
+    let delete = q
+        .delete_step(&d.receipt)
+        .expect("the queue is in the database");
+    let refused = s.transaction(&[delete.clone(), guard]).await.unwrap();
+    assert!(refused.is_none());
     assert_eq!(
         q.counts().await.unwrap().in_flight,
         1,
         "rolled back: still leased"
     );
-    let mut tx = q.db.begin_write().await.unwrap();
-    assert!(q.delete_in(&mut tx, &d.receipt).await.unwrap());
-    tx.commit().await.unwrap();
+    let done = s.transaction(&[delete]).await.unwrap().unwrap();
+    assert_eq!(done[0].changed, 1);
     let counts = q.counts().await.unwrap();
     assert_eq!(
         (counts.visible, counts.in_flight),

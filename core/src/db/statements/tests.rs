@@ -17,6 +17,25 @@ async fn postgres() -> Db {
     Db::connect(&SecretString::from(url)).await.unwrap()
 }
 
+/// A SQLite file with the test table, its statements and their own connection.
+async fn local_table() -> (tempfile::TempDir, Db, Statements, Arc<LocalConn>) {
+    let (dir, db) = sqlite().await;
+    create_table(&db).await;
+    let s = db.statements().unwrap();
+    let Statements::Local(conn) = &s else {
+        panic!("a file's statements are local");
+    };
+    let conn = Arc::clone(conn);
+    (dir, db, s, conn)
+}
+
+async fn create_table(db: &Db) {
+    sqlx::query("CREATE TABLE steps_t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
 async fn rows(db: &Db) -> Vec<(String, i64)> {
     sqlx::query_as("SELECT k, v FROM steps_t ORDER BY k")
         .fetch_all(db.pool())
@@ -30,10 +49,7 @@ const BUMP: &str = "UPDATE steps_t SET v = v + 1 WHERE k = $1";
 /// What every side must do: steps in order, conditions on earlier steps' changes,
 /// returned values, and nothing left behind by a transaction a guard rolled back.
 async fn steps_behave(db: &Db, local: bool) {
-    sqlx::query("CREATE TABLE steps_t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    create_table(db).await;
     let s = db.statements().unwrap();
     assert_eq!(matches!(s, Statements::Local(_)), local);
 
@@ -114,15 +130,7 @@ async fn steps_on_postgres_run_on_the_pool() {
 
 #[tokio::test]
 async fn reads_go_on_while_a_checkpoint_holds_the_writes_back() {
-    let (_dir, db) = sqlite().await;
-    sqlx::query("CREATE TABLE steps_t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    let s = db.statements().unwrap();
-    let Statements::Local(conn) = &s else {
-        panic!("a file's statements are local");
-    };
+    let (_dir, db, s, conn) = local_table().await;
     // What a checkpoint holds while it runs (see `LocalConn::wrote`).
     let closed = Arc::clone(&conn.gate).write_owned().await;
     let read = tokio::time::timeout(
@@ -152,4 +160,33 @@ async fn reads_go_on_while_a_checkpoint_holds_the_writes_back() {
         .unwrap();
     assert_eq!(written, 1);
     assert_eq!(rows(&db).await, [("w".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn a_transaction_left_open_is_ended_before_the_next_statement() {
+    let (_dir, db, s, conn) = local_table().await;
+    // As a panic between `BEGIN` and `COMMIT` would leave it: open, holding the lock.
+    conn.conn
+        .lock()
+        .unwrap()
+        .0
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO steps_t (k, v) VALUES ('lost', 1);")
+        .unwrap();
+    let written = s
+        .execute(
+            "INSERT INTO steps_t (k, v) VALUES ($1, $2)",
+            &[Param::Text("kept"), Param::Int(2)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    // Committed, and the lock is free for another connection's write.
+    sqlx::query("INSERT INTO steps_t (k, v) VALUES ('pool', 3)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&db).await,
+        [("kept".to_owned(), 2), ("pool".to_owned(), 3)]
+    );
 }
