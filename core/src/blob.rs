@@ -109,6 +109,13 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Copies a local file to `key` (results written by the engine).
     async fn put_file(&self, key: &str, file: &Path) -> Result<u64>;
 
+    /// Stores a local file the caller no longer needs at `key`: the local store moves
+    /// it into place when it can (no second file, no copy), so the file may be gone
+    /// once this succeeds. On an error the file is still there.
+    async fn put_file_moving(&self, key: &str, file: &Path) -> Result<u64> {
+        self.put_file(key, file).await
+    }
+
     /// Streams the blob at `key`.
     async fn get_stream(&self, key: &str) -> Result<ByteStream<'static>>;
 
@@ -312,6 +319,24 @@ impl BlobStore for LocalBlobStore {
         tokio::task::spawn_blocking(move || publish(&file, &target))
             .await
             .context("storing a blob")?
+    }
+
+    async fn put_file_moving(&self, key: &str, file: &Path) -> Result<u64> {
+        let target = self.fs_path(key)?;
+        let file = file.to_owned();
+        tokio::task::spawn_blocking(move || {
+            // A rename within one file system publishes the file whole, as the copy
+            // does; across file systems (a temp dir elsewhere) it is copied instead.
+            match std::fs::metadata(&file).and_then(|m| {
+                std::fs::rename(&file, &target)?;
+                Ok(m.len())
+            }) {
+                Ok(bytes) => Ok(bytes),
+                Err(_) => publish(&file, &target),
+            }
+        })
+        .await
+        .context("storing a blob")?
     }
 
     async fn get_stream(&self, key: &str) -> Result<ByteStream<'static>> {

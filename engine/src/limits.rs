@@ -14,8 +14,8 @@
 //! Streaming keeps profile, aggregate and SQL under the limit on datasets larger
 //! than it. In the cloud the ECS task's memory is the hard limit behind this one.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// How often the guard samples.
@@ -43,36 +43,88 @@ struct GuardState {
     peak: AtomicU64,
 }
 
+/// One guard's watch, as the sampler sees it.
+struct Watch {
+    limit_bytes: u64,
+    on_exceeded: Arc<AtomicBool>,
+    state: Arc<GuardState>,
+}
+
+/// The guards watching now. One sampler thread serves them all and waits while there
+/// are none: a thread (and a read of `/proc`) per analysis cost a no-op job more
+/// than the job itself.
+static WATCHES: Mutex<Vec<Watch>> = Mutex::new(Vec::new());
+static WATCHING: Condvar = Condvar::new();
+
+fn watches() -> MutexGuard<'static, Vec<Watch>> {
+    WATCHES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether this platform reports resident memory (asked once).
+fn supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| resident_anon_bytes().is_some())
+}
+
+/// Starts the sampler on first use; whether it runs.
+fn sampler() -> bool {
+    static STARTED: OnceLock<bool> = OnceLock::new();
+    *STARTED.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("memory-guard".to_owned())
+            .spawn(sample_forever);
+        if let Err(e) = &spawned {
+            tracing::warn!(error = %e, "could not start the memory guard");
+        }
+        spawned.is_ok()
+    })
+}
+
+fn sample_forever() {
+    loop {
+        {
+            let mut w = watches();
+            while w.is_empty() {
+                w = WATCHING.wait(w).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        let now = resident_anon_bytes();
+        watches().retain(|watch| {
+            if watch.state.done.load(Ordering::Relaxed) {
+                return false;
+            }
+            let Some(now) = now else { return true };
+            watch.state.peak.fetch_max(now, Ordering::Relaxed);
+            if now > watch.limit_bytes {
+                watch.state.exceeded.store(true, Ordering::Relaxed);
+                watch.on_exceeded.store(true, Ordering::Relaxed);
+                return false;
+            }
+            true
+        });
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+}
+
 impl MemoryGuard {
     /// Starts watching. When resident memory passes `limit_bytes`, `on_exceeded` is
     /// set (the analysis's stop flag) and [`MemoryGuard::exceeded`] turns true.
     /// Without `/proc` (not Linux) the guard only logs that it cannot watch.
     pub fn start(limit_bytes: u64, on_exceeded: Arc<AtomicBool>) -> Self {
         let state = Arc::new(GuardState::default());
-        if resident_anon_bytes().is_none() {
+        if !supported() {
             tracing::warn!(
                 "this platform does not report resident memory: worker.memory_limit_mb is not enforced"
             );
             return Self { state };
         }
-        let watched = state.clone();
-        let spawned = std::thread::Builder::new()
-            .name("memory-guard".to_owned())
-            .spawn(move || {
-                while !watched.done.load(Ordering::Relaxed) {
-                    if let Some(now) = resident_anon_bytes() {
-                        watched.peak.fetch_max(now, Ordering::Relaxed);
-                        if now > limit_bytes {
-                            watched.exceeded.store(true, Ordering::Relaxed);
-                            on_exceeded.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                    }
-                    std::thread::sleep(SAMPLE_EVERY);
-                }
+        if sampler() {
+            watches().push(Watch {
+                limit_bytes,
+                on_exceeded,
+                state: state.clone(),
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start the memory guard");
+            WATCHING.notify_one();
         }
         Self { state }
     }
@@ -144,6 +196,50 @@ mod tests {
         );
         assert!(guard.peak_bytes() > limit);
         drop(big);
+    }
+
+    /// Threads of this process named `name`.
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == name)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn one_thread_watches_every_guard_and_each_trips_on_its_own_limit() {
+        if resident_anon_bytes().is_none() {
+            return; // not Linux: nothing to measure
+        }
+        let (low, high) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let guards: Vec<MemoryGuard> = (0..4)
+            .map(|_| MemoryGuard::start(u64::MAX, high.clone()))
+            .chain([MemoryGuard::start(1, low.clone())])
+            .collect();
+        assert!(
+            wait_for(|| guards[4].exceeded()),
+            "1 byte is passed at once"
+        );
+        assert!(low.load(Ordering::Relaxed));
+        std::thread::sleep(SAMPLE_EVERY * 3);
+        assert!(
+            guards[..4]
+                .iter()
+                .all(|g| !g.exceeded() && g.peak_bytes() > 0),
+            "the others sample and stay under theirs"
+        );
+        assert!(!high.load(Ordering::Relaxed));
+        assert_eq!(threads_named("memory-guard"), 1, "one sampler for all");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::analysis::{self, RunContext, RunError};
 use crate::scan::{Source, scan_source};
 use polars::prelude::*;
 use quarry_domain::{Analysis, ColumnInfo, DatasetFormat};
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -46,9 +47,25 @@ pub fn produce(
     // thread: handing the columns to polars' pool costs more than it saves there (a
     // no-op job's 1-row result took 1.6 ms to write that way on a busy machine, 1.2 ms
     // here).
-    ParquetWriter::new(file.as_file())
-        .set_parallel(df.estimated_size() > PARALLEL_WRITE_ABOVE)
+    //
+    // The smallest are stored uncompressed: zstd's set-up per column chunk was the
+    // largest part of writing them, and saves nothing on a few hundred bytes.
+    let size = df.estimated_size();
+    let compression = if size <= UNCOMPRESSED_UP_TO {
+        ParquetCompression::Uncompressed
+    } else {
+        ParquetCompression::default()
+    };
+    // Buffered: the writer's own writes are small (headers, a page, the footer's
+    // parts), a system call each.
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file.as_file());
+    ParquetWriter::new(&mut out)
+        .with_compression(compression)
+        .set_parallel(size > PARALLEL_WRITE_ABOVE)
         .finish(&mut df)?;
+    out.flush()
+        .map_err(|e| RunError::Internal(format!("cannot write the result file: {e}")))?;
+    drop(out);
     Ok(Produced {
         rows: df.height() as u64,
         columns: analysis::result_columns(&df),
@@ -58,6 +75,12 @@ pub fn produce(
 
 /// The in-memory size of a result above which its columns are encoded in parallel.
 const PARALLEL_WRITE_ABOVE: usize = 8 << 20;
+
+/// The in-memory size of a result up to which it is written uncompressed.
+const UNCOMPRESSED_UP_TO: usize = 16 << 10;
+
+/// The result file's write buffer.
+const WRITE_BUFFER: usize = 256 << 10;
 
 /// A fault the tests inject (`QUARRY_TEST_FAULT=perturb_floats`): an engine whose
 /// results differ, for the promotion gate's test. Debug builds only; a release build

@@ -371,14 +371,15 @@ impl Worker {
         produced: Produced,
         provenance: &Provenance,
     ) -> Result<(), Fenced> {
+        // One directory for all results: a directory per job was a `mkdir` per job.
         let key = format!(
-            "results/{}/attempt-{}-{}.parquet",
+            "results/{}.attempt-{}-{}.parquet",
             lease.job_id, lease.attempt, self.id
         );
         let stored = retrying(
             "storing a result",
             || lease.expired(),
-            || self.blobs.put_file(&key, produced.file.path()),
+            || self.blobs.put_file_moving(&key, produced.file.path()),
         )
         .await;
         let bytes = match stored {
@@ -463,19 +464,17 @@ impl Worker {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         {
             let (stop, progress) = (stop.clone(), progress.clone());
-            // polars plans SQL and expressions recursively: give it room (reserved only).
-            std::thread::Builder::new()
-                .name(format!("job-{job_id}"))
-                .stack_size(analysis::sql::BIG_STACK)
-                .spawn(move || {
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            on_analysis_thread(
+                move || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         produce(
                             &analysis, &source, format, &columns, &tmp_dir, &stop, &progress,
                         )
-                    }));
-                    let _ = tx.send(outcome);
-                })
-                .context("starting the analysis thread")?;
+                    }))
+                },
+                tx,
+            )
+            .context("starting the analysis thread")?;
         }
         // Stops the analysis thread and waits a little for it; whether it ended.
         let halt = async |rx: &mut tokio::sync::oneshot::Receiver<ThreadResult>| {
@@ -587,6 +586,55 @@ impl Worker {
             }
         }
     }
+}
+
+/// One analysis, and where its outcome goes.
+type Task = (
+    Box<dyn FnOnce() -> ThreadResult + Send>,
+    tokio::sync::oneshot::Sender<ThreadResult>,
+);
+
+/// Analysis threads waiting for their next job. Starting a thread per job (with its
+/// big reserved stack) was a tenth of a no-op job's time; a thread goes back here once
+/// its analysis has ended, so one that would not stop is never given another.
+static IDLE_THREADS: std::sync::Mutex<Vec<std::sync::mpsc::Sender<Task>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Runs `work` on an idle analysis thread, or on a new one, and sends its outcome to
+/// `done`.
+fn on_analysis_thread(
+    work: impl FnOnce() -> ThreadResult + Send + 'static,
+    done: tokio::sync::oneshot::Sender<ThreadResult>,
+) -> std::io::Result<()> {
+    let idle = || {
+        IDLE_THREADS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let mut task: Task = (Box::new(work), done);
+    while let Some(thread) = idle().pop() {
+        match thread.send(task) {
+            Ok(()) => return Ok(()),
+            // That thread is gone (it cannot be, but a new one will do).
+            Err(std::sync::mpsc::SendError(back)) => task = back,
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Task>();
+    tx.send(task).ok();
+    // polars plans SQL and expressions recursively: give it room (reserved only).
+    std::thread::Builder::new()
+        .name("analysis".to_owned())
+        .stack_size(analysis::sql::BIG_STACK)
+        .spawn(move || {
+            while let Ok((work, done)) = rx.recv() {
+                let outcome = work();
+                // Idle again before the worker hears of the outcome, so that its next
+                // job finds this thread.
+                idle().push(tx.clone());
+                let _ = done.send(outcome);
+            }
+        })?;
+    Ok(())
 }
 
 /// Go on with the next job, unless the analysis thread would not stop.

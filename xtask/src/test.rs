@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// Formatting and clippy with warnings denied, for the server and the WASM build.
 pub fn lint(layout: &Layout) -> anyhow::Result<()> {
     run(layout, cargo().args(["fmt", "--all", "--check"]))?;
+    // The web crate is linted for the browser too (on a fresh machine `lint` alone
+    // would fail without the target).
+    prereq::wasm_target(layout)?;
     run(
         layout,
         cargo().args([

@@ -103,8 +103,18 @@ pub async fn large_streamed_blob_round_trips_with_ranges(store: &dyn BlobStore, 
         store.read_range(&small, 0..4).await.expect("range"),
         Bytes::from(data[..4].to_vec())
     );
-    store.delete(&small).await.expect("delete");
-    store.delete(&key).await.expect("delete");
+    // A file handed over whole: its bytes arrive, whether it was moved or copied.
+    let moved = key.replace("large", "moved");
+    let bytes = store
+        .put_file_moving(&moved, local.path())
+        .await
+        .expect("put_file_moving");
+    assert_eq!(bytes, large as u64);
+    let back = store.local_file(&moved).await.expect("local_file");
+    assert!(std::fs::read(back.path()).expect("read moved") == data);
+    for k in [&small, &moved, &key] {
+        store.delete(k).await.expect("delete");
+    }
 }
 
 pub async fn upload_over_the_limit_leaves_nothing(store: &dyn BlobStore, large: usize) {

@@ -232,7 +232,7 @@ mod tests {
         let n = 5_000;
         let source = result(dir.path(), n);
         let cache = SortCache::new(dir.path().join("cache"), 8, u64::MAX);
-        let k = key("results/job-1/attempt-1-w.parquet", "v", 1, true);
+        let k = key("results/job-1.attempt-1-w.parquet", "v", 1, true);
         assert!(cache.cached_page(&k, 0, 10).unwrap().is_none());
 
         let mut expected: Vec<(i64, Option<i64>)> = (0..n)

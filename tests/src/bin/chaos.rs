@@ -412,7 +412,7 @@ async fn report(
         if let Some(job) = b
             .key
             .strip_prefix("results/")
-            .and_then(|k| k.split('/').next())
+            .and_then(|k| k.split(['.', '/']).next())
         {
             *objects.entry(job).or_default() += 1;
         }
@@ -440,7 +440,7 @@ async fn report(
                 .await?;
                 match row {
                     Some((key, n, Some(worker)))
-                        if key == format!("results/{id}/attempt-{n}-{worker}.parquet") => {}
+                        if key == format!("results/{id}.attempt-{n}-{worker}.parquet") => {}
                     other => double.push(format!("{id}: {other:?}")),
                 }
                 orphans += objects
