@@ -593,7 +593,7 @@ async fn killed_worker_on_sqs_is_redelivered_and_committed_once() {
         "delivered again after the visibility timeout"
     );
     assert_eq!(
-        cloud.objects(&format!("results/{id}/")).await.len(),
+        cloud.objects(&format!("results/{id}.")).await.len(),
         1,
         "committed once"
     );

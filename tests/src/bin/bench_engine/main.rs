@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let runs = |s: &str| only.iter().any(|o| o == s);
     println!(
-        "Quarry engine benchmark (dev profile, dependencies and quarry-core at opt-level 2)\n"
+        "Quarry engine benchmark (dev profile: dependencies, quarry-core, -engine, -worker, -domain and -app at opt-level 2)\n"
     );
     let mut report = Report::default();
     if runs("queue") {
