@@ -2,3 +2,4 @@
 //! lifecycle and runs them on the engine (`quarry-engine`).
 
 pub mod run;
+mod threads;

@@ -25,7 +25,7 @@ use quarry_core::jobs::{ResultMeta, StoredJob};
 use quarry_core::lifecycle::{Begin, Fenced, Lease, Lifecycle, Retry};
 use quarry_core::{Config, Db, datasets, fleet};
 use quarry_domain::{Analysis, DatasetFormat, FailureKind, InputProvenance, Provenance};
-use quarry_engine::analysis::{self, INTERNAL_MESSAGE, RunError};
+use quarry_engine::analysis::{INTERNAL_MESSAGE, RunError};
 use quarry_engine::limits::{self, MemoryGuard};
 use quarry_engine::produce::{Produced, produce};
 use quarry_engine::scan::Source;
@@ -464,7 +464,7 @@ impl Worker {
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         {
             let (stop, progress) = (stop.clone(), progress.clone());
-            on_analysis_thread(
+            crate::threads::run(
                 move || {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         produce(
@@ -586,55 +586,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// One analysis, and where its outcome goes.
-type Task = (
-    Box<dyn FnOnce() -> ThreadResult + Send>,
-    tokio::sync::oneshot::Sender<ThreadResult>,
-);
-
-/// Analysis threads waiting for their next job. Starting a thread per job (with its
-/// big reserved stack) was a tenth of a no-op job's time; a thread goes back here once
-/// its analysis has ended, so one that would not stop is never given another.
-static IDLE_THREADS: std::sync::Mutex<Vec<std::sync::mpsc::Sender<Task>>> =
-    std::sync::Mutex::new(Vec::new());
-
-/// Runs `work` on an idle analysis thread, or on a new one, and sends its outcome to
-/// `done`.
-fn on_analysis_thread(
-    work: impl FnOnce() -> ThreadResult + Send + 'static,
-    done: tokio::sync::oneshot::Sender<ThreadResult>,
-) -> std::io::Result<()> {
-    let idle = || {
-        IDLE_THREADS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
-    let mut task: Task = (Box::new(work), done);
-    while let Some(thread) = idle().pop() {
-        match thread.send(task) {
-            Ok(()) => return Ok(()),
-            // That thread is gone (it cannot be, but a new one will do).
-            Err(std::sync::mpsc::SendError(back)) => task = back,
-        }
-    }
-    let (tx, rx) = std::sync::mpsc::channel::<Task>();
-    tx.send(task).ok();
-    // polars plans SQL and expressions recursively: give it room (reserved only).
-    std::thread::Builder::new()
-        .name("analysis".to_owned())
-        .stack_size(analysis::sql::BIG_STACK)
-        .spawn(move || {
-            while let Ok((work, done)) = rx.recv() {
-                let outcome = work();
-                // Idle again before the worker hears of the outcome, so that its next
-                // job finds this thread.
-                idle().push(tx.clone());
-                let _ = done.send(outcome);
-            }
-        })?;
-    Ok(())
 }
 
 /// Go on with the next job, unless the analysis thread would not stop.

@@ -287,13 +287,19 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// CPU seconds used by the server, by its children (the workers) and by this process.
+/// CPU seconds used by the server, by each of its children (the workers) and by this
+/// process.
 struct Cpu {
+    server: f64,
+    client: f64,
+    children: std::collections::HashMap<u32, f64>,
+}
+
+/// What the server, its workers and this process used between two [`Cpu`] readings.
+struct CpuUsed {
     server: f64,
     workers: f64,
     client: f64,
-    /// Each child's own, to subtract what a child that is still running had used.
-    children: std::collections::HashMap<u32, f64>,
 }
 
 impl Cpu {
@@ -316,7 +322,6 @@ impl Cpu {
         }
         Ok(Self {
             server: cpu_secs(server)?,
-            workers: children.values().sum(),
             client: cpu_secs(std::process::id())?,
             children,
         })
@@ -324,17 +329,16 @@ impl Cpu {
 
     /// What was used between `before` and this reading (a child that exited meanwhile
     /// is not counted after its exit).
-    fn since(self, before: &Self) -> Self {
+    fn since(&self, before: &Self) -> CpuUsed {
         let workers = self
             .children
             .iter()
             .map(|(pid, secs)| secs - before.children.get(pid).copied().unwrap_or(0.0))
             .sum();
-        Self {
+        CpuUsed {
             server: self.server - before.server,
             workers,
             client: self.client - before.client,
-            children: self.children,
         }
     }
 }
