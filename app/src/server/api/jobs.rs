@@ -86,14 +86,25 @@ pub async fn submit_placed(
         )
     })?;
     let dataset = datasets::get(&s.db, who, dataset_id).await?;
-    // Planning SQL is CPU work on threads of its own: keep it off the runtime.
     let limits = quarry_engine::analysis::validate::Limits::from_config(&s.config.analyses);
-    let columns = dataset.view.columns.clone();
-    let checked = analysis.clone();
-    tokio::task::spawn_blocking(move || validate(&checked, &columns, &limits))
-        .await
-        .map_err(|e| anyhow::anyhow!("validation task: {e}"))?
-        .map_err(|e| AppError::invalid(e.code, e.message))?;
+    let checked = match analysis {
+        // At most one pass over the schema: less than the hop to a blocking thread and
+        // back.
+        Analysis::Profile | Analysis::Histogram { .. } | Analysis::Spin { .. } => {
+            validate(&analysis, &dataset.view.columns, &limits)
+        }
+        // Planning SQL is CPU work on threads of its own, and the lists of an aggregate
+        // or a correlation are searched in the schema once per entry (as long as the
+        // body allows): off the runtime.
+        Analysis::Sql { .. } | Analysis::Aggregate { .. } | Analysis::Correlation { .. } => {
+            let columns = dataset.view.columns.clone();
+            let checked = analysis.clone();
+            tokio::task::spawn_blocking(move || validate(&checked, &columns, &limits))
+                .await
+                .map_err(|e| anyhow::anyhow!("validation task: {e}"))?
+        }
+    };
+    checked.map_err(|e| AppError::invalid(e.code, e.message))?;
 
     let id = uuid::Uuid::new_v4().to_string();
     let analysis_json = serde_json::to_string(&analysis).map_err(anyhow::Error::from)?;
