@@ -462,6 +462,25 @@ async fn bad_job_requests_get_a_helpful_4xx_and_nothing_is_enqueued() {
             "bad_sql",
             "missing",
         ),
+        // Checked on the request's own thread (profile, histogram and spin are).
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "histogram", "column": "category", "bins": 4}}),
+            400,
+            "bad_column",
+            "numeric",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "histogram", "column": "amount", "bins": 0}}),
+            400,
+            "bad_bins",
+            "between 1 and",
+        ),
+        (
+            json!({"dataset_id": dataset, "analysis": {"kind": "histogram", "column": "colour", "bins": 4}}),
+            400,
+            "unknown_column",
+            "colour",
+        ),
         (
             json!({"dataset_id": dataset, "analysis": {"kind": "pivot"}}),
             400,
