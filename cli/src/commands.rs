@@ -591,6 +591,11 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down");
+    let (lock_waits, lock_waited) = quarry_core::db::statements::lock_waits();
+    tracing::info!(
+        lock_waits,
+        lock_waited_ms = lock_waited.as_millis() as u64,
+        "shutting down"
+    );
     token.cancel();
 }

@@ -377,7 +377,9 @@ impl BlobStore for LocalBlobStore {
 
     async fn local_file(&self, key: &str) -> Result<LocalFile> {
         let path = self.fs_path(key)?;
-        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        // A `stat` on a local disk, in place: a trip to a blocking thread and back
+        // costs more (a worker asks this once a job).
+        if !path.try_exists().unwrap_or(false) {
             return Err(Error::NotFound(format!("blob {key} is missing")));
         }
         Ok(LocalFile { path, _temp: None })

@@ -172,6 +172,53 @@ pub(crate) async fn start(
     (now, until): (i64, i64),
     only: StartIf,
 ) -> Result<Option<StoredJob>> {
+    let (sql, n) = start_statement(only);
+    let row: Option<Row> = db
+        .statements()?
+        .fetch_optional(
+            true,
+            &sql,
+            &start_params(id, receipt, worker_id, (now, until), n),
+        )
+        .await?;
+    row.map(Row::into_stored).transpose()
+}
+
+/// [`start`] with [`StartIf::Queued`] on a connection, inside the transaction that
+/// leased the delivery `receipt` ([`crate::queue::DbQueue::receive_then`]).
+pub(crate) fn start_on(
+    c: &rusqlite::Connection,
+    id: &str,
+    receipt: &str,
+    worker_id: &str,
+    (now, until): (i64, i64),
+    max_attempts: u32,
+) -> rusqlite::Result<Option<Started>> {
+    let (sql, n) = start_statement(StartIf::Queued { max_attempts });
+    let row: Option<Row> = crate::db::statements::fetch_on(
+        c,
+        &sql,
+        &start_params(id, receipt, worker_id, (now, until), n),
+    )?;
+    Ok(row.map(Started))
+}
+
+/// A job [`start_on`] started, read once the transaction has committed.
+pub(crate) struct Started(Row);
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Started").field(&self.0.id).finish()
+    }
+}
+
+impl Started {
+    pub(crate) fn into_stored(self) -> Result<StoredJob> {
+        self.0.into_stored()
+    }
+}
+
+fn start_statement(only: StartIf) -> (String, u32) {
     let (condition, n) = match only {
         StartIf::Queued { max_attempts } => (
             "status = 'queued' AND cancel_requested = 0 AND attempts < $6 \
@@ -194,22 +241,24 @@ pub(crate) async fn start(
          RETURNING {}",
         columns!()
     );
-    let row: Option<Row> = db
-        .statements()?
-        .fetch_optional(
-            true,
-            &sql,
-            &[
-                Param::Text(receipt),
-                Param::Int(until),
-                Param::Text(worker_id),
-                Param::Int(now),
-                Param::Text(id),
-                Param::Int(i64::from(n)),
-            ],
-        )
-        .await?;
-    row.map(Row::into_stored).transpose()
+    (sql, n)
+}
+
+fn start_params<'a>(
+    id: &'a str,
+    receipt: &'a str,
+    worker_id: &'a str,
+    (now, until): (i64, i64),
+    n: u32,
+) -> [Param<'a>; 6] {
+    [
+        Param::Text(receipt),
+        Param::Int(until),
+        Param::Text(worker_id),
+        Param::Int(now),
+        Param::Text(id),
+        Param::Int(i64::from(n)),
+    ]
 }
 
 /// A job by id, regardless of owner (workers, orchestrator).

@@ -70,6 +70,15 @@ pub enum Begin {
     Superseded(String),
 }
 
+/// What [`Lifecycle::receive`] got.
+#[derive(Debug)]
+pub enum Received {
+    /// The job started with the lease: run it.
+    Started(Box<Lease>, Box<StoredJob>),
+    /// A delivery to [begin](Lifecycle::begin).
+    Delivered(Delivery),
+}
+
 /// A worker's hold on one job: the delivery that runs it and its attempt number.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -160,6 +169,49 @@ impl Lifecycle {
             self.release_after(id).await;
         }
         Ok(job)
+    }
+
+    /// Waits up to `wait` for a delivery. On the embedded queue the lease also
+    /// starts its job when that is the common case (queued, attempts left, not being
+    /// cancelled): one transaction, not two. Anything else comes back as the delivery
+    /// alone, for [`Lifecycle::begin`].
+    pub async fn receive(&self, wait: Duration, worker_id: &str) -> Result<Option<Received>> {
+        let Some(q) = self.queue.as_db_queue() else {
+            return Ok(self.queue.receive(wait).await?.map(Received::Delivered));
+        };
+        let visibility = ms(self.queue.visibility_timeout());
+        let max_attempts = self.max_attempts;
+        let start: &crate::queue::Then<'_, (jobs::Started, i64)> = &|c, d| {
+            let Ok(message) = JobMessage::parse(&d.body) else {
+                // `begin` dead-letters it.
+                return Ok(None);
+            };
+            let now = now_ms();
+            let until = now + visibility;
+            let started = jobs::start_on(
+                c,
+                &message.job_id,
+                &d.receipt,
+                worker_id,
+                (now, until),
+                max_attempts,
+            )?;
+            Ok(started.map(|job| (job, until)))
+        };
+        Ok(match q.receive_then(wait, start).await? {
+            None => None,
+            Some((d, None)) => Some(Received::Delivered(d)),
+            Some((d, Some((started, until_ms)))) => {
+                let job = started.into_stored()?;
+                let lease = Lease {
+                    job_id: job.view.id.clone(),
+                    attempt: job.view.attempts,
+                    until_ms,
+                    delivery: d,
+                };
+                Some(Received::Started(Box::new(lease), Box::new(job)))
+            }
+        })
     }
 
     /// Turns a delivery into a lease on its job, or acknowledges, dead-letters or

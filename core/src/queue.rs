@@ -21,7 +21,7 @@ pub mod conformance;
 
 use crate::clock::now_ms;
 use crate::db::Db;
-use crate::db::statements::{Param, Statements, Step};
+use crate::db::statements::{Param, Row, Statements, Step, fetch_on};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use quarry_domain::QueueCounts;
@@ -163,6 +163,11 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
     async fn dead_letters(&self, after: Option<&str>, limit: u32) -> Result<Vec<DeadLetter>>;
     /// Puts a dead letter back into the queue, to be delivered afresh.
     async fn redrive(&self, letter: &DeadLetter) -> Result<()>;
+    /// The embedded adapter itself, whose leases can start a job in their own
+    /// transaction ([`DbQueue::receive_then`]); `None` for every other adapter.
+    fn as_db_queue(&self) -> Option<&DbQueue> {
+        None
+    }
     /// The queue's visibility timeout.
     fn visibility_timeout(&self) -> Duration;
     /// Deliveries before a message is dead-lettered (the backstop).
@@ -220,7 +225,8 @@ impl DbQueue {
         Ok(())
     }
 
-    /// Leases the oldest visible message, if any.
+    /// Leases the oldest visible message, if any, and runs `then` on the delivery in
+    /// the lease's own transaction (see [`DbQueue::receive_then`]).
     ///
     /// While messages keep coming (the last receive found one) the lease is a single
     /// `UPDATE … WHERE seq = (oldest) RETURNING`. Otherwise, and once that finds
@@ -229,55 +235,46 @@ impl DbQueue {
     /// way two receivers never get the same delivery. A candidate delivered
     /// `max_receives` times already is dead-lettered on the way (the single-statement
     /// lease skips such messages, and the next read finds them).
-    async fn try_receive(&self) -> Result<Option<Delivery>> {
+    async fn try_receive<T>(&self, then: &Then<'_, T>) -> Result<Option<(Delivery, Option<T>)>> {
         use std::sync::atomic::Ordering::Relaxed;
         if self.busy.load(Relaxed) {
-            if let Some(d) = self.lease_oldest().await? {
+            if let Some(d) = self.lease_oldest(then).await? {
                 return Ok(Some(d));
             }
             self.busy.store(false, Relaxed);
         }
-        let found = self.read_then_lease().await?;
+        let found = self.read_then_lease(then).await?;
         self.busy.store(found.is_some(), Relaxed);
         Ok(found)
     }
 
     /// The lease in one statement; `None` if no message under the receive limit is
     /// visible (or, on Postgres, a concurrent receiver took the one chosen).
-    async fn lease_oldest(&self) -> Result<Option<Delivery>> {
+    async fn lease_oldest<T>(&self, then: &Then<'_, T>) -> Result<Option<(Delivery, Option<T>)>> {
         let now = now_ms();
         let token = receipt_token();
-        let row: Option<(i64, String, String, i64, i64)> = self
-            .statements()?
-            .fetch_optional(
-                true,
-                "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
-                 receipt = $2 WHERE seq = (SELECT seq FROM queue_messages WHERE queue = $3 \
-                 AND dead_at IS NULL AND visible_at <= $4 AND receive_count < $5 \
-                 ORDER BY sent_at, seq LIMIT 1) AND dead_at IS NULL AND visible_at <= $4 \
-                 RETURNING seq, id, body, receive_count, sent_at",
-                &[
-                    Param::Int(now + duration_ms(self.visibility)),
-                    Param::Text(&token),
-                    Param::Text(&self.name),
-                    Param::Int(now),
-                    Param::Int(i64::from(self.max_receives)),
-                ],
-            )
-            .await?;
-        Ok(
-            row.map(|(seq, message_id, body, count, sent_at_ms)| Delivery {
-                message_id,
-                receipt: format!("{seq}.{token}"),
-                body,
-                receive_count: u32::try_from(count).unwrap_or(u32::MAX),
-                sent_at_ms,
-            }),
-        )
+        let params = [
+            Param::Int(now + duration_ms(self.visibility)),
+            Param::Text(&token),
+            Param::Text(&self.name),
+            Param::Int(now),
+            Param::Int(i64::from(self.max_receives)),
+        ];
+        let delivery = |(seq, message_id, body, count, sent_at_ms): LeasedRow| Delivery {
+            message_id,
+            receipt: format!("{seq}.{token}"),
+            body,
+            receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+            sent_at_ms,
+        };
+        self.lease(LEASE_OLDEST, &params, delivery, then).await
     }
 
     /// A read for the oldest visible message, then its lease by primary key.
-    async fn read_then_lease(&self) -> Result<Option<Delivery>> {
+    async fn read_then_lease<T>(
+        &self,
+        then: &Then<'_, T>,
+    ) -> Result<Option<(Delivery, Option<T>)>> {
         let statements = self.statements()?;
         for _ in 0..16 {
             let now = now_ms();
@@ -303,34 +300,103 @@ impl DbQueue {
                 continue;
             }
             let token = receipt_token();
-            let row: Option<(String, String, i64, i64)> = statements
-                .fetch_optional(
-                    true,
-                    "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
-                     receipt = $2 WHERE seq = $3 AND dead_at IS NULL AND visible_at <= $4 \
-                     RETURNING id, body, receive_count, sent_at",
-                    &[
-                        Param::Int(now + duration_ms(self.visibility)),
-                        Param::Text(&token),
-                        Param::Int(seq),
-                        Param::Int(now),
-                    ],
-                )
-                .await?;
-            // Taken by another receiver between the read and the lease: look again.
-            if let Some((message_id, body, count, sent_at_ms)) = row {
-                return Ok(Some(Delivery {
+            let params = [
+                Param::Int(now + duration_ms(self.visibility)),
+                Param::Text(&token),
+                Param::Int(seq),
+                Param::Int(now),
+            ];
+            let delivery =
+                |(message_id, body, count, sent_at_ms): (String, String, i64, i64)| Delivery {
                     message_id,
                     receipt: format!("{seq}.{token}"),
                     body,
                     receive_count: u32::try_from(count).unwrap_or(u32::MAX),
                     sent_at_ms,
-                }));
+                };
+            // Taken by another receiver between the read and the lease: look again.
+            if let Some(leased) = self.lease(LEASE_BY_SEQ, &params, delivery, then).await? {
+                return Ok(Some(leased));
             }
         }
         Ok(None)
     }
+
+    /// Runs the lease statement `sql` (an `UPDATE … RETURNING` the row `R`), and
+    /// `then` on its delivery in the same transaction where the statements run on the
+    /// process's own connection; on the pool, the lease alone.
+    async fn lease<R: Row, T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        delivery: impl Fn(R) -> Delivery,
+        then: &Then<'_, T>,
+    ) -> Result<Option<(Delivery, Option<T>)>> {
+        let statements = self.statements()?;
+        let leased = statements
+            .local_transaction(|c| {
+                // Nothing leased: nothing to commit.
+                let Some(row) = fetch_on::<R>(c, sql, params)? else {
+                    return Ok(None);
+                };
+                let d = delivery(row);
+                let done = then(c, &d)?;
+                Ok(Some((d, done)))
+            })
+            .await?;
+        match leased {
+            Some(leased) => Ok(leased),
+            None => Ok(statements
+                .fetch_optional::<R>(true, sql, params)
+                .await?
+                .map(|row| (delivery(row), None))),
+        }
+    }
+
+    /// [`JobQueue::receive`], running `then` on the delivery in the lease's own
+    /// transaction on SQLite (the job lifecycle starts the job there: one write
+    /// instead of two). If `then` answers `None` the lease still commits (with what
+    /// `then` changed: a guarded update that found no row changed nothing); if it
+    /// fails, nothing does. On the pool `then` is not run: the delivery comes with
+    /// `None`.
+    pub async fn receive_then<T>(
+        &self,
+        wait: Duration,
+        then: &Then<'_, T>,
+    ) -> Result<Option<(Delivery, Option<T>)>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(leased) = self.try_receive(then).await? {
+                return Ok(Some(leased));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.poll.min(deadline - now)) => {}
+                () = WAKE.notified() => {}
+            }
+        }
+    }
 }
+
+/// What [`DbQueue::receive_then`] runs on a delivery inside the lease's transaction.
+pub type Then<'a, T> =
+    dyn Fn(&rusqlite::Connection, &Delivery) -> rusqlite::Result<Option<T>> + Send + Sync + 'a;
+
+/// A lease's answer: seq, id, body, receive count, sent at.
+type LeasedRow = (i64, String, String, i64, i64);
+
+const LEASE_OLDEST: &str = "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
+     receipt = $2 WHERE seq = (SELECT seq FROM queue_messages WHERE queue = $3 \
+     AND dead_at IS NULL AND visible_at <= $4 AND receive_count < $5 \
+     ORDER BY sent_at, seq LIMIT 1) AND dead_at IS NULL AND visible_at <= $4 \
+     RETURNING seq, id, body, receive_count, sent_at";
+
+const LEASE_BY_SEQ: &str = "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
+     receipt = $2 WHERE seq = $3 AND dead_at IS NULL AND visible_at <= $4 \
+     RETURNING id, body, receive_count, sent_at";
 
 /// Wakes this process's [`DbQueue`] receivers: the one waiting polls at once instead
 /// of after its poll interval (a worker whose parent announced a job, see
@@ -430,20 +496,12 @@ impl JobQueue for DbQueue {
     }
 
     async fn receive(&self, wait: Duration) -> Result<Option<Delivery>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(delivery) = self.try_receive().await? {
-                return Ok(Some(delivery));
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.poll.min(deadline - now)) => {}
-                () = WAKE.notified() => {}
-            }
-        }
+        let nothing: &Then<'_, ()> = &|_, _| Ok(None);
+        Ok(self.receive_then(wait, nothing).await?.map(|(d, _)| d))
+    }
+
+    fn as_db_queue(&self) -> Option<&DbQueue> {
+        Some(self)
     }
 
     async fn change_visibility(&self, receipt: &str, visibility: Duration) -> Result<()> {

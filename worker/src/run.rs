@@ -22,7 +22,8 @@
 use anyhow::Context as _;
 use quarry_core::blob::BlobStore;
 use quarry_core::jobs::{ResultMeta, StoredJob};
-use quarry_core::lifecycle::{Begin, Fenced, Lease, Lifecycle, Retry};
+use quarry_core::lifecycle::{Begin, Fenced, Lease, Lifecycle, Received, Retry};
+use quarry_core::queue::Delivery;
 use quarry_core::{Config, Db, datasets, fleet};
 use quarry_domain::{Analysis, DatasetFormat, FailureKind, InputProvenance, Provenance};
 use quarry_engine::analysis::{INTERNAL_MESSAGE, RunError};
@@ -60,6 +61,16 @@ pub enum Exit {
     /// A deploy made another release current: this worker finished what it held and
     /// takes no more work.
     Superseded,
+}
+
+/// What beginning a delivery came to.
+enum Begun {
+    Run(Box<Lease>, Box<StoredJob>),
+    /// Nothing to run: acknowledged, dead-lettered or deferred.
+    Skipped,
+    /// Could not begin within the delivery's lease: it is delivered again.
+    Failed,
+    Exit(Exit),
 }
 
 enum Outcome {
@@ -133,7 +144,6 @@ impl Worker {
         let release = self.config.worker.release();
         let mut last_release_check: Option<Instant> = None;
         tracing::info!(worker_id = %self.id, %release, "worker started");
-        let queue = self.lifecycle.queue();
         let exit = loop {
             if shutdown.is_cancelled() {
                 break Exit::Shutdown;
@@ -160,12 +170,14 @@ impl Worker {
             }
             // SQS's longest long poll: one request per 20 s while the queue is empty.
             let wait = (idle_timeout - idle_for).min(LONG_POLL);
-            let delivery = tokio::select! {
+            let received = tokio::select! {
                 _ = shutdown.cancelled() => break Exit::Shutdown,
-                d = queue.receive(wait) => d,
+                r = self.lifecycle.receive(wait, &self.id) => r,
             };
-            let delivery = match delivery {
-                Ok(Some(d)) => d,
+            let delivery = match received {
+                // Started in the lease's own transaction (the embedded queue's common case).
+                Ok(Some(Received::Started(lease, job))) => Err((*lease, *job)),
+                Ok(Some(Received::Delivered(d))) => Ok(d),
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::warn!(worker_id = %self.id, error = %e, ?backoff, "receiving from the queue failed: retrying");
@@ -175,36 +187,51 @@ impl Worker {
                 }
             };
             backoff = Duration::from_millis(100);
-            // The delivery's own lease bounds how long beginning it may be retried.
-            let lease_end = Instant::now() + queue.visibility_timeout();
-            let begun = retrying(
-                "beginning a job",
-                || Instant::now() >= lease_end,
-                || self.lifecycle.begin(delivery.clone(), &self.id),
-            )
-            .await;
-            let (lease, job) = match begun {
-                Ok(Begin::Run(lease, job)) => (*lease, *job),
-                Ok(Begin::Skipped) => {
-                    idle_since = Instant::now();
-                    continue;
-                }
-                Ok(Begin::Superseded(current)) => {
-                    tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: the delivery went back");
-                    break Exit::Superseded;
-                }
-                Err(e) => {
-                    tracing::error!(message_id = %delivery.message_id, error = %e, "could not begin a job within its lease: it is delivered again");
-                    continue;
-                }
+            let (lease, job) = match delivery {
+                Err(started) => started,
+                Ok(delivery) => match self.begin(delivery).await {
+                    Begun::Run(lease, job) => (*lease, *job),
+                    Begun::Exit(exit) => break exit,
+                    Begun::Skipped => {
+                        idle_since = Instant::now();
+                        continue;
+                    }
+                    Begun::Failed => continue,
+                },
             };
             match self.process(lease, job, shutdown).await {
                 Outcome::Continue => idle_since = Instant::now(),
                 Outcome::ExitNow(exit) => break exit,
             }
         };
-        tracing::info!(worker_id = %self.id, ?exit, "worker stopping");
+        let (lock_waits, lock_waited) = quarry_core::db::statements::lock_waits();
+        tracing::info!(worker_id = %self.id, ?exit, lock_waits, lock_waited_ms = lock_waited.as_millis() as u64, "worker stopping");
         Ok(exit)
+    }
+
+    /// Begins a delivery that did not start its job with the lease.
+    async fn begin(&self, delivery: Delivery) -> Begun {
+        // The delivery's own lease bounds how long beginning it may be retried.
+        let lease_end = Instant::now() + self.lifecycle.queue().visibility_timeout();
+        let begun = retrying(
+            "beginning a job",
+            || Instant::now() >= lease_end,
+            || self.lifecycle.begin(delivery.clone(), &self.id),
+        )
+        .await;
+        match begun {
+            Ok(Begin::Run(lease, job)) => Begun::Run(lease, job),
+            Ok(Begin::Skipped) => Begun::Skipped,
+            Ok(Begin::Superseded(current)) => {
+                let release = self.config.worker.release();
+                tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: the delivery went back");
+                Begun::Exit(Exit::Superseded)
+            }
+            Err(e) => {
+                tracing::error!(message_id = %delivery.message_id, error = %e, "could not begin a job within its lease: it is delivered again");
+                Begun::Failed
+            }
+        }
     }
 
     /// Retries a lifecycle call while the lease holds; `Err(Fenced)` once it is gone.
@@ -389,6 +416,14 @@ impl Worker {
                 return Err(Fenced);
             }
         };
+        // Moved into the store (renamed): nothing is left to delete. Dropping the temp
+        // file would still `unlink` its old name, and an unlink takes the temp
+        // directory's lock, which the other workers' new result files need too (seen
+        // in the no-op benchmark's profile as workers spinning on that lock); a stat
+        // does not take it.
+        if !produced.file.path().exists() {
+            let _ = produced.file.into_temp_path().keep();
+        }
         let meta = ResultMeta {
             blob_key: key.clone(),
             rows: produced.rows,

@@ -29,6 +29,7 @@ pub use lifecycle::{
     a_fenced_lease_changes_nothing, activity_and_waiting, attempts_are_recorded_with_their_release,
     dead_workers_jobs_are_reconciled, failed_and_cancelled_jobs, hand_backs_are_not_attempts,
     job_changes_reach_their_followers, job_lifecycle_commits_a_result_once,
+    receives_start_the_common_case,
 };
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
 pub use supersession::{
@@ -43,6 +44,7 @@ pub async fn run_all(db: &Db) {
     sessions_opened_with_tokens(db).await;
     datasets_are_private_and_unique_per_owner(db).await;
     job_lifecycle_commits_a_result_once(db).await;
+    receives_start_the_common_case(db).await;
     a_fenced_lease_changes_nothing(db).await;
     hand_backs_are_not_attempts(db).await;
     attempts_are_recorded_with_their_release(db).await;

@@ -29,6 +29,12 @@
 //! and a checkpoint that waits at most [`CHECKPOINT_WAIT`]: while it waits it holds
 //! the write lock, so every writer of every process waits as long.
 //!
+//! While writers of several processes meet (for a second after a write found the lock
+//! taken), a write first waits its turn at the writers' [`turnstile`] (a lock on a
+//! file beside the database, which every process's writers take in turn), so a
+//! writer that would find SQLite's lock taken sleeps in the kernel until it is free,
+//! instead of pausing a whole timer tick and trying again.
+//!
 //! Each statement is written once, with `$1`… placeholders, and run by either side;
 //! [`Row`] reads its answer from either.
 
@@ -41,9 +47,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use turnstile::Turnstile;
+
+mod turnstile;
 
 /// Writes on a process's own connection between two checkpoints.
 pub const CHECKPOINT_EVERY: u64 = 1000;
+
+/// How long writes keep taking the turnstile after one found SQLite's lock taken.
+const CONTENDED_FOR: Duration = Duration::from_secs(1);
 
 /// How long a checkpoint waits for the write lock and for readers of older snapshots;
 /// one that found the database busy is tried again [`CHECKPOINT_EVERY`] writes later.
@@ -282,29 +294,21 @@ impl Statements {
                 tx.commit().await?;
                 Ok(Some(done))
             }
-            Statements::Local(conn) => {
-                conn.run(true, |c| {
-                    c.execute_batch("BEGIN IMMEDIATE")?;
-                    match run_steps(c, steps) {
-                        Ok(Some(done)) => match c.execute_batch("COMMIT") {
-                            Ok(()) => Ok(Some(done)),
-                            Err(e) => {
-                                rollback(c);
-                                Err(e)
-                            }
-                        },
-                        Ok(None) => {
-                            rollback(c);
-                            Ok(None)
-                        }
-                        Err(e) => {
-                            rollback(c);
-                            Err(e)
-                        }
-                    }
-                })
-                .await
-            }
+            Statements::Local(conn) => conn.run(true, |c| within(c, |c| run_steps(c, steps))).await,
+        }
+    }
+
+    /// Runs `f` in one write transaction on the process's own SQLite connection, and
+    /// commits what it did if it answers `Some` (nothing changes if it answers `None`
+    /// or fails). `Ok(None)` without running it on the pool, where the caller runs
+    /// its statements one by one.
+    pub async fn local_transaction<T>(
+        &self,
+        f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
+    ) -> Result<Option<Option<T>>> {
+        match self {
+            Statements::Pool(_) => Ok(None),
+            Statements::Local(conn) => conn.run(true, |c| within(c, &f)).await.map(Some),
         }
     }
 
@@ -341,21 +345,52 @@ impl Statements {
                 Some(row) => Ok(Some(R::from_any(&row)?)),
                 None => Ok(None),
             },
-            Statements::Local(conn) => {
-                conn.run(write, |c| {
-                    let mut statement = prepared(c, sql, params)?;
-                    let mut rows = statement.raw_query();
-                    let first = match rows.next()? {
-                        Some(row) => Some(R::from_sqlite(row)?),
-                        None => None,
-                    };
-                    // RETURNING answers after every change is made; stepping to the
-                    // end finishes the statement before the connection is let go.
-                    while rows.next()?.is_some() {}
-                    Ok(first)
-                })
-                .await
+            Statements::Local(conn) => conn.run(write, |c| fetch_on(c, sql, params)).await,
+        }
+    }
+}
+
+/// [`Statements::fetch_optional`] on a connection, within a
+/// [`Statements::local_transaction`].
+pub fn fetch_on<R: Row>(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: &[Param<'_>],
+) -> rusqlite::Result<Option<R>> {
+    let mut statement = prepared(c, sql, params)?;
+    let mut rows = statement.raw_query();
+    let first = match rows.next()? {
+        Some(row) => Some(R::from_sqlite(row)?),
+        None => None,
+    };
+    // RETURNING answers after every change is made; stepping to the end finishes the
+    // statement before the connection is let go.
+    while rows.next()?.is_some() {}
+    Ok(first)
+}
+
+/// `f` between `BEGIN IMMEDIATE` and `COMMIT`; rolled back if it fails or answers
+/// `None`.
+fn within<T>(
+    c: &rusqlite::Connection,
+    f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
+) -> rusqlite::Result<Option<T>> {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    match f(c) {
+        Ok(Some(done)) => match c.execute_batch("COMMIT") {
+            Ok(()) => Ok(Some(done)),
+            Err(e) => {
+                rollback(c);
+                Err(e)
             }
+        },
+        Ok(None) => {
+            rollback(c);
+            Ok(None)
+        }
+        Err(e) => {
+            rollback(c);
+            Err(e)
         }
     }
 }
@@ -456,6 +491,12 @@ pub struct LocalConn {
     /// Statements hold it shared; a checkpoint holds it alone, so this process's
     /// statements wait for it (asynchronously) instead of starving it of the lock.
     gate: Arc<tokio::sync::RwLock<()>>,
+    /// Where this process's writers queue with every other process's (see
+    /// [`turnstile`]).
+    turnstile: Option<Arc<Turnstile>>,
+    /// Until when (ms after `epoch`) writes take the turnstile.
+    contended_until: AtomicU64,
+    epoch: std::time::Instant,
     writes: AtomicU64,
     checkpointing: Arc<AtomicBool>,
 }
@@ -495,6 +536,9 @@ impl LocalConn {
             path: path.to_owned(),
             conn: std::sync::Mutex::new(Connection(conn)),
             gate: Arc::default(),
+            turnstile: Turnstile::open(path).map(Arc::new),
+            contended_until: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             writes: AtomicU64::new(0),
             checkpointing: Arc::default(),
         })
@@ -516,10 +560,15 @@ impl LocalConn {
                 // one): a `RESTART` checkpoint waits only for readers that were
                 // reading the log before it copied it, and one that starts now reads
                 // the database file.
-                let _open = if write {
-                    Some(self.gate.read().await)
+                let (_open, _turn) = if write {
+                    let open = self.gate.read().await;
+                    let turn = match self.turnstile.as_deref() {
+                        Some(t) if self.contended() => Some(t.enter().await),
+                        _ => None,
+                    };
+                    (Some(open), turn)
                 } else {
-                    None
+                    (None, None)
                 };
                 // Held for one statement, which never waits inside SQLite: a plain lock.
                 let conn = self
@@ -539,7 +588,14 @@ impl LocalConn {
                     return Ok(value);
                 }
                 Err(e) if is_busy(&e) && started.elapsed() < BUSY_FOR => {
+                    self.contended_now();
+                    let slept = tokio::time::Instant::now();
                     tokio::time::sleep(pause).await;
+                    LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
+                    LOCK_WAITED_US.fetch_add(
+                        u64::try_from(slept.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
                 Err(e) => {
@@ -551,6 +607,19 @@ impl LocalConn {
         }
     }
 
+    /// Whether this process's writes take the turnstile now: for [`CONTENDED_FOR`]
+    /// after one found SQLite's lock taken. A process that writes alone (the queue's
+    /// own benchmark, a quiet server) spends no system call on it.
+    fn contended(&self) -> bool {
+        self.epoch.elapsed().as_millis() < u128::from(self.contended_until.load(Ordering::Relaxed))
+    }
+
+    fn contended_now(&self) {
+        let until = self.epoch.elapsed() + CONTENDED_FOR;
+        let until = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
+        self.contended_until.fetch_max(until, Ordering::Relaxed);
+    }
+
     /// Counts a write, and every [`CHECKPOINT_EVERY`] writes starts a checkpoint
     /// (one at a time).
     fn wrote(&self) {
@@ -559,11 +628,14 @@ impl LocalConn {
             return;
         }
         let (path, gate) = (self.path.clone(), Arc::clone(&self.gate));
+        let turnstile = self.turnstile.clone();
         let checkpointing = Arc::clone(&self.checkpointing);
         tokio::spawn(async move {
             let closed = gate.write_owned().await;
             let done = tokio::task::spawn_blocking(move || {
                 let _closed = closed;
+                // Other processes' writers wait at the turnstile, not in busy retries.
+                let _turn = turnstile.as_deref().and_then(Turnstile::block);
                 checkpoint(&path)
             })
             .await;
@@ -582,6 +654,19 @@ impl LocalConn {
         });
     }
 }
+
+/// How often this process's statements found another connection holding SQLite's
+/// lock and paused, and how long those pauses took in all: logged when a worker or
+/// the server stops, to tell lock waits from work.
+pub fn lock_waits() -> (u64, Duration) {
+    (
+        LOCK_WAITS.load(Ordering::Relaxed),
+        Duration::from_micros(LOCK_WAITED_US.load(Ordering::Relaxed)),
+    )
+}
+
+static LOCK_WAITS: AtomicU64 = AtomicU64::new(0);
+static LOCK_WAITED_US: AtomicU64 = AtomicU64::new(0);
 
 /// A `RESTART` checkpoint of `path` on a connection of its own, waiting up to
 /// [`CHECKPOINT_WAIT`] for other processes; whether it found the database busy, and

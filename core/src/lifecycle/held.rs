@@ -78,8 +78,9 @@ pub(super) async fn submit(
     let body = JobMessage::body(new.id);
     // One transaction, run in one go on SQLite (see `crate::db::statements`): the
     // owner's lock, the job (held when the owner is at the limit or has older held
-    // jobs, decided by the insert itself), and, if it is released and the queue is in
-    // the database, its message and when it was sent.
+    // jobs, decided by the insert itself: the count stops at the limit, so a long
+    // backlog is not counted on every submit), and, if it is released and the queue
+    // is in the database, its message and when it was sent.
     let mut steps = Vec::with_capacity(4);
     if db.dialect() == Dialect::Postgres {
         steps.push(Step::new(LOCK_OWNER, vec![Param::Text(new.owner_id)]));
@@ -90,8 +91,8 @@ pub(super) async fn submit(
             "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, \
              created_at, required_release, rerun_of) \
              SELECT $1, $2, $3, $4, 'queued', \
-               CASE WHEN (SELECT COUNT(*) FROM jobs WHERE owner_id = $2 AND held = 0 \
-                          AND status IN ('queued', 'running')) >= $5 \
+               CASE WHEN (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE owner_id = $2 \
+                          AND held = 0 AND status IN ('queued', 'running') LIMIT $5) a) >= $5 \
                       OR EXISTS (SELECT 1 FROM jobs WHERE owner_id = $2 AND held > 0 \
                                  AND status = 'queued') \
                     THEN $5 ELSE 0 END, \

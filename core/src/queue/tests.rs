@@ -303,3 +303,50 @@ async fn messages_from_before_integer_keys_keep_their_order_leases_and_dead_lett
     let again = q.receive(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!((again.message_id.as_str(), again.receive_count), ("m-4", 1));
 }
+
+#[tokio::test]
+async fn what_runs_in_a_leases_transaction_commits_or_fails_with_it() {
+    let (_dir, q) = queue(Duration::from_secs(30), 5).await;
+    let mark = |c: &rusqlite::Connection, body: &str| {
+        c.execute(
+            "UPDATE queue_messages SET body = body || '+' WHERE body = ?1",
+            [body],
+        )
+    };
+    // It fails: neither the lease nor its change happened.
+    q.send("a").await.unwrap();
+    let failing: &Then<'_, ()> = &|c, d| {
+        mark(c, &d.body)?;
+        Err(rusqlite::Error::QueryReturnedNoRows)
+    };
+    assert!(q.receive_then(Duration::ZERO, failing).await.is_err());
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.visible, counts.in_flight), (1, 0), "{counts:?}");
+    // It answers a value: the lease and its change commit together, and the value
+    // comes back with the delivery (the first receive did not count).
+    let marking: &Then<'_, usize> = &|c, d| mark(c, &d.body).map(Some);
+    let (d, done) = q
+        .receive_then(Duration::ZERO, marking)
+        .await
+        .unwrap()
+        .expect("a delivery");
+    assert_eq!((d.body.as_str(), d.receive_count, done), ("a", 1, Some(1)));
+    // It answers nothing (its guarded change found no row): the lease commits, so
+    // the message is in flight.
+    q.send("b").await.unwrap();
+    let declining: &Then<'_, ()> = &|c, _| mark(c, "no such body").map(|_| None);
+    let (d, done) = q
+        .receive_then(Duration::ZERO, declining)
+        .await
+        .unwrap()
+        .expect("a delivery");
+    assert_eq!((d.body.as_str(), done), ("b", None));
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.visible, counts.in_flight), (0, 2), "{counts:?}");
+    let bodies: Vec<(String,)> = sqlx::query_as("SELECT body FROM queue_messages ORDER BY seq")
+        .fetch_all(q.db.pool())
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = bodies.iter().map(|(b,)| b.as_str()).collect();
+    assert_eq!(bodies, ["a+", "b"]);
+}

@@ -190,3 +190,51 @@ async fn a_transaction_left_open_is_ended_before_the_next_statement() {
         [("kept".to_owned(), 2), ("pool".to_owned(), 3)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_take_the_turnstile_once_they_met_another_writer_and_wait_there() {
+    let (dir, db, s, conn) = local_table().await;
+    assert!(!conn.contended(), "a writer alone takes no turnstile");
+    s.execute(BUMP, &[Param::Text("none")]).await.unwrap();
+    assert!(!conn.contended());
+    // Another process's connection holds SQLite's lock for a while.
+    let path = dir.path().join("s.db");
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO steps_t (k, v) VALUES ('other', 1);")
+        .unwrap();
+    let write = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.execute(
+                "INSERT INTO steps_t (k, v) VALUES ($1, $2)",
+                &[Param::Text("ours"), Param::Int(2)],
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    other.execute_batch("COMMIT").unwrap();
+    assert_eq!(write.await.unwrap().unwrap(), 1);
+    assert!(conn.contended(), "a write that found the lock taken");
+    // Now another process holds the turnstile: our next write waits there (not in
+    // busy retries) and goes on when it is let go.
+    let theirs = Turnstile::open(&path).expect("lock file");
+    let turn = theirs.enter().await;
+    let write = tokio::spawn({
+        let s = s.clone();
+        async move { s.execute(BUMP, &[Param::Text("ours")]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // (SQLite's lock is free: only the turnstile holds it back.)
+    assert!(
+        !write.is_finished(),
+        "wrote while another process held the turnstile"
+    );
+    drop(turn);
+    assert_eq!(write.await.unwrap().unwrap(), 1);
+    assert_eq!(
+        rows(&db).await,
+        [("other".to_owned(), 1), ("ours".to_owned(), 3)]
+    );
+}

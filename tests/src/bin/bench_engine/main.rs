@@ -68,15 +68,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .any(|s| runs(s))
     {
-        // One user submits everything here: the per-user limit of running jobs would
-        // measure the fairness rule, not the engine.
-        let q = Quarry::start_with(&[
-            ("QUARRY_FLEET__MAX_WORKERS", "2"),
-            ("QUARRY_WORKER__IDLE_TIMEOUT_SECS", "300"),
-            ("QUARRY_FLEET__TICK_SECS", "1"),
-            ("QUARRY_ANALYSES__MAX_RUNNING_PER_USER", "1000000"),
-        ])
-        .await;
+        let q = Quarry::start_with(&server::SERVER_VARS).await;
         let dataset = upload(&q, "tiny", "a\n1\n".to_owned()).await?;
         warm_up(&q, &dataset).await?;
         if runs("latency") {
@@ -200,7 +192,7 @@ pub async fn wait_done_every(q: &Quarry, id: &str, every: Duration) -> anyhow::R
     }
 }
 
-async fn warm_up(q: &Quarry, dataset: &str) -> anyhow::Result<()> {
+pub async fn warm_up(q: &Quarry, dataset: &str) -> anyhow::Result<()> {
     let ids = [
         submit(q, dataset, json!({"kind":"spin","seconds":0.5})).await?,
         submit(q, dataset, json!({"kind":"spin","seconds":0.5})).await?,
