@@ -158,7 +158,21 @@ impl Lifecycle {
     /// Records a new job and enqueues it, or holds it while its owner is at
     /// `analyses.max_running_per_user`. Returns whether it was held.
     pub async fn submit(&self, new: &jobs::NewJob<'_>) -> Result<bool> {
-        held::submit(&self.db, self.queue(), new, self.max_running_per_user).await
+        self.submit_at(new, now_ms()).await
+    }
+
+    /// [`Lifecycle::submit`], recording `created_at_ms` as the job's creation time:
+    /// the caller can then answer with the job as recorded, without reading it back
+    /// (by then a worker may have started it).
+    pub async fn submit_at(&self, new: &jobs::NewJob<'_>, created_at_ms: i64) -> Result<bool> {
+        held::submit(
+            &self.db,
+            self.queue(),
+            new,
+            self.max_running_per_user,
+            created_at_ms,
+        )
+        .await
     }
 
     /// Asks for cancellation: a queued job is cancelled at once (and its owner's next

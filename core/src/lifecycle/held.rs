@@ -72,9 +72,9 @@ pub(super) async fn submit(
     queue: &dyn JobQueue,
     new: &NewJob<'_>,
     max_running: u32,
+    now: i64,
 ) -> Result<bool> {
     let max_running = i64::from(max_running.max(1));
-    let now = now_ms();
     let body = JobMessage::body(new.id);
     // One transaction, run in one go on SQLite (see `crate::db::statements`): the
     // owner's lock, the job (held when the owner is at the limit or has older held

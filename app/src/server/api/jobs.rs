@@ -116,11 +116,30 @@ pub async fn submit_placed(
         required_release: placement.required_release,
         rerun_of: placement.rerun_of,
     };
-    let held = s.lifecycle.submit(&new).await?;
+    let created_at = quarry_core::clock::now_ms();
+    let held = s.lifecycle.submit_at(&new, created_at).await?;
     s.wake_workers.notify_one();
     s.nudge.notify_one();
     tracing::info!(job_id = %id, dataset_id = %dataset.view.id, kind = analysis.kind(), held, "job queued");
-    Ok(jobs::get(&s.db, who, &id).await?.view)
+    // The job as the submit recorded it, not read back: a worker woken just now may
+    // already have started it, and the answer to a submit says it was queued.
+    Ok(Job {
+        id,
+        dataset_id: dataset.view.id,
+        analysis,
+        status: JobStatus::Queued,
+        attempts: 0,
+        progress: 0.0,
+        error: None,
+        dead_letter: false,
+        created_at: quarry_core::clock::rfc3339(created_at),
+        started_at: None,
+        finished_at: None,
+        provenance: None,
+        required_release: placement.required_release.map(str::to_owned),
+        rerun_of: placement.rerun_of.map(str::to_owned),
+        environment: None,
+    })
 }
 
 /// `GET /api/v1/jobs` query.

@@ -66,7 +66,7 @@ async fn submit_as(
         required_release: None,
         rerun_of: None,
     };
-    let held = submit(db, q, &new, max).await.unwrap();
+    let held = submit(db, q, &new, max, now_ms()).await.unwrap();
     (id, held)
 }
 
