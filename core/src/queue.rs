@@ -235,7 +235,10 @@ impl DbQueue {
     /// way two receivers never get the same delivery. A candidate delivered
     /// `max_receives` times already is dead-lettered on the way (the single-statement
     /// lease skips such messages, and the next read finds them).
-    async fn try_receive<T>(&self, then: &Then<'_, T>) -> Result<Option<(Delivery, Option<T>)>> {
+    async fn try_receive<T>(
+        &self,
+        then: Option<&Then<'_, T>>,
+    ) -> Result<Option<(Delivery, Option<T>)>> {
         use std::sync::atomic::Ordering::Relaxed;
         if self.busy.load(Relaxed) {
             if let Some(d) = self.lease_oldest(then).await? {
@@ -250,7 +253,10 @@ impl DbQueue {
 
     /// The lease in one statement; `None` if no message under the receive limit is
     /// visible (or, on Postgres, a concurrent receiver took the one chosen).
-    async fn lease_oldest<T>(&self, then: &Then<'_, T>) -> Result<Option<(Delivery, Option<T>)>> {
+    async fn lease_oldest<T>(
+        &self,
+        then: Option<&Then<'_, T>>,
+    ) -> Result<Option<(Delivery, Option<T>)>> {
         let now = now_ms();
         let token = receipt_token();
         let params = [
@@ -273,7 +279,7 @@ impl DbQueue {
     /// A read for the oldest visible message, then its lease by primary key.
     async fn read_then_lease<T>(
         &self,
-        then: &Then<'_, T>,
+        then: Option<&Then<'_, T>>,
     ) -> Result<Option<(Delivery, Option<T>)>> {
         let statements = self.statements()?;
         for _ in 0..16 {
@@ -330,9 +336,16 @@ impl DbQueue {
         sql: &str,
         params: &[Param<'_>],
         delivery: impl Fn(R) -> Delivery,
-        then: &Then<'_, T>,
+        then: Option<&Then<'_, T>>,
     ) -> Result<Option<(Delivery, Option<T>)>> {
         let statements = self.statements()?;
+        let Some(then) = then else {
+            // Nothing to run with it: the lease alone, one statement.
+            return Ok(statements
+                .fetch_optional::<R>(true, sql, params)
+                .await?
+                .map(|row| (delivery(row), None)));
+        };
         let leased = statements
             .local_transaction(|c| {
                 // Nothing leased: nothing to commit.
@@ -363,6 +376,15 @@ impl DbQueue {
         &self,
         wait: Duration,
         then: &Then<'_, T>,
+    ) -> Result<Option<(Delivery, Option<T>)>> {
+        self.receive_with(wait, Some(then)).await
+    }
+
+    /// [`DbQueue::receive_then`], or a plain receive without `then`.
+    async fn receive_with<T>(
+        &self,
+        wait: Duration,
+        then: Option<&Then<'_, T>>,
     ) -> Result<Option<(Delivery, Option<T>)>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -496,8 +518,7 @@ impl JobQueue for DbQueue {
     }
 
     async fn receive(&self, wait: Duration) -> Result<Option<Delivery>> {
-        let nothing: &Then<'_, ()> = &|_, _| Ok(None);
-        Ok(self.receive_then(wait, nothing).await?.map(|(d, _)| d))
+        Ok(self.receive_with::<()>(wait, None).await?.map(|(d, _)| d))
     }
 
     fn as_db_queue(&self) -> Option<&DbQueue> {

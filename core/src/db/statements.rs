@@ -375,10 +375,11 @@ fn within<T>(
     c: &rusqlite::Connection,
     f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
 ) -> rusqlite::Result<Option<T>> {
-    c.execute_batch("BEGIN IMMEDIATE")?;
+    // Prepared once per connection, not parsed again per transaction.
+    c.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;
     match f(c) {
-        Ok(Some(done)) => match c.execute_batch("COMMIT") {
-            Ok(()) => Ok(Some(done)),
+        Ok(Some(done)) => match c.prepare_cached("COMMIT").and_then(|mut s| s.raw_execute()) {
+            Ok(_) => Ok(Some(done)),
             Err(e) => {
                 rollback(c);
                 Err(e)

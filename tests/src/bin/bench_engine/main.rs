@@ -64,18 +64,12 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    if ["latency", "throughput", "flights", "typed"]
-        .iter()
-        .any(|s| runs(s))
-    {
+    if ["latency", "flights", "typed"].iter().any(|s| runs(s)) {
         let q = Quarry::start_with(&server::SERVER_VARS).await;
         let dataset = upload(&q, "tiny", "a\n1\n".to_owned()).await?;
         warm_up(&q, &dataset).await?;
         if runs("latency") {
             server::latency(&mut report, &q, &dataset).await?;
-        }
-        if runs("throughput") {
-            server::throughput(&mut report, &q, &dataset).await?;
         }
         if let Some(f) = flights.as_ref().filter(|_| runs("flights")) {
             flights::aggregate(&mut report, &q, f).await?;
@@ -83,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
         if runs("typed") {
             server::typed_copy(&mut report, &q).await?;
         }
+    }
+    if runs("throughput") {
+        server::throughput(&mut report).await?;
     }
     if let Some(f) = flights.as_ref().filter(|_| runs("load")) {
         for scheduler in ["normal", "batch", "idle"] {

@@ -66,20 +66,28 @@ struct NoopRun {
     cpu_ms: (f64, f64, f64),
 }
 
-/// No-op jobs through the REST API, submitted by concurrent clients; beside it, the
-/// same on a second server whose job-path writers meet at SQLite's lock alone (no
-/// writers' turnstile), in the same run. Each server runs twice, in the order
-/// turnstile, baseline, baseline, turnstile, so that neither side gains from going
-/// first or last on a machine whose state drifts (the file system's recently freed
-/// inodes, other tenants).
-pub async fn throughput(report: &mut Report, q: &Quarry, dataset: &str) -> anyhow::Result<()> {
+/// No-op jobs through the REST API, submitted by concurrent clients, on a fresh
+/// server; beside it, the same on a second fresh server whose job-path writers meet
+/// at SQLite's lock alone (no writers' turnstile), in the same run. Each server runs
+/// twice, in the order turnstile, baseline, baseline, turnstile, so that neither
+/// side gains from going first or last on a machine whose state drifts (the file
+/// system's recently freed inodes, other tenants). Both are fresh: a server that
+/// had just run the latency section's 1,000 jobs was measured slower here.
+pub async fn throughput(report: &mut Report) -> anyhow::Result<()> {
     println!("no-op jobs through the REST API, {SUBMITTERS} concurrent submitters, 2 workers:");
-    let first = noop_jobs(q, dataset).await?;
-    let mut vars = SERVER_VARS.to_vec();
-    vars.push(("QUARRY_SQLITE_TURNSTILE", "off"));
-    let b = Quarry::start_with(&vars).await;
-    let b_dataset = upload(&b, "tiny", "a\n1\n".to_owned()).await?;
-    crate::warm_up(&b, &b_dataset).await?;
+    let server = |turnstile: bool| async move {
+        let mut vars = SERVER_VARS.to_vec();
+        if !turnstile {
+            vars.push(("QUARRY_SQLITE_TURNSTILE", "off"));
+        }
+        let q = Quarry::start_with(&vars).await;
+        let dataset = upload(&q, "tiny", "a\n1\n".to_owned()).await?;
+        crate::warm_up(&q, &dataset).await?;
+        anyhow::Ok((q, dataset))
+    };
+    let (q, dataset) = server(true).await?;
+    let (b, b_dataset) = server(false).await?;
+    let first = noop_jobs(&q, &dataset).await?;
     println!(
         "the same on a server whose writers meet at SQLite's lock alone (no turnstile), twice:"
     );
@@ -89,7 +97,8 @@ pub async fn throughput(report: &mut Report, q: &Quarry, dataset: &str) -> anyho
     ];
     drop(b);
     println!("the first server again:");
-    let second = noop_jobs(q, dataset).await?;
+    let second = noop_jobs(&q, &dataset).await?;
+    drop(q);
     let mean = |f: fn(&NoopRun) -> f64, runs: [&NoopRun; 2]| (f(runs[0]) + f(runs[1])) / 2.0;
     let ours = [&first, &second];
     let cpu = |f: fn(&(f64, f64, f64)) -> f64| (f(&first.cpu_ms) + f(&second.cpu_ms)) / 2.0;
