@@ -19,6 +19,7 @@ use std::time::Duration;
 
 mod control;
 pub(crate) mod lifecycle;
+mod receive;
 mod sign_in;
 mod supersession;
 pub use control::{
@@ -29,8 +30,8 @@ pub use lifecycle::{
     a_fenced_lease_changes_nothing, activity_and_waiting, attempts_are_recorded_with_their_release,
     dead_workers_jobs_are_reconciled, failed_and_cancelled_jobs, hand_backs_are_not_attempts,
     job_changes_reach_their_followers, job_lifecycle_commits_a_result_once,
-    receives_start_the_common_case,
 };
+pub use receive::receives_start_the_common_case;
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
 pub use supersession::{
     forwarded_jobs_move_once, pinned_jobs_start_only_on_their_release,

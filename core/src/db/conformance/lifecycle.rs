@@ -9,7 +9,7 @@ use crate::datasets;
 use crate::db::Db;
 use crate::error::Error;
 use crate::jobs::{self, ResultMeta};
-use crate::lifecycle::{Begin, Fenced, LEASE_SKEW, Lease, Lifecycle, Received, Retry};
+use crate::lifecycle::{Begin, Fenced, LEASE_SKEW, Lease, Lifecycle, Retry};
 use crate::queue::{
     DbQueue, JobMessage, JobQueue, backstop_receives, conformance as queue_conformance,
 };
@@ -633,82 +633,4 @@ pub async fn job_changes_reach_their_followers(db: &Db) {
     drop((follower, bystander));
     stop.cancel();
     feeding.await.unwrap();
-}
-
-/// A receive starts a queued job in the lease's own transaction where the statements
-/// run on the process's own SQLite connection, and hands the delivery on otherwise
-/// (the pool, or a message whose job cannot start now) for `begin`; either way the
-/// job runs under that delivery's receipt, once.
-pub async fn receives_start_the_common_case(db: &Db) {
-    let owner = user(db, Role::Analyst).await;
-    let (life, queue) = lifecycle(db, 3);
-    let one_transaction = matches!(
-        db.statements().expect("statements"),
-        crate::db::statements::Statements::Local(_)
-    );
-    let id = submitted(&life, &owner).await;
-    let received = life
-        .receive(Duration::from_secs(5), "w-r")
-        .await
-        .expect("receive")
-        .expect("a delivery");
-    let lease = match received {
-        Received::Started(lease, job) => {
-            assert!(one_transaction, "started on the pool");
-            assert_eq!(job.view.status, JobStatus::Running);
-            assert_eq!(job.lease.as_deref(), Some(lease.receipt()));
-            *lease
-        }
-        Received::Delivered(d) => {
-            assert!(
-                !one_transaction,
-                "a queued job on SQLite did not start with its lease"
-            );
-            match life.begin(d, "w-r").await.expect("begin") {
-                Begin::Run(lease, _) => *lease,
-                other => panic!("the delivery was not begun: {other:?}"),
-            }
-        }
-    };
-    assert_eq!((lease.job_id.as_str(), lease.attempt), (id.as_str(), 1));
-    let job = stored(db, &id).await;
-    assert_eq!(job.view.status, JobStatus::Running);
-    assert_eq!(job.view.attempts, 1);
-    assert_eq!(job.lease.as_deref(), Some(lease.receipt()));
-    assert_eq!(job.worker_id.as_deref(), Some("w-r"));
-    let until = job.lease_until.expect("a lease end");
-    assert!(
-        (until - lease.until_ms).abs() <= 1_000,
-        "{until} vs {}",
-        lease.until_ms
-    );
-    // The delivery is in flight: nothing more to receive.
-    let none = life.receive(Duration::ZERO, "w-2").await.expect("receive");
-    assert!(none.is_none(), "{none:?}");
-    // A message whose job cannot start (it does not exist) comes as a delivery, and
-    // `begin` acknowledges it.
-    queue
-        .send(&JobMessage::body("no-such-job"))
-        .await
-        .expect("send");
-    match life
-        .receive(Duration::from_secs(5), "w-2")
-        .await
-        .expect("receive")
-    {
-        Some(Received::Delivered(d)) => {
-            assert!(matches!(
-                life.begin(d, "w-2").await.expect("begin"),
-                Begin::Skipped
-            ));
-        }
-        other => panic!("a message without its job: {other:?}"),
-    }
-    let counts = queue.counts().await.expect("counts");
-    assert_eq!((counts.visible, counts.in_flight), (0, 1), "{counts:?}");
-    life.commit(&lease, &result_meta(&unique("r")), &provenance(&lease))
-        .await
-        .expect("commit")
-        .expect("the lease holds");
-    assert_eq!(stored(db, &id).await.view.status, JobStatus::Succeeded);
 }
