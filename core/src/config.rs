@@ -480,6 +480,15 @@ impl Config {
         {
             return fail("blob_store.bucket", "must name the S3 bucket");
         }
+        if self.analyses.inline_result_max_kb > limits::MAX_INLINE_RESULT_KB {
+            return fail(
+                "analyses.inline_result_max_kb",
+                &format!(
+                    "is at most {}: larger results belong in the blob store",
+                    limits::MAX_INLINE_RESULT_KB
+                ),
+            );
+        }
         if self.fleet.ecs.spot_share > 100 {
             return fail("fleet.ecs.spot_share", "is a percentage: 0 to 100");
         }

@@ -306,9 +306,11 @@ pub async fn referenced_blob_keys(db: &Db) -> Result<std::collections::HashSet<S
         sqlx::query_as("SELECT blob_key, parquet_key FROM datasets")
             .fetch_all(db.pool())
             .await?;
-    let mut results: Vec<(String,)> = sqlx::query_as("SELECT blob_key FROM job_results")
-        .fetch_all(db.pool())
-        .await?;
+    // A result kept in its row has no blob.
+    let mut results: Vec<(String,)> =
+        sqlx::query_as("SELECT blob_key FROM job_results WHERE inline_parquet IS NULL")
+            .fetch_all(db.pool())
+            .await?;
     // The pinned references' copies of their results (retired ones' too).
     results.extend(
         sqlx::query_as::<_, (String,)>("SELECT expected_key FROM reference_analyses")
@@ -324,11 +326,12 @@ pub async fn referenced_blob_keys(db: &Db) -> Result<std::collections::HashSet<S
     Ok(keys)
 }
 
-/// The result blobs of a dataset's jobs, removed with the dataset.
+/// The result blobs of a dataset's jobs, removed with the dataset (a result kept in
+/// its row goes with the row).
 pub async fn result_blob_keys(db: &Db, dataset_id: &str) -> Result<Vec<String>> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT r.blob_key FROM job_results r JOIN jobs j ON j.id = r.job_id \
-         WHERE j.dataset_id = $1",
+         WHERE j.dataset_id = $1 AND r.inline_parquet IS NULL",
     )
     .bind(dataset_id)
     .fetch_all(db.pool())

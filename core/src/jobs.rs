@@ -4,6 +4,7 @@
 //! most once (`job_results.job_id` is the primary key).
 
 use crate::auth::Principal;
+use crate::blob::{BlobStore, ByteStream, LocalFile};
 use crate::clock::{now_ms, rfc3339};
 use crate::db::Db;
 use crate::db::statements::{Param, Step};
@@ -400,10 +401,41 @@ pub async fn list(
 /// A committed result's description.
 #[derive(Debug, Clone)]
 pub struct ResultMeta {
+    /// Where the result is in the blob store; for a result kept in its row, the key
+    /// it would have had (it still names the result, e.g. in the sorted copies' cache).
     pub blob_key: String,
     pub rows: u64,
     pub bytes: u64,
     pub columns: Vec<ColumnInfo>,
+    /// The Parquet bytes of a small result, kept in its row instead of the blob store
+    /// (the engine's `produce::INLINE_MAX`, 64 KiB, bounds them).
+    pub inline: Option<bytes::Bytes>,
+}
+
+impl ResultMeta {
+    /// The result as a local file (polars reads files). A result kept in its row is
+    /// written to a temporary file, removed when the value is dropped.
+    pub async fn local_file(&self, blobs: &dyn BlobStore) -> Result<LocalFile> {
+        let Some(bytes) = self.inline.clone() else {
+            return blobs.local_file(&self.blob_key).await;
+        };
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<LocalFile> {
+            let mut file = tempfile::Builder::new().suffix(".parquet").tempfile()?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            Ok(LocalFile::temporary(file.into_temp_path()))
+        })
+        .await
+        .context("writing a result to a temporary file")?;
+        Ok(written.context("writing a result to a temporary file")?)
+    }
+
+    /// The result's bytes as a stream (a download).
+    pub async fn stream(&self, blobs: &dyn BlobStore) -> Result<ByteStream<'static>> {
+        match self.inline.clone() {
+            Some(bytes) => Ok(Box::pin(futures::stream::once(async move { Ok(bytes) }))),
+            None => blobs.get_stream(&self.blob_key).await,
+        }
+    }
 }
 
 /// The statement that records a job's result (at `now`) in a
@@ -419,13 +451,15 @@ pub(crate) fn result_step<'a>(job_id: &'a str, result: &ResultMeta, now: i64) ->
             Param::Int(i64::try_from(result.bytes).context("bytes")?),
             Param::Owned(serde_json::to_string(&result.columns).context("columns")?),
             Param::Int(now),
+            Param::Blob(result.inline.clone()),
         ],
     ))
 }
 
 /// Records a job's result; changes nothing when the job already has one.
 const INSERT_RESULT: &str = "INSERT INTO job_results (job_id, blob_key, row_count, byte_count, \
-     columns_json, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (job_id) DO NOTHING";
+     columns_json, created_at, inline_parquet) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (job_id) DO NOTHING";
 
 /// Records a job's result within `tx` (at `now`); `Ok(false)` when the job already
 /// has one (a result is committed at most once).
@@ -442,6 +476,7 @@ pub(crate) async fn insert_result(
         .bind(i64::try_from(result.bytes).context("bytes")?)
         .bind(serde_json::to_string(&result.columns).context("columns")?)
         .bind(now)
+        .bind(result.inline.as_ref().map(|b| b.to_vec()))
         .execute(&mut **tx)
         .await?;
     Ok(inserted.rows_affected() == 1)
@@ -479,20 +514,25 @@ pub async fn request_cancel(db: &Db, who: &Principal, id: &str) -> Result<Stored
     get(db, who, id).await
 }
 
+/// A `job_results` row: key, rows, bytes, columns, inline Parquet.
+type ResultRow = (String, i64, i64, String, Option<Vec<u8>>);
+
 /// The committed result of a job.
 pub async fn result(db: &Db, id: &str) -> Result<Option<ResultMeta>> {
-    let row: Option<(String, i64, i64, String)> = sqlx::query_as(
-        "SELECT blob_key, row_count, byte_count, columns_json FROM job_results WHERE job_id = $1",
+    let row: Option<ResultRow> = sqlx::query_as(
+        "SELECT blob_key, row_count, byte_count, columns_json, inline_parquet FROM job_results \
+         WHERE job_id = $1",
     )
     .bind(id)
     .fetch_optional(db.pool())
     .await?;
-    row.map(|(blob_key, rows, bytes, columns)| {
+    row.map(|(blob_key, rows, bytes, columns, inline)| {
         Ok(ResultMeta {
             blob_key,
             rows: u64::try_from(rows).unwrap_or(0),
             bytes: u64::try_from(bytes).unwrap_or(0),
             columns: serde_json::from_str(&columns).context("columns_json")?,
+            inline: inline.map(bytes::Bytes::from),
         })
     })
     .transpose()

@@ -37,7 +37,7 @@ use crate::db::Db;
 use crate::db::statements::{Param, Step};
 use crate::error::{Error, Result};
 use crate::jobs::{self, ResultMeta, StoredJob};
-use crate::queue::{Delivery, JobMessage, JobQueue};
+use crate::queue::{AfterThen, Delivery, JobMessage, JobQueue};
 use anyhow::Context as _;
 use quarry_domain::{FailureKind, Provenance};
 use std::sync::Arc;
@@ -77,6 +77,22 @@ pub enum Received {
     Started(Box<Lease>, Box<StoredJob>),
     /// A delivery to [begin](Lifecycle::begin).
     Delivered(Delivery),
+}
+
+/// A delivery as a worker receives it: its job started with the lease (`started`:
+/// the row and the lease's end), or the delivery alone for [`Lifecycle::begin`].
+fn received(d: Delivery, started: Option<(jobs::Started, i64)>) -> Result<Received> {
+    let Some((started, until_ms)) = started else {
+        return Ok(Received::Delivered(d));
+    };
+    let job = started.into_stored()?;
+    let lease = Lease {
+        job_id: job.view.id.clone(),
+        attempt: job.view.attempts,
+        until_ms,
+        delivery: d,
+    };
+    Ok(Received::Started(Box::new(lease), Box::new(job)))
 }
 
 /// A worker's hold on one job: the delivery that runs it and its attempt number.
@@ -193,9 +209,26 @@ impl Lifecycle {
         let Some(q) = self.queue.as_db_queue() else {
             return Ok(self.queue.receive(wait).await?.map(Received::Delivered));
         };
+        let start = self.starter(worker_id);
+        q.receive_then(wait, &start)
+            .await?
+            .map(|(d, started)| received(d, started))
+            .transpose()
+    }
+
+    /// What starts a job in its lease's transaction: the common case (queued, attempts
+    /// left, not being cancelled, a worker of the current release); the started row
+    /// and the lease's end.
+    fn starter<'a>(
+        &self,
+        worker_id: &'a str,
+    ) -> impl Fn(&rusqlite::Connection, &Delivery) -> rusqlite::Result<Option<(jobs::Started, i64)>>
+    + Send
+    + Sync
+    + 'a {
         let visibility = ms(self.queue.visibility_timeout());
         let max_attempts = self.max_attempts;
-        let start: &crate::queue::Then<'_, (jobs::Started, i64)> = &|c, d| {
+        move |c, d| {
             let Ok(message) = JobMessage::parse(&d.body) else {
                 // `begin` dead-letters it.
                 return Ok(None);
@@ -211,21 +244,7 @@ impl Lifecycle {
                 max_attempts,
             )?;
             Ok(started.map(|job| (job, until)))
-        };
-        Ok(match q.receive_then(wait, start).await? {
-            None => None,
-            Some((d, None)) => Some(Received::Delivered(d)),
-            Some((d, Some((started, until_ms)))) => {
-                let job = started.into_stored()?;
-                let lease = Lease {
-                    job_id: job.view.id.clone(),
-                    attempt: job.view.attempts,
-                    until_ms,
-                    delivery: d,
-                };
-                Some(Received::Started(Box::new(lease), Box::new(job)))
-            }
-        })
+        }
     }
 
     /// Turns a delivery into a lease on its job, or acknowledges, dead-letters or
@@ -405,6 +424,24 @@ impl Lifecycle {
         result: &ResultMeta,
         provenance: &Provenance,
     ) -> Result<Fence<()>> {
+        Ok(self
+            .commit_then_receive(lease, result, provenance, None)
+            .await?
+            .map(|_| ()))
+    }
+
+    /// [`Lifecycle::commit`], and then, for the worker `next_for`, the next delivery
+    /// where the queue is in the process's own SQLite connection: leased (and its job
+    /// started, as [`Lifecycle::receive`] does) in the commit's own transaction, so a
+    /// busy worker writes once per job. `None` when nothing was visible, or the queue
+    /// is elsewhere (the worker receives as usual).
+    pub async fn commit_then_receive(
+        &self,
+        lease: &Lease,
+        result: &ResultMeta,
+        provenance: &Provenance,
+        next_for: Option<&str>,
+    ) -> Result<Fence<Option<Received>>> {
         let now = now_ms();
         let provenance = serde_json::to_string(&Provenance {
             computed_at: rfc3339(now),
@@ -431,14 +468,32 @@ impl Lifecycle {
         let delete = self.queue.delete_step(lease.receipt());
         let deleted = delete.is_some();
         steps.extend(delete);
-        if self.db.statements()?.transaction(&steps).await?.is_none() {
-            return Ok(Err(Fenced));
-        }
-        if !deleted {
-            self.settle(lease, Settle::Delete).await;
+        let mut next = None;
+        let fused = match (next_for, self.queue.as_db_queue()) {
+            (Some(worker_id), Some(q)) if deleted => {
+                let start = self.starter(worker_id);
+                q.after_then_receive(&steps, &start).await?
+            }
+            _ => AfterThen::Pool,
+        };
+        match fused {
+            AfterThen::Fenced => return Ok(Err(Fenced)),
+            AfterThen::Done(leased) => {
+                next = leased
+                    .map(|(d, started)| received(d, started))
+                    .transpose()?;
+            }
+            AfterThen::Pool => {
+                if self.db.statements()?.transaction(&steps).await?.is_none() {
+                    return Ok(Err(Fenced));
+                }
+                if !deleted {
+                    self.settle(lease, Settle::Delete).await;
+                }
+            }
         }
         self.release_after(&lease.job_id).await;
-        Ok(Ok(()))
+        Ok(Ok(next))
     }
 
     /// Records a failed attempt. While attempts remain (and `retry` allows) the job

@@ -21,7 +21,7 @@ pub mod conformance;
 
 use crate::clock::now_ms;
 use crate::db::Db;
-use crate::db::statements::{Param, Row, Statements, Step, fetch_on};
+use crate::db::statements::{Param, Row, Statements, Step, fetch_on, run_steps};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use quarry_domain::QueueCounts;
@@ -257,23 +257,21 @@ impl DbQueue {
         &self,
         then: Option<&Then<'_, T>>,
     ) -> Result<Option<(Delivery, Option<T>)>> {
-        let now = now_ms();
         let token = receipt_token();
-        let params = [
+        let params = self.oldest_params(now_ms(), &token);
+        self.lease(LEASE_OLDEST, &params, |row| leased(&token, row), then)
+            .await
+    }
+
+    /// The parameters of [`LEASE_OLDEST`] at `now`, leasing with `token`.
+    fn oldest_params<'a>(&'a self, now: i64, token: &'a str) -> [Param<'a>; 5] {
+        [
             Param::Int(now + duration_ms(self.visibility)),
-            Param::Text(&token),
+            Param::Text(token),
             Param::Text(&self.name),
             Param::Int(now),
             Param::Int(i64::from(self.max_receives)),
-        ];
-        let delivery = |(seq, message_id, body, count, sent_at_ms): LeasedRow| Delivery {
-            message_id,
-            receipt: format!("{seq}.{token}"),
-            body,
-            receive_count: u32::try_from(count).unwrap_or(u32::MAX),
-            sent_at_ms,
-        };
-        self.lease(LEASE_OLDEST, &params, delivery, then).await
+        ]
     }
 
     /// A read for the oldest visible message, then its lease by primary key.
@@ -380,6 +378,43 @@ impl DbQueue {
         self.receive_with(wait, Some(then)).await
     }
 
+    /// Runs `before` (a worker's commit: its job's outcome and its message's delete)
+    /// and then leases the oldest visible message and runs `then` on it, all in one
+    /// transaction on the process's own SQLite connection: a worker's commit and the
+    /// start of its next job are one write, not two. Nothing changes if `before` is
+    /// fenced (a step that must change something changed nothing).
+    pub async fn after_then_receive<T>(
+        &self,
+        before: &[Step<'_>],
+        then: &Then<'_, T>,
+    ) -> Result<AfterThen<T>> {
+        let token = receipt_token();
+        let params = self.oldest_params(now_ms(), &token);
+        let ran = self
+            .statements()?
+            .local_transaction(|c| {
+                if run_steps(c, before)?.is_none() {
+                    return Ok(None);
+                }
+                let Some(row) = fetch_on::<LeasedRow>(c, LEASE_OLDEST, &params)? else {
+                    return Ok(Some(None));
+                };
+                let d = leased(&token, row);
+                let done = then(c, &d)?;
+                Ok(Some(Some((d, done))))
+            })
+            .await?;
+        Ok(match ran {
+            None => AfterThen::Pool,
+            Some(None) => AfterThen::Fenced,
+            Some(Some(leased)) => {
+                self.busy
+                    .store(leased.is_some(), std::sync::atomic::Ordering::Relaxed);
+                AfterThen::Done(leased)
+            }
+        })
+    }
+
     /// [`DbQueue::receive_then`], or a plain receive without `then`.
     async fn receive_with<T>(
         &self,
@@ -403,12 +438,35 @@ impl DbQueue {
     }
 }
 
+/// What [`DbQueue::after_then_receive`] came to.
+#[derive(Debug)]
+pub enum AfterThen<T> {
+    /// The statements run on sqlx's pool: nothing ran (commit, then receive).
+    Pool,
+    /// The steps before were fenced: nothing changed.
+    Fenced,
+    /// Committed, with the next delivery leased if one was visible (and what `then`
+    /// made of it).
+    Done(Option<(Delivery, Option<T>)>),
+}
+
 /// What [`DbQueue::receive_then`] runs on a delivery inside the lease's transaction.
 pub type Then<'a, T> =
     dyn Fn(&rusqlite::Connection, &Delivery) -> rusqlite::Result<Option<T>> + Send + Sync + 'a;
 
 /// A lease's answer: seq, id, body, receive count, sent at.
 type LeasedRow = (i64, String, String, i64, i64);
+
+/// The delivery a lease with `token` answered.
+fn leased(token: &str, (seq, message_id, body, count, sent_at_ms): LeasedRow) -> Delivery {
+    Delivery {
+        message_id,
+        receipt: format!("{seq}.{token}"),
+        body,
+        receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+        sent_at_ms,
+    }
+}
 
 const LEASE_OLDEST: &str = "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = $1, \
      receipt = $2 WHERE seq = (SELECT seq FROM queue_messages WHERE queue = $3 \

@@ -10,22 +10,35 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// A result written to a temporary file, ready to be stored and committed.
+/// A result, ready to be stored and committed.
 #[derive(Debug)]
 pub struct Produced {
-    pub file: tempfile::NamedTempFile,
+    pub output: Output,
     pub rows: u64,
     pub columns: Vec<ColumnInfo>,
 }
 
-/// Runs `analysis` over `source` and writes its result as Parquet under `tmp_dir`.
-/// `stop` asks it to stop early; `progress` receives 0..1 as `f64` bits.
+/// Where a result's Parquet is.
+#[derive(Debug)]
+pub enum Output {
+    /// A small result (at most the `inline_max` bytes [`produce`] was given), in
+    /// memory: it is kept in the job's result row, with no file of its own.
+    Bytes(Vec<u8>),
+    /// A temporary file, moved into the blob store.
+    File(tempfile::NamedTempFile),
+}
+
+/// Runs `analysis` over `source` and writes its result as Parquet: in memory when it
+/// takes at most `inline_max` bytes, else to a file under `tmp_dir`. `stop` asks it to
+/// stop early; `progress` receives 0..1 as `f64` bits.
+#[allow(clippy::too_many_arguments)]
 pub fn produce(
     analysis: &Analysis,
     source: &Source,
     format: DatasetFormat,
     columns: &[ColumnInfo],
     tmp_dir: &Path,
+    inline_max: usize,
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> Result<Produced, RunError> {
@@ -39,38 +52,64 @@ pub fn produce(
     if perturbing_for_tests() {
         df = perturbed(df)?;
     }
-    let file = tempfile::Builder::new()
-        .suffix(".parquet")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| RunError::Internal(format!("cannot create the result file: {e}")))?;
+    let rows = df.height() as u64;
+    let columns = analysis::result_columns(&df);
     // Small results (most are: aggregates, profiles, histograms) are written on this
     // thread: handing the columns to polars' pool costs more than it saves there (a
     // no-op job's 1-row result took 1.6 ms to write that way on a busy machine, 1.2 ms
-    // here).
-    //
-    // The smallest are stored uncompressed: zstd sets up a context per column chunk
-    // (seen in a no-op job's profile), and saves nothing on a few hundred bytes.
+    // here). The smallest are stored uncompressed: zstd sets up a context per column
+    // chunk (seen in a no-op job's profile), and saves nothing on a few hundred
+    // bytes. They are written to memory, and kept there when small enough.
     let size = df.estimated_size();
-    let compression = if size <= UNCOMPRESSED_UP_TO {
-        ParquetCompression::Uncompressed
-    } else {
-        ParquetCompression::default()
-    };
+    if size <= UNCOMPRESSED_UP_TO.max(inline_max) {
+        let compression = if size <= UNCOMPRESSED_UP_TO {
+            ParquetCompression::Uncompressed
+        } else {
+            ParquetCompression::default()
+        };
+        let mut bytes = Vec::with_capacity(size + 1024);
+        ParquetWriter::new(&mut bytes)
+            .with_compression(compression)
+            .set_parallel(false)
+            .finish(&mut df)?;
+        let output = if bytes.len() <= inline_max {
+            Output::Bytes(bytes)
+        } else {
+            let mut file = temp_file(tmp_dir)?;
+            file.write_all(&bytes)
+                .map_err(|e| RunError::Internal(format!("cannot write the result file: {e}")))?;
+            Output::File(file)
+        };
+        return Ok(Produced {
+            output,
+            rows,
+            columns,
+        });
+    }
+    let file = temp_file(tmp_dir)?;
     // Buffered: the writer's own writes are small (headers, a page, the footer's
     // parts), a system call each.
     let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file.as_file());
     ParquetWriter::new(&mut out)
-        .with_compression(compression)
+        .with_compression(ParquetCompression::default())
         .set_parallel(size > PARALLEL_WRITE_ABOVE)
         .finish(&mut df)?;
     out.flush()
         .map_err(|e| RunError::Internal(format!("cannot write the result file: {e}")))?;
     drop(out);
     Ok(Produced {
-        rows: df.height() as u64,
-        columns: analysis::result_columns(&df),
-        file,
+        output: Output::File(file),
+        rows,
+        columns,
     })
+}
+
+/// A new temporary result file under `tmp_dir`.
+fn temp_file(tmp_dir: &Path) -> Result<tempfile::NamedTempFile, RunError> {
+    tempfile::Builder::new()
+        .suffix(".parquet")
+        .tempfile_in(tmp_dir)
+        .map_err(|e| RunError::Internal(format!("cannot create the result file: {e}")))
 }
 
 /// The in-memory size of a result above which its columns are encoded in parallel.

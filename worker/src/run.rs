@@ -28,7 +28,7 @@ use quarry_core::{Config, Db, datasets, fleet};
 use quarry_domain::{Analysis, DatasetFormat, FailureKind, InputProvenance, Provenance};
 use quarry_engine::analysis::{INTERNAL_MESSAGE, RunError};
 use quarry_engine::limits::{self, MemoryGuard};
-use quarry_engine::produce::{Produced, produce};
+use quarry_engine::produce::{Output, Produced, produce};
 use quarry_engine::scan::Source;
 use std::future::Future;
 use std::sync::Arc;
@@ -75,6 +75,8 @@ enum Begun {
 
 enum Outcome {
     Continue,
+    /// Go on with this delivery: leased with the last job's commit.
+    Next(Box<Received>),
     ExitNow(Exit),
 }
 
@@ -144,35 +146,42 @@ impl Worker {
         let release = self.config.worker.release();
         let mut last_release_check: Option<Instant> = None;
         tracing::info!(worker_id = %self.id, %release, "worker started");
+        // The next delivery when the last commit leased it in its own transaction.
+        let mut next: Option<Received> = None;
         let exit = loop {
-            if shutdown.is_cancelled() {
-                break Exit::Shutdown;
-            }
-            let idle_for = idle_since.elapsed();
-            if idle_for >= idle_timeout {
-                break Exit::Idle;
-            }
-            // At most once a second, not once a job: the statement that starts a job
-            // refuses a superseded worker anyway, and this only spares it a receive.
-            if last_release_check.is_none_or(|at: Instant| at.elapsed() >= RELEASE_CHECK) {
-                last_release_check = Some(Instant::now());
-                match fleet::superseded_by(&self.db, &release).await {
-                    Ok(Some(current)) => {
-                        tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: taking no more work");
-                        break Exit::Superseded;
+            let received = match next.take() {
+                Some(leased) => Ok(Some(leased)),
+                None => {
+                    if shutdown.is_cancelled() {
+                        break Exit::Shutdown;
                     }
-                    Ok(None) => {}
-                    // The start of a job checks again; a failing database shows below.
-                    Err(e) => {
-                        tracing::warn!(worker_id = %self.id, error = %e, "could not read the current release")
+                    let idle_for = idle_since.elapsed();
+                    if idle_for >= idle_timeout {
+                        break Exit::Idle;
+                    }
+                    // At most once a second, not once a job: the statement that starts a job
+                    // refuses a superseded worker anyway, and this only spares it a receive.
+                    if last_release_check.is_none_or(|at: Instant| at.elapsed() >= RELEASE_CHECK) {
+                        last_release_check = Some(Instant::now());
+                        match fleet::superseded_by(&self.db, &release).await {
+                            Ok(Some(current)) => {
+                                tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: taking no more work");
+                                break Exit::Superseded;
+                            }
+                            Ok(None) => {}
+                            // The start of a job checks again; a failing database shows below.
+                            Err(e) => {
+                                tracing::warn!(worker_id = %self.id, error = %e, "could not read the current release")
+                            }
+                        }
+                    }
+                    // SQS's longest long poll: one request per 20 s while the queue is empty.
+                    let wait = (idle_timeout - idle_for).min(LONG_POLL);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break Exit::Shutdown,
+                        r = self.lifecycle.receive(wait, &self.id) => r,
                     }
                 }
-            }
-            // SQS's longest long poll: one request per 20 s while the queue is empty.
-            let wait = (idle_timeout - idle_for).min(LONG_POLL);
-            let received = tokio::select! {
-                _ = shutdown.cancelled() => break Exit::Shutdown,
-                r = self.lifecycle.receive(wait, &self.id) => r,
             };
             let delivery = match received {
                 // Started in the lease's own transaction (the embedded queue's common case).
@@ -201,6 +210,10 @@ impl Worker {
             };
             match self.process(lease, job, shutdown).await {
                 Outcome::Continue => idle_since = Instant::now(),
+                Outcome::Next(leased) => {
+                    idle_since = Instant::now();
+                    next = Some(*leased);
+                }
                 Outcome::ExitNow(exit) => break exit,
             }
         };
@@ -281,11 +294,13 @@ impl Worker {
                     // Stamped by the commit.
                     computed_at: String::new(),
                 };
-                let committed = self.commit(&lease, produced, &provenance).await;
+                // No next job for a worker that is shutting down.
+                let next_for = (!shutdown.is_cancelled()).then_some(self.id.as_str());
+                let committed = self.commit(&lease, produced, &provenance, next_for).await;
                 if committed.is_ok() {
                     tracing::info!(%job_id, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded");
                 }
-                committed.map(|()| Outcome::Continue)
+                committed.map(|next| next.map_or(Outcome::Continue, |r| Outcome::Next(Box::new(r))))
             }
             Executed::Failed(message) => {
                 self.fail(&lease, &message, FailureKind::Data, Retry::IfAttemptsLeft)
@@ -392,21 +407,59 @@ impl Worker {
         .map(|_| Outcome::Continue)
     }
 
+    /// Stores and commits a result; with `next_for` (this worker's id) the commit may
+    /// lease and start the next job in its own transaction, and answers it.
     async fn commit(
         &self,
         lease: &Lease,
         produced: Produced,
         provenance: &Provenance,
-    ) -> Result<(), Fenced> {
-        // One directory for all results: a directory per job was a `mkdir` per job.
+        next_for: Option<&str>,
+    ) -> Result<Option<Received>, Fenced> {
+        // One directory for all results: a directory per job was a `mkdir` per job. A
+        // small result is kept in its row and never stored here, but the key names it.
         let key = format!(
             "results/{}.attempt-{}-{}.parquet",
             lease.job_id, lease.attempt, self.id
         );
+        let (bytes, inline) = match produced.output {
+            Output::Bytes(bytes) => (bytes.len() as u64, Some(bytes::Bytes::from(bytes))),
+            Output::File(file) => (self.store(lease, &key, file).await?, None),
+        };
+        let meta = ResultMeta {
+            blob_key: key.clone(),
+            rows: produced.rows,
+            bytes,
+            columns: produced.columns,
+            inline,
+        };
+        let in_store = meta.inline.is_none();
+        let committed = self
+            .keep(lease, "committing a result", || {
+                self.lifecycle
+                    .commit_then_receive(lease, &meta, provenance, next_for)
+            })
+            .await;
+        if committed.is_err() {
+            tracing::info!(job_id = %lease.job_id, "the lease passed on before the commit: result discarded");
+            if in_store && let Err(e) = self.blobs.delete(&key).await {
+                tracing::warn!(blob_key = %key, error = %e, "could not remove a discarded result (the start-up sweep will)");
+            }
+        }
+        committed
+    }
+
+    /// Moves a result file into the blob store at `key`; the bytes stored.
+    async fn store(
+        &self,
+        lease: &Lease,
+        key: &str,
+        file: tempfile::NamedTempFile,
+    ) -> Result<u64, Fenced> {
         let stored = retrying(
             "storing a result",
             || lease.expired(),
-            || self.blobs.put_file_moving(&key, produced.file.path()),
+            || self.blobs.put_file_moving(key, file.path()),
         )
         .await;
         let bytes = match stored {
@@ -421,27 +474,10 @@ impl Worker {
         // directory's lock, which the other workers' new result files need too (seen
         // in the no-op benchmark's profile as workers spinning on that lock); a stat
         // does not take it.
-        if !produced.file.path().exists() {
-            let _ = produced.file.into_temp_path().keep();
+        if !file.path().exists() {
+            let _ = file.into_temp_path().keep();
         }
-        let meta = ResultMeta {
-            blob_key: key.clone(),
-            rows: produced.rows,
-            bytes,
-            columns: produced.columns,
-        };
-        let committed = self
-            .keep(lease, "committing a result", || {
-                self.lifecycle.commit(lease, &meta, provenance)
-            })
-            .await;
-        if committed.is_err() {
-            tracing::info!(job_id = %lease.job_id, "the lease passed on before the commit: result discarded");
-            if let Err(e) = self.blobs.delete(&key).await {
-                tracing::warn!(blob_key = %key, error = %e, "could not remove a discarded result (the start-up sweep will)");
-            }
-        }
-        committed
+        Ok(bytes)
     }
 
     async fn execute(
@@ -492,6 +528,7 @@ impl Worker {
         };
         let columns = dataset.view.columns.clone();
         let tmp_dir = self.config.tmp_dir();
+        let inline_max = self.config.analyses.inline_result_max_bytes();
         std::fs::create_dir_all(&tmp_dir).context("creating the worker's temp directory")?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -503,7 +540,8 @@ impl Worker {
                 move || {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         produce(
-                            &analysis, &source, format, &columns, &tmp_dir, &stop, &progress,
+                            &analysis, &source, format, &columns, &tmp_dir, inline_max, &stop,
+                            &progress,
                         )
                     }))
                 },

@@ -277,6 +277,7 @@ impl Forwarder {
             rows: page.total_rows,
             bytes,
             columns: page.columns,
+            inline: None,
         };
         // The input is this server's dataset, read from the same content.
         let provenance = Provenance {

@@ -152,7 +152,7 @@ pub async fn pin(
     // A copy of the result: the job's own may be deleted with it.
     let id = uuid::Uuid::new_v4().to_string();
     let key = format!("references/{id}.parquet");
-    let file = blobs.local_file(&result.blob_key).await?;
+    let file = result.local_file(blobs).await?;
     let path = file.path().to_owned();
     let hash = tokio::task::spawn_blocking(move || ContentHash::of_file(&path))
         .await
@@ -570,7 +570,7 @@ impl GateRunner {
                 )
                 .await;
         }
-        let actual = self.blobs.local_file(&result.blob_key).await?;
+        let actual = result.local_file(self.blobs.as_ref()).await?;
         self.compare(promotion, &c.reference_id, actual.path())
             .await
     }

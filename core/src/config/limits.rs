@@ -68,6 +68,22 @@ pub struct AnalysesConfig {
     /// The most columns a `correlation` may name.
     #[serde(default = "default_max_correlation_columns")]
     pub max_correlation_columns: u32,
+    /// Results of at most this many KiB of Parquet are kept in their job's row
+    /// instead of the blob store (no file or `PUT` per job); 0 stores every result
+    /// as a blob. At most [`MAX_INLINE_RESULT_KB`].
+    #[serde(default = "default_inline_result_max_kb")]
+    pub inline_result_max_kb: u64,
+}
+
+/// The largest `analyses.inline_result_max_kb`: a row is read whole with its job's
+/// result, and larger results are better streamed from the blob store.
+pub const MAX_INLINE_RESULT_KB: u64 = 1024;
+
+impl AnalysesConfig {
+    /// The largest result kept in its row, in bytes.
+    pub fn inline_result_max_bytes(&self) -> usize {
+        usize::try_from(self.inline_result_max_kb.min(MAX_INLINE_RESULT_KB) << 10).unwrap_or(0)
+    }
 }
 
 fn default_max_spin_secs() -> u64 {
@@ -84,6 +100,9 @@ fn default_max_profile_columns() -> u32 {
 }
 fn default_max_correlation_columns() -> u32 {
     100
+}
+fn default_inline_result_max_kb() -> u64 {
+    64
 }
 
 /// Sign-in throttling and password hashing bounds (README, "Limits").

@@ -20,6 +20,7 @@ use std::time::Duration;
 mod control;
 pub(crate) mod lifecycle;
 mod receive;
+mod results;
 mod sign_in;
 mod supersession;
 pub use control::{
@@ -31,7 +32,8 @@ pub use lifecycle::{
     dead_workers_jobs_are_reconciled, failed_and_cancelled_jobs, hand_backs_are_not_attempts,
     job_changes_reach_their_followers, job_lifecycle_commits_a_result_once,
 };
-pub use receive::receives_start_the_common_case;
+pub use receive::{commits_lease_the_next_job, receives_start_the_common_case};
+pub use results::small_results_are_kept_in_their_row;
 pub use sign_in::{passwords_and_sessions, sessions_opened_with_tokens, users_and_tokens};
 pub use supersession::{
     forwarded_jobs_move_once, pinned_jobs_start_only_on_their_release,
@@ -46,6 +48,8 @@ pub async fn run_all(db: &Db) {
     datasets_are_private_and_unique_per_owner(db).await;
     job_lifecycle_commits_a_result_once(db).await;
     receives_start_the_common_case(db).await;
+    commits_lease_the_next_job(db).await;
+    small_results_are_kept_in_their_row(db).await;
     a_fenced_lease_changes_nothing(db).await;
     hand_backs_are_not_attempts(db).await;
     attempts_are_recorded_with_their_release(db).await;

@@ -73,8 +73,10 @@ pub enum Param<'a> {
     Text(&'a str),
     /// A text the statement owns (an id made for it).
     Owned(String),
-    /// `NULL` (of a text column: the only kind the job path binds).
+    /// `NULL` of a text column.
     Null,
+    /// Bytes, or `NULL` of a bytes column (a small result's Parquet).
+    Blob(Option<bytes::Bytes>),
 }
 
 impl<'a> From<Option<&'a str>> for Param<'a> {
@@ -91,7 +93,8 @@ impl rusqlite::ToSql for Param<'_> {
             Param::Real(v) => ToSqlOutput::from(*v),
             Param::Text(v) => ToSqlOutput::from(*v),
             Param::Owned(v) => ToSqlOutput::from(v.as_str()),
-            Param::Null => ToSqlOutput::Owned(Value::Null),
+            Param::Null | Param::Blob(None) => ToSqlOutput::Owned(Value::Null),
+            Param::Blob(Some(v)) => ToSqlOutput::from(v.as_ref()),
         })
     }
 }
@@ -404,8 +407,12 @@ fn runs(step: &Step<'_>, done: &[Done]) -> bool {
     }
 }
 
-/// The steps of a transaction on the connection, within `BEGIN … COMMIT`.
-fn run_steps(c: &rusqlite::Connection, steps: &[Step<'_>]) -> rusqlite::Result<Option<Vec<Done>>> {
+/// The steps of a transaction on the connection, within `BEGIN … COMMIT`; `None` when
+/// a step that must change nothing changed (the caller rolls back).
+pub(crate) fn run_steps(
+    c: &rusqlite::Connection,
+    steps: &[Step<'_>],
+) -> rusqlite::Result<Option<Vec<Done>>> {
     let mut done = Vec::with_capacity(steps.len());
     for step in steps {
         if !runs(step, &done) {
@@ -458,6 +465,7 @@ fn bind<'q>(
             Param::Text(v) => query.bind(*v),
             Param::Owned(v) => query.bind(v.clone()),
             Param::Null => query.bind(None::<String>),
+            Param::Blob(v) => query.bind(v.as_ref().map(|b| b.to_vec())),
         };
     }
     query

@@ -215,6 +215,9 @@ impl Cloud {
             ("QUARRY_FLEET__ECS__SECURITY_GROUPS", group.as_str()),
             ("QUARRY_FLEET__ECS__ON_DEMAND_BASE", "1"),
             ("QUARRY_FLEET__ECS__SPOT_SHARE", "100"),
+            // These tests follow results through S3 (objects, signed downloads); a
+            // small result would otherwise be kept in its job's row.
+            ("QUARRY_ANALYSES__INLINE_RESULT_MAX_KB", "0"),
         ] {
             env.push((k.to_owned(), v.to_owned()));
         }

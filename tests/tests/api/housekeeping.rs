@@ -3,7 +3,7 @@
 //! does not remove, and the data directory is private.
 
 use crate::ingest::{created, upload};
-use crate::jobs::{env, submit_ok, wait_status};
+use crate::jobs::{RESULTS_AS_BLOBS, env, result_page, submit_ok, wait_status};
 use futures::StreamExt as _;
 use quarry_tests::{Quarry, eventually};
 use serde_json::json;
@@ -14,9 +14,26 @@ fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// Deletes the dataset `id`: `204`, and no file is left in the blob store.
+async fn deleted_leaves_no_file(q: &Quarry, id: &str) {
+    let r = q
+        .http
+        .delete(q.url(&format!("/api/v1/datasets/{id}")))
+        .bearer_auth(&q.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        q.blob_files().is_empty(),
+        "left behind: {:?}",
+        q.blob_files()
+    );
+}
+
 #[tokio::test]
 async fn deleting_a_dataset_removes_its_files_and_its_jobs_results() {
-    let q = Quarry::start_with(&env(&[])).await;
+    let q = Quarry::start_with(&env(&[RESULTS_AS_BLOBS])).await;
     let d = created(upload(&q, "?name=d", "text/csv", b"k,v\na,1\nb,2\n".to_vec()).await).await;
     let id = d["id"].as_str().unwrap();
     for analysis in [
@@ -35,19 +52,82 @@ async fn deleting_a_dataset_removes_its_files_and_its_jobs_results() {
         2,
         "{files:?}"
     );
-    let r = q
-        .http
-        .delete(q.url(&format!("/api/v1/datasets/{id}")))
-        .bearer_auth(&q.admin_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    assert!(
-        q.blob_files().is_empty(),
-        "left behind: {:?}",
+    deleted_leaves_no_file(&q, id).await;
+}
+
+/// A result of at most `analyses.inline_result_max_kb` is kept in its job's row: no
+/// file in the blob store, and it reads like any other (a page, CSV, Parquet); a
+/// larger one is a file there. Deleting the dataset leaves neither.
+#[tokio::test]
+async fn a_small_result_is_kept_in_its_row_and_a_large_one_is_a_file() {
+    let q = Quarry::start_with(&env(&[("QUARRY_ANALYSES__INLINE_RESULT_MAX_KB", "4")])).await;
+    let rows = 5_000;
+    let csv: String = std::iter::once("k,v\n".to_owned())
+        .chain((0..rows).map(|i| format!("key-{i:06},{i}\n")))
+        .collect();
+    let d = created(upload(&q, "?name=d", "text/csv", csv.into_bytes()).await).await;
+    let id = d["id"].as_str().unwrap();
+    let results = |q: &Quarry| -> Vec<String> {
         q.blob_files()
+            .iter()
+            .map(|f| f.to_string_lossy().into_owned())
+            .filter(|f| f.contains("/results/"))
+            .collect()
+    };
+    // The sum of 0..rows, by the formula.
+    let small = submit_ok(
+        &q,
+        id,
+        json!({"kind":"sql","query":"SELECT SUM(v) AS s FROM data"}),
+    )
+    .await;
+    wait_status(&q, &small, "succeeded", Duration::from_secs(60)).await;
+    assert_eq!(
+        results(&q),
+        Vec::<String>::new(),
+        "a small result is no file"
     );
+    let page = result_page(&q, &small, "").await;
+    assert_eq!(page["rows"][0][0], rows * (rows - 1) / 2, "{page}");
+    let download = |format: &'static str| {
+        let q = &q;
+        let small = small.clone();
+        async move {
+            let r = q
+                .http
+                .get(q.url(&format!("/api/v1/jobs/{small}/result?format={format}")))
+                .bearer_auth(&q.admin_token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{format}");
+            r.bytes().await.unwrap()
+        }
+    };
+    let text = download("csv").await;
+    assert_eq!(
+        std::str::from_utf8(&text).unwrap(),
+        format!("s\n{}\n", rows * (rows - 1) / 2)
+    );
+    let parquet = download("parquet").await;
+    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
+
+    // Every row back: 5,000 distinct keys are far over 4 KiB of Parquet.
+    let large = submit_ok(
+        &q,
+        id,
+        json!({"kind":"sql","query":"SELECT k, v FROM data"}),
+    )
+    .await;
+    wait_status(&q, &large, "succeeded", Duration::from_secs(60)).await;
+    let files = results(&q);
+    assert!(files.len() == 1 && files[0].contains(&large), "{files:?}");
+    let page = result_page(&q, &large, "?offset=4999&limit=1").await;
+    assert_eq!(page["rows"][0], json!(["key-004999", 4999]), "{page}");
+    let sorted = result_page(&q, &large, "?sort=-k&limit=1").await;
+    assert_eq!(sorted["rows"][0], json!(["key-004999", 4999]), "{sorted}");
+
+    deleted_leaves_no_file(&q, id).await;
 }
 
 #[tokio::test]

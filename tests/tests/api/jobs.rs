@@ -18,6 +18,10 @@ const FAST: [(&str, &str); 4] = [
     ("QUARRY_FLEET__TICK_SECS", "1"),
 ];
 
+/// Every result a blob, for the tests that follow results through the blob store (by
+/// default a small result is kept in its job's row).
+pub(crate) const RESULTS_AS_BLOBS: (&str, &str) = ("QUARRY_ANALYSES__INLINE_RESULT_MAX_KB", "0");
+
 pub(crate) fn env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     FAST.iter().copied().chain(extra.iter().copied()).collect()
 }
@@ -195,7 +199,11 @@ async fn aggregate_mean_by_category_matches_an_independent_fold() {
 
 #[tokio::test]
 async fn killed_worker_job_is_redelivered_and_committed_once() {
-    let q = Quarry::start_with(&env(&[("QUARRY_FLEET__MAX_WORKERS", "1")])).await;
+    let q = Quarry::start_with(&env(&[
+        ("QUARRY_FLEET__MAX_WORKERS", "1"),
+        RESULTS_AS_BLOBS,
+    ]))
+    .await;
     let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
     let id = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 4})).await;
     wait_status(&q, &id, "running", Duration::from_secs(30)).await;

@@ -193,8 +193,8 @@ pub async fn compare_jobs(
         .await
         .map_err(|e| anyhow::anyhow!("comparison permits: {e}"))?;
     let (e, a) = (
-        s.blobs.local_file(&expected.blob_key).await?,
-        s.blobs.local_file(&actual.blob_key).await?,
+        expected.local_file(s.blobs.as_ref()).await?,
+        actual.local_file(s.blobs.as_ref()).await?,
     );
     let (ep, ap) = (e.path().to_owned(), a.path().to_owned());
     blocking(move || {

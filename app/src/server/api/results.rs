@@ -122,7 +122,7 @@ pub async fn result_page(
 ) -> ApiResult<ResultPage> {
     let meta = committed_result(s, who, id).await?;
     let Some(key) = sort_key(&meta, sort)? else {
-        let file = s.blobs.local_file(&meta.blob_key).await?;
+        let file = meta.local_file(s.blobs.as_ref()).await?;
         return blocking(move || results::page(file.path(), offset, limit)).await;
     };
     let cache = SortCache::new(
@@ -145,7 +145,7 @@ pub async fn result_page(
     if let Some(page) = blocking(cached).await? {
         return Ok(page);
     }
-    let file = s.blobs.local_file(&meta.blob_key).await?;
+    let file = meta.local_file(s.blobs.as_ref()).await?;
     tracing::info!(job_id = %id, column = %key.column, descending = key.descending, "sorting a result");
     blocking(move || cache.build_page(&key, file.path(), offset, limit)).await
 }
@@ -217,15 +217,17 @@ async fn parquet(s: &Services, who: &Principal, id: &str) -> ApiResult<Response>
     let meta = committed_result(s, who, id).await?;
     let name = format!("job-{id}.parquet");
     // From object storage the bytes go straight to the client, by a short-lived
-    // signed URL; the local store streams them through this server.
-    if let Some(url) = s
-        .blobs
-        .presigned_get(&meta.blob_key, DOWNLOAD_URL_TTL, &name)
-        .await?
+    // signed URL; the local store streams them through this server, as does a result
+    // kept in its row.
+    if meta.inline.is_none()
+        && let Some(url) = s
+            .blobs
+            .presigned_get(&meta.blob_key, DOWNLOAD_URL_TTL, &name)
+            .await?
     {
         return Ok(axum::response::Redirect::to(&url).into_response());
     }
-    let stream = s.blobs.get_stream(&meta.blob_key).await?;
+    let stream = meta.stream(s.blobs.as_ref()).await?;
     Ok(download(
         Body::from_stream(stream),
         "application/vnd.apache.parquet",
@@ -253,7 +255,7 @@ async fn csv(s: &Services, who: &Principal, id: &str) -> ApiResult<Response> {
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         return Ok(response);
     };
-    let file = s.blobs.local_file(&meta.blob_key).await?;
+    let file = meta.local_file(s.blobs.as_ref()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CSV_CHANNEL);
     let job_id = id.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -317,6 +319,7 @@ mod tests {
                     r#type: "int64".to_owned(),
                 })
                 .collect(),
+            inline: None,
         }
     }
 

@@ -107,6 +107,7 @@ pub(super) fn result_meta(key: &str) -> ResultMeta {
             name: "n".into(),
             r#type: "float64".into(),
         }],
+        inline: None,
     }
 }
 

@@ -86,3 +86,93 @@ pub async fn receives_start_the_common_case(db: &Db) {
         .expect("the lease holds");
     assert_eq!(stored(db, &id).await.view.status, JobStatus::Succeeded);
 }
+
+/// A worker's commit leases its next job in the commit's own transaction where the
+/// statements run on the process's own SQLite connection (and answers nothing
+/// elsewhere, where the worker receives as usual); a fenced commit changes nothing
+/// and leases nothing.
+pub async fn commits_lease_the_next_job(db: &Db) {
+    let owner = user(db, Role::Analyst).await;
+    let (life, queue) = lifecycle(db, 3);
+    let one_transaction = matches!(
+        db.statements().expect("statements"),
+        crate::db::statements::Statements::Local(_)
+    );
+    let first = submitted(&life, &owner).await;
+    let lease = super::lifecycle::leased(&life, "w-n").await;
+    assert_eq!(lease.job_id, first);
+    let second = submitted(&life, &owner).await;
+
+    // A stale lease (another receipt for the same job) is fenced: nothing changes.
+    let stale = crate::lifecycle::Lease {
+        delivery: crate::queue::Delivery {
+            receipt: format!("{}x", lease.receipt()),
+            ..lease.delivery.clone()
+        },
+        ..lease.clone()
+    };
+    let fenced = life
+        .commit_then_receive(
+            &stale,
+            &result_meta(&unique("r")),
+            &provenance(&stale),
+            Some("w-n"),
+        )
+        .await
+        .expect("commit");
+    assert!(fenced.is_err(), "a stale lease committed");
+    assert_eq!(stored(db, &first).await.view.status, JobStatus::Running);
+    assert_eq!(stored(db, &second).await.view.status, JobStatus::Queued);
+    let counts = queue.counts().await.expect("counts");
+    assert_eq!((counts.visible, counts.in_flight), (1, 1), "{counts:?}");
+
+    let next = life
+        .commit_then_receive(
+            &lease,
+            &result_meta(&unique("r")),
+            &provenance(&lease),
+            Some("w-n"),
+        )
+        .await
+        .expect("commit")
+        .expect("the lease holds");
+    assert_eq!(stored(db, &first).await.view.status, JobStatus::Succeeded);
+    let next_lease = match next {
+        Some(Received::Started(next_lease, job)) => {
+            assert!(one_transaction, "leased with the commit on the pool");
+            assert_eq!(job.view.id, second);
+            *next_lease
+        }
+        None => {
+            assert!(!one_transaction, "nothing leased with the commit on SQLite");
+            super::lifecycle::leased(&life, "w-n").await
+        }
+        Some(other) => panic!("the next job did not start: {other:?}"),
+    };
+    assert_eq!(
+        (next_lease.job_id.as_str(), next_lease.attempt),
+        (second.as_str(), 1)
+    );
+    let job = stored(db, &second).await;
+    assert_eq!(job.view.status, JobStatus::Running);
+    assert_eq!(job.lease.as_deref(), Some(next_lease.receipt()));
+    assert_eq!(job.worker_id.as_deref(), Some("w-n"));
+    let counts = queue.counts().await.expect("counts");
+    assert_eq!((counts.visible, counts.in_flight), (0, 1), "{counts:?}");
+
+    // With nothing left to lease the commit still commits, and answers no delivery.
+    let last = life
+        .commit_then_receive(
+            &next_lease,
+            &result_meta(&unique("r")),
+            &provenance(&next_lease),
+            Some("w-n"),
+        )
+        .await
+        .expect("commit")
+        .expect("the lease holds");
+    assert!(last.is_none(), "{last:?}");
+    assert_eq!(stored(db, &second).await.view.status, JobStatus::Succeeded);
+    let counts = queue.counts().await.expect("counts");
+    assert_eq!((counts.visible, counts.in_flight), (0, 0), "{counts:?}");
+}

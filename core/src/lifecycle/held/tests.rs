@@ -86,6 +86,7 @@ fn meta(id: &str) -> ResultMeta {
         rows: 1,
         bytes: 1,
         columns: vec![],
+        inline: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! past its lease, SIGTERM hand-backs, a database locked for 15 s, and a server killed
 //! with its workers.
 
-use super::{env, job, signal, submit_ok, upload_csv, wait_status, worker_pids};
+use super::{RESULTS_AS_BLOBS, env, job, signal, submit_ok, upload_csv, wait_status, worker_pids};
 use quarry_tests::{Quarry, eventually};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -32,7 +32,11 @@ fn alive(pid: u32) -> bool {
 /// runs again (SIGCONT) it can neither commit, requeue nor fail that job.
 #[tokio::test]
 async fn a_worker_stopped_past_its_lease_cannot_touch_the_job_another_now_runs() {
-    let q = Quarry::start_with(&env(&[("QUARRY_FLEET__MAX_WORKERS", "2")])).await;
+    let q = Quarry::start_with(&env(&[
+        ("QUARRY_FLEET__MAX_WORKERS", "2"),
+        RESULTS_AS_BLOBS,
+    ]))
+    .await;
     let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
     let id = submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 8})).await;
     wait_status(&q, &id, "running", Duration::from_secs(30)).await;
@@ -190,6 +194,7 @@ async fn a_database_locked_for_15_seconds_does_not_cost_the_running_job_an_attem
         ("QUARRY_WORKER__HEARTBEAT_SECS", "2"),
         ("QUARRY_WORKER__IDLE_TIMEOUT_SECS", "5"),
         ("QUARRY_FLEET__TICK_SECS", "1"),
+        RESULTS_AS_BLOBS,
     ])
     .await;
     let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
