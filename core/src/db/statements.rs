@@ -29,11 +29,12 @@
 //! and a checkpoint that waits at most [`CHECKPOINT_WAIT`]: while it waits it holds
 //! the write lock, so every writer of every process waits as long.
 //!
-//! While writers of several processes meet (for a second after a write found the lock
-//! taken), a write first waits its turn at the writers' [`turnstile`] (a lock on a
-//! file beside the database, which every process's writers take in turn), so a
-//! writer that would find SQLite's lock taken sleeps in the kernel until it is free,
-//! instead of pausing a whole timer tick and trying again.
+//! With the turnstile on, while writers of several processes meet (for a second after
+//! a write found the lock taken), a write first waits its turn at the writers'
+//! [`turnstile`] (a lock on a file beside the database, which every process's writers
+//! take in turn), so a writer that would find SQLite's lock taken sleeps in the
+//! kernel until it is free, instead of pausing a whole timer tick and trying again. It is off unless
+//! `QUARRY_SQLITE_TURNSTILE=on`: measured against the default, it no longer pays.
 //!
 //! Each statement is written once, with `$1`… placeholders, and run by either side;
 //! [`Row`] reads its answer from either.
@@ -537,15 +538,23 @@ fn open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
 }
 
 impl LocalConn {
-    /// Opens the (migrated) database file `path`.
+    /// Opens the (migrated) database file `path`; its writers take the
+    /// [`turnstile`] when `QUARRY_SQLITE_TURNSTILE=on`.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::opened(path, turnstile::wanted())
+    }
+
+    /// [`LocalConn::open`], its writers taking the turnstile or not.
+    pub(crate) fn opened(path: &Path, with_turnstile: bool) -> Result<Self> {
         let conn =
             open(path).with_context(|| format!("opening {} for the job path", path.display()))?;
         Ok(Self {
             path: path.to_owned(),
             conn: std::sync::Mutex::new(Connection(conn)),
             gate: Arc::default(),
-            turnstile: Turnstile::open(path).map(Arc::new),
+            turnstile: with_turnstile
+                .then(|| Turnstile::open(path).map(Arc::new))
+                .flatten(),
             contended_until: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
             writes: AtomicU64::new(0),

@@ -193,7 +193,10 @@ async fn a_transaction_left_open_is_ended_before_the_next_statement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_take_the_turnstile_once_they_met_another_writer_and_wait_there() {
-    let (dir, db, s, conn) = local_table().await;
+    let (dir, db, _, _) = local_table().await;
+    // A connection whose writers take the turnstile (`QUARRY_SQLITE_TURNSTILE=on`).
+    let conn = Arc::new(LocalConn::opened(&dir.path().join("s.db"), true).unwrap());
+    let s = Statements::Local(Arc::clone(&conn));
     assert!(!conn.contended(), "a writer alone takes no turnstile");
     s.execute(BUMP, &[Param::Text("none")]).await.unwrap();
     assert!(!conn.contended());
