@@ -28,20 +28,29 @@ pub enum Output {
     File(tempfile::NamedTempFile),
 }
 
-/// Runs `analysis` over `source` and writes its result as Parquet: in memory when it
-/// takes at most `inline_max` bytes, else to a file under `tmp_dir`. `stop` asks it to
-/// stop early; `progress` receives 0..1 as `f64` bits.
-#[allow(clippy::too_many_arguments)]
+/// Where [`produce`] writes a result: to memory when it takes at most `inline_max`
+/// bytes of Parquet, else to a file under `tmp_dir`.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    pub tmp_dir: &'a Path,
+    pub inline_max: usize,
+}
+
+/// Runs `analysis` over `source` and writes its result as Parquet to `to`. `stop` asks
+/// it to stop early; `progress` receives 0..1 as `f64` bits.
 pub fn produce(
     analysis: &Analysis,
     source: &Source,
     format: DatasetFormat,
     columns: &[ColumnInfo],
-    tmp_dir: &Path,
-    inline_max: usize,
+    to: Destination<'_>,
     stop: &AtomicBool,
     progress: &AtomicU64,
 ) -> Result<Produced, RunError> {
+    let Destination {
+        tmp_dir,
+        inline_max,
+    } = to;
     let report = |p: f64| progress.store(p.to_bits(), Ordering::Relaxed);
     let ctx = RunContext {
         stop,
