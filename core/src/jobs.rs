@@ -408,7 +408,7 @@ pub struct ResultMeta {
     pub bytes: u64,
     pub columns: Vec<ColumnInfo>,
     /// The Parquet bytes of a small result, kept in its row instead of the blob store
-    /// (the engine's `produce::INLINE_MAX`, 64 KiB, bounds them).
+    /// (at most `analyses.inline_result_max_kb`, itself at most 1 MiB).
     pub inline: Option<bytes::Bytes>,
 }
 

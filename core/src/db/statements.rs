@@ -33,8 +33,9 @@
 //! a write found the lock taken), a write first waits its turn at the writers'
 //! [`turnstile`] (a lock on a file beside the database, which every process's writers
 //! take in turn), so a writer that would find SQLite's lock taken sleeps in the
-//! kernel until it is free, instead of pausing a whole timer tick and trying again. It is off unless
-//! `QUARRY_SQLITE_TURNSTILE=on`: measured against the default, it no longer pays.
+//! kernel until it is free, instead of pausing a whole timer tick and trying again.
+//! It is off unless `QUARRY_SQLITE_TURNSTILE=on`: measured against the default, it no
+//! longer pays.
 //!
 //! Each statement is written once, with `$1`… placeholders, and run by either side;
 //! [`Row`] reads its answer from either.
@@ -409,7 +410,7 @@ fn runs(step: &Step<'_>, done: &[Done]) -> bool {
 }
 
 /// The steps of a transaction on the connection, within `BEGIN … COMMIT`; `None` when
-/// a step that must change nothing changed (the caller rolls back).
+/// a step that must change something changed nothing (the caller rolls back).
 pub(crate) fn run_steps(
     c: &rusqlite::Connection,
     steps: &[Step<'_>],
