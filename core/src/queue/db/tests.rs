@@ -1,7 +1,8 @@
 //! The embedded queue's own tests; the behaviour every adapter shares is in
-//! [`super::conformance`].
+//! [`crate::queue::conformance`].
 
 use super::*;
+use crate::queue::{JobMessage, conformance};
 use secrecy::SecretString;
 
 async fn queue(visibility: Duration, max_attempts: u32) -> (tempfile::TempDir, DbQueue) {
