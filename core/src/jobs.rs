@@ -6,8 +6,8 @@
 use crate::auth::Principal;
 use crate::blob::{BlobStore, ByteStream, LocalFile};
 use crate::clock::{now_ms, rfc3339};
-use crate::db::Db;
 use crate::db::statements::{Param, Step};
+use crate::db::{Db, Dialect};
 use crate::error::{Error, Result};
 use anyhow::Context as _;
 use quarry_domain::{ColumnInfo, Job, JobAttempt, JobStatus};
@@ -149,6 +149,16 @@ pub struct NewJob<'a> {
     pub rerun_of: Option<&'a str>,
 }
 
+/// On SQLite, the next change number of `jobs` ([`crate::watch`]). A statement on
+/// the job path that writes a job sets `changed_seq` to it itself, so that the
+/// triggers (which number every other write) do not write the row a second time.
+macro_rules! next_change {
+    () => {
+        "(SELECT COALESCE(MAX(changed_seq), 0) + 1 FROM jobs)"
+    };
+}
+pub(crate) use next_change;
+
 /// Which jobs [`start`] may start.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum StartIf {
@@ -173,7 +183,7 @@ pub(crate) async fn start(
     (now, until): (i64, i64),
     only: StartIf,
 ) -> Result<Option<StoredJob>> {
-    let (sql, n) = start_statement(only);
+    let (sql, n) = start_statement(only, db.dialect());
     let row: Option<Row> = db
         .statements()?
         .fetch_optional(
@@ -195,7 +205,7 @@ pub(crate) fn start_on(
     (now, until): (i64, i64),
     max_attempts: u32,
 ) -> rusqlite::Result<Option<Started>> {
-    let (sql, n) = start_statement(StartIf::Queued { max_attempts });
+    let (sql, n) = start_statement(StartIf::Queued { max_attempts }, Dialect::Sqlite);
     let row: Option<Row> = crate::db::statements::fetch_on(
         c,
         &sql,
@@ -219,7 +229,7 @@ impl Started {
     }
 }
 
-fn start_statement(only: StartIf) -> (String, u32) {
+fn start_statement(only: StartIf, dialect: Dialect) -> (String, u32) {
     let (condition, n) = match only {
         StartIf::Queued { max_attempts } => (
             "status = 'queued' AND cancel_requested = 0 AND attempts < $6 \
@@ -234,15 +244,25 @@ fn start_statement(only: StartIf) -> (String, u32) {
     let sql = format!(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease = $1, \
          lease_until = $2, worker_id = $3, held = 0, progress = 0, \
-         started_at = COALESCE(started_at, $4), enqueued_at = COALESCE(enqueued_at, $4) \
+         started_at = COALESCE(started_at, $4), enqueued_at = COALESCE(enqueued_at, $4){} \
          WHERE id = $5 AND {condition} AND NOT EXISTS (SELECT 1 FROM current_release c \
            JOIN workers w ON w.id = $3 WHERE c.id = 1 AND w.release <> c.release) \
            AND (required_release IS NULL \
                 OR required_release = (SELECT release FROM workers WHERE id = $3)) \
          RETURNING {}",
+        changes(dialect),
         columns!()
     );
     (sql, n)
+}
+
+/// What a job path update sets beside its change: the job's change number on SQLite
+/// (see [`next_change!`]); nothing on Postgres, whose trigger notifies.
+pub(crate) fn changes(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => concat!(", changed_seq = ", next_change!()),
+        Dialect::Postgres => "",
+    }
 }
 
 fn start_params<'a>(

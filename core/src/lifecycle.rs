@@ -448,10 +448,14 @@ impl Lifecycle {
             ..provenance.clone()
         })
         .context("provenance")?;
-        let updated = Step::new(
+        let succeed = format!(
             "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = $1, \
-             lease = NULL, lease_until = NULL, provenance_json = $4 \
+             lease = NULL, lease_until = NULL, provenance_json = $4{} \
              WHERE id = $2 AND lease = $3 AND status = 'running' AND cancel_requested = 0",
+            jobs::changes(self.db.dialect())
+        );
+        let updated = Step::new(
+            &succeed,
             vec![
                 Param::Int(now),
                 Param::Text(&lease.job_id),

@@ -173,4 +173,3 @@ pub trait JobQueue: Send + Sync + fmt::Debug {
 
 mod db;
 pub use db::{AfterThen, DbQueue, Then, wake_receivers};
-

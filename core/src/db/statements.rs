@@ -70,7 +70,6 @@ const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 /// (the pool's `busy_timeout`).
 const BUSY_FOR: Duration = Duration::from_secs(10);
 
-
 /// Runs the job path's statements: on the pool, or on the process's own SQLite
 /// connection (see [`Db::statements`]).
 #[derive(Debug, Clone)]
@@ -230,6 +229,7 @@ fn runs(step: &Step<'_>, done: &[Done]) -> bool {
     match step.when {
         When::Always => true,
         When::Changed(i) => done.get(i).is_some_and(|d| d.changed > 0),
+        When::Returned(i, value) => done.get(i).is_some_and(|d| d.value == Some(value)),
     }
 }
 

@@ -23,7 +23,7 @@ use crate::clock::now_ms;
 use crate::db::statements::{Param, Step};
 use crate::db::{Db, Dialect};
 use crate::error::Result;
-use crate::jobs::{self, NewJob};
+use crate::jobs::{self, NewJob, next_change};
 use crate::queue::{JobMessage, JobQueue, Tx};
 
 /// Takes the owner's lock on Postgres (SQLite's write lock is everyone's).
@@ -80,24 +80,18 @@ pub(super) async fn submit(
     // owner's lock, the job (held when the owner is at the limit or has older held
     // jobs, decided by the insert itself: the count stops at the limit, so a long
     // backlog is not counted on every submit), and, if it is released and the queue
-    // is in the database, its message and when it was sent.
-    let mut steps = Vec::with_capacity(4);
+    // is in the database, its message. The insert records when that message was sent
+    // and takes the job's change number itself: the row is written once.
+    let send = queue.send_step(&body);
+    let sent_within = send.is_some();
+    let mut steps = Vec::with_capacity(3);
     if db.dialect() == Dialect::Postgres {
         steps.push(Step::new(LOCK_OWNER, vec![Param::Text(new.owner_id)]));
     }
     let insert = steps.len();
     steps.push(
         Step::new(
-            "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, \
-             created_at, required_release, rerun_of) \
-             SELECT $1, $2, $3, $4, 'queued', \
-               CASE WHEN (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE owner_id = $2 \
-                          AND held = 0 AND status IN ('queued', 'running') LIMIT $5) a) >= $5 \
-                      OR EXISTS (SELECT 1 FROM jobs WHERE owner_id = $2 AND held > 0 \
-                                 AND status = 'queued') \
-                    THEN $5 ELSE 0 END, \
-               $6, $7, $8 \
-             RETURNING held",
+            insert_sql(db.dialect(), sent_within),
             vec![
                 Param::Text(new.id),
                 Param::Text(new.owner_id),
@@ -111,16 +105,8 @@ pub(super) async fn submit(
         )
         .returning(),
     );
-    let send = queue.send_step(&body);
-    let sent_within = send.is_some();
-    if let Some(send) = send {
-        let mark = steps.len();
-        steps.push(Step::new(
-            "UPDATE jobs SET enqueued_at = $1 WHERE id = $2 AND held = 0",
-            vec![Param::Int(now), Param::Text(new.id)],
-        ));
-        steps.push(send.after(mark));
-    }
+    // Sent only if the insert did not hold the job.
+    steps.extend(send.map(|send| send.if_returned(insert, 0)));
     let done = db
         .statements()?
         .transaction(&steps)
@@ -142,6 +128,38 @@ pub(super) async fn submit(
         .await?
         .is_some_and(|j| j.held.is_some());
     Ok(still_held)
+}
+
+/// The insert of a submitted job, answering the limit it is held under (0: released).
+/// With `sent_within` (the message is sent in the same transaction) a released job
+/// records the submit as the time it was sent. On SQLite the row takes the next change
+/// number ([`crate::watch`]) here, not in a second write by the insert trigger.
+fn insert_sql(dialect: Dialect, sent_within: bool) -> &'static str {
+    macro_rules! insert {
+        ($enqueued:expr, $changed:expr) => {
+            concat!(
+                "INSERT INTO jobs (id, owner_id, dataset_id, analysis_json, status, held, \
+                 created_at, required_release, rerun_of, enqueued_at, changed_seq) \
+                 SELECT $1, $2, $3, $4, 'queued', h.held, $6, $7, $8, ",
+                $enqueued,
+                ", ",
+                $changed,
+                " FROM (SELECT CASE \
+                   WHEN (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE owner_id = $2 \
+                         AND held = 0 AND status IN ('queued', 'running') LIMIT $5) a) >= $5 \
+                     OR EXISTS (SELECT 1 FROM jobs WHERE owner_id = $2 AND held > 0 \
+                                AND status = 'queued') \
+                   THEN $5 ELSE 0 END AS held) h \
+                 RETURNING held"
+            )
+        };
+    }
+    match (dialect, sent_within) {
+        (Dialect::Sqlite, true) => insert!("CASE WHEN h.held = 0 THEN $6 END", next_change!()),
+        (Dialect::Sqlite, false) => insert!("NULL", next_change!()),
+        (Dialect::Postgres, true) => insert!("CASE WHEN h.held = 0 THEN $6 END", "0"),
+        (Dialect::Postgres, false) => insert!("NULL", "0"),
+    }
 }
 
 /// Sends a released job's message: within `tx` on the embedded queue, else after

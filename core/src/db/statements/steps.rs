@@ -45,6 +45,9 @@ pub enum When {
     Always,
     /// Only if the step at this index (an earlier one) changed a row.
     Changed(usize),
+    /// Only if the step at this index (an earlier one, [`Step::returning`]) returned
+    /// this integer.
+    Returned(usize, i64),
 }
 
 /// One statement of a [`Statements::transaction`].
@@ -82,6 +85,13 @@ impl<'a> Step<'a> {
     #[must_use]
     pub fn after(mut self, index: usize) -> Self {
         self.when = When::Changed(index);
+        self
+    }
+
+    /// Runs only if step `index` returned `value`.
+    #[must_use]
+    pub fn if_returned(mut self, index: usize, value: i64) -> Self {
+        self.when = When::Returned(index, value);
         self
     }
 
