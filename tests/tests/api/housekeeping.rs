@@ -110,7 +110,21 @@ async fn a_small_result_is_kept_in_its_row_and_a_large_one_is_a_file() {
         format!("s\n{}\n", rows * (rows - 1) / 2)
     );
     let parquet = download("parquet").await;
-    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
+    let frame = {
+        use polars::prelude::{ParquetReader, SerReader as _};
+        ParquetReader::new(std::io::Cursor::new(parquet.to_vec()))
+            .finish()
+            .expect("the download is Parquet")
+    };
+    let sum = frame
+        .column("s")
+        .unwrap()
+        .cast(&polars::prelude::DataType::Int64);
+    assert_eq!(
+        (frame.height(), sum.unwrap().i64().unwrap().get(0)),
+        (1, Some(rows * (rows - 1) / 2)),
+        "the Parquet download's value, by the formula"
+    );
 
     // Every row back: 5,000 distinct keys are far over 4 KiB of Parquet.
     let large = submit_ok(

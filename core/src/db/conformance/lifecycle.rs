@@ -72,6 +72,27 @@ pub(super) async fn stored(db: &Db, id: &str) -> jobs::StoredJob {
     jobs::find(db, id).await.expect("find").expect("exists")
 }
 
+/// On SQLite, checks that the job's last write gave it a change number above
+/// `before` and the highest in the table (what event streams follow, see
+/// `crate::watch`), and answers it; Postgres notifies instead and keeps 0.
+async fn changed_after(db: &Db, id: &str, before: i64) -> i64 {
+    if db.dialect() != crate::db::Dialect::Sqlite {
+        return before;
+    }
+    let (own, max): (i64, i64) = sqlx::query_as(
+        "SELECT changed_seq, (SELECT MAX(changed_seq) FROM jobs) FROM jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(db.pool())
+    .await
+    .expect("change number");
+    assert!(
+        own > before && own == max,
+        "{id}: change {own} after {before}, max {max}"
+    );
+    own
+}
+
 /// What a test worker says of the result it commits.
 pub fn provenance(lease: &Lease) -> Provenance {
     provenance_of(lease.attempt)
@@ -121,6 +142,7 @@ pub async fn job_lifecycle_commits_a_result_once(db: &Db) {
         "sent with its row"
     );
     assert_eq!(queue.counts().await.expect("counts").visible, 1);
+    let change = changed_after(db, &id, 0).await;
     assert!(
         jobs::queue_position(db, &id)
             .await
@@ -130,6 +152,7 @@ pub async fn job_lifecycle_commits_a_result_once(db: &Db) {
 
     let mut lease = leased(&life, "w-1").await;
     assert_eq!((lease.job_id.as_str(), lease.attempt), (id.as_str(), 1));
+    let change = changed_after(db, &id, change).await;
     life.heartbeat(&mut lease)
         .await
         .expect("beat")
@@ -155,6 +178,7 @@ pub async fn job_lifecycle_commits_a_result_once(db: &Db) {
         .await
         .expect("commit")
         .expect("kept");
+    changed_after(db, &id, change).await;
     assert_eq!(
         life.commit(&lease, &result_meta("results/b"), &provenance(&lease))
             .await
