@@ -241,10 +241,27 @@ pub async fn by_release(db: &Db, stale: Duration) -> Result<Vec<ReleaseFleet>> {
     .bind(now - ms(STARTING_GRACE))
     .fetch_all(db.pool())
     .await?;
+    // Every running job by its worker (a worker runs up to `jobs_per_worker`).
+    let running: Vec<(String, String)> = sqlx::query_as(
+        "SELECT worker_id, id FROM jobs WHERE status = 'running' AND worker_id IS NOT NULL \
+         ORDER BY started_at, id",
+    )
+    .fetch_all(db.pool())
+    .await?;
     let current = current_release(db).await?.map(|c| c.release);
     let mut groups: Vec<ReleaseFleet> = Vec::new();
     for (id, state, release, job_id) in rows {
-        let worker = FleetWorker { id, state, job_id };
+        let job_ids = running
+            .iter()
+            .filter(|(worker, _)| *worker == id)
+            .map(|(_, job)| job.clone())
+            .collect();
+        let worker = FleetWorker {
+            id,
+            state,
+            job_id,
+            job_ids,
+        };
         match groups.iter_mut().find(|g| g.release == release) {
             Some(g) => g.workers.push(worker),
             None => groups.push(ReleaseFleet {

@@ -289,8 +289,11 @@ pub struct FleetWorker {
     pub id: String,
     /// `starting` or `running`.
     pub state: String,
-    /// The job it runs now, if any.
+    /// The job it runs now, if any (the one it started last).
     pub job_id: Option<String>,
+    /// Every job it runs now, the first started first (up to `jobs_per_worker`).
+    #[serde(default)]
+    pub job_ids: Vec<String>,
 }
 
 /// Why a queued job is waiting, and roughly for how long.

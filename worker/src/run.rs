@@ -30,6 +30,8 @@ use quarry_engine::limits;
 use quarry_engine::produce::{Output, Produced};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -82,7 +84,7 @@ enum Outcome {
 const LONG_POLL: Duration = Duration::from_secs(20);
 
 /// How often an idle or finishing worker asks whether its release was superseded.
-const RELEASE_CHECK: Duration = Duration::from_secs(1);
+const RELEASE_CHECK_MS: u64 = 1000;
 
 /// The longest pause between two tries of a failing database or queue call.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -136,34 +138,57 @@ impl Worker {
         exit
     }
 
+    /// Runs `fleet.jobs_per_worker` slots, each taking and running one job at a time,
+    /// until every slot has ended; the process's exit is the most serious of theirs.
     async fn serve(&self, shutdown: &CancellationToken) -> anyhow::Result<Exit> {
+        let slots = usize::try_from(self.config.fleet.jobs_per_worker.max(1)).unwrap_or(1);
+        let release = self.config.worker.release();
+        tracing::info!(worker_id = %self.id, %release, slots, "worker started");
+        // An analysis thread that would not stop ends the process: the other slots
+        // then finish their jobs within stop_timeout or hand them back.
+        let stop = shutdown.child_token();
+        let activity = Activity::new();
+        let exits = futures::future::join_all((0..slots).map(|_| async {
+            let exit = self.slot(&stop, &activity).await;
+            if exit == Exit::Abandoned {
+                stop.cancel();
+            }
+            exit
+        }))
+        .await;
+        let exit = most_serious(&exits);
+        let (lock_waits, lock_waited) = quarry_core::db::statements::lock_waits();
+        tracing::info!(worker_id = %self.id, ?exit, lock_waits, lock_waited_ms = lock_waited.as_millis() as u64, "worker stopping");
+        Ok(exit)
+    }
+
+    /// One slot: takes a job, runs it, commits it, and takes the next, until the
+    /// whole worker has been idle for `idle_timeout`, shut down, or superseded.
+    async fn slot(&self, shutdown: &CancellationToken, activity: &Activity) -> Exit {
         let idle_timeout = Duration::from_secs(self.config.worker.idle_timeout_secs);
-        let mut idle_since = Instant::now();
         let mut backoff = Duration::from_millis(100);
         let release = self.config.worker.release();
-        let mut last_release_check: Option<Instant> = None;
-        tracing::info!(worker_id = %self.id, %release, "worker started");
         // The next delivery when the last commit leased it in its own transaction.
         let mut next: Option<Received> = None;
-        let exit = loop {
+        loop {
             let received = match next.take() {
                 Some(leased) => Ok(Some(leased)),
                 None => {
                     if shutdown.is_cancelled() {
-                        break Exit::Shutdown;
+                        return Exit::Shutdown;
                     }
-                    let idle_for = idle_since.elapsed();
+                    let idle_for = activity.idle_for();
                     if idle_for >= idle_timeout {
-                        break Exit::Idle;
+                        return Exit::Idle;
                     }
-                    // At most once a second, not once a job: the statement that starts a job
-                    // refuses a superseded worker anyway, and this only spares it a receive.
-                    if last_release_check.is_none_or(|at: Instant| at.elapsed() >= RELEASE_CHECK) {
-                        last_release_check = Some(Instant::now());
+                    // At most once a second for the whole worker, not once a job: the
+                    // statement that starts a job refuses a superseded worker anyway,
+                    // and this only spares it a receive.
+                    if activity.release_check_due() {
                         match fleet::superseded_by(&self.db, &release).await {
                             Ok(Some(current)) => {
                                 tracing::info!(worker_id = %self.id, %release, %current, "superseded by a new release: taking no more work");
-                                break Exit::Superseded;
+                                activity.superseded.store(true, Relaxed);
                             }
                             Ok(None) => {}
                             // The start of a job checks again; a failing database shows below.
@@ -172,10 +197,13 @@ impl Worker {
                             }
                         }
                     }
+                    if activity.superseded.load(Relaxed) {
+                        return Exit::Superseded;
+                    }
                     // SQS's longest long poll: one request per 20 s while the queue is empty.
                     let wait = (idle_timeout - idle_for).min(LONG_POLL);
                     tokio::select! {
-                        _ = shutdown.cancelled() => break Exit::Shutdown,
+                        _ = shutdown.cancelled() => return Exit::Shutdown,
                         r = self.lifecycle.receive(wait, &self.id) => r,
                     }
                 }
@@ -193,30 +221,24 @@ impl Worker {
                 }
             };
             backoff = Duration::from_millis(100);
+            let busy = activity.busy();
             let (lease, job) = match delivery {
                 Err(started) => started,
                 Ok(delivery) => match self.begin(delivery).await {
                     Begun::Run(lease, job) => (*lease, *job),
-                    Begun::Exit(exit) => break exit,
-                    Begun::Skipped => {
-                        idle_since = Instant::now();
-                        continue;
-                    }
+                    Begun::Exit(exit) => return exit,
+                    Begun::Skipped => continue,
                     Begun::Failed => continue,
                 },
             };
-            match self.process(lease, job, shutdown).await {
-                Outcome::Continue => idle_since = Instant::now(),
-                Outcome::Next(leased) => {
-                    idle_since = Instant::now();
-                    next = Some(*leased);
-                }
-                Outcome::ExitNow(exit) => break exit,
+            let outcome = self.process(lease, job, shutdown).await;
+            drop(busy);
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Next(leased) => next = Some(*leased),
+                Outcome::ExitNow(exit) => return exit,
             }
-        };
-        let (lock_waits, lock_waited) = quarry_core::db::statements::lock_waits();
-        tracing::info!(worker_id = %self.id, ?exit, lock_waits, lock_waited_ms = lock_waited.as_millis() as u64, "worker stopping");
-        Ok(exit)
+        }
     }
 
     /// Begins a delivery that did not start its job with the lease.
@@ -485,6 +507,84 @@ fn exit_unless(thread_done: bool) -> Outcome {
     } else {
         Outcome::ExitNow(Exit::Abandoned)
     }
+}
+
+/// What a worker's slots share: whether any runs a job, when the last one finished,
+/// and the release check.
+struct Activity {
+    epoch: Instant,
+    /// Slots running a job now.
+    running: AtomicUsize,
+    /// When the last job began or ended (ms after `epoch`).
+    last_ms: AtomicU64,
+    /// When the release was last checked (ms after `epoch`), `u64::MAX` before the first.
+    checked_ms: AtomicU64,
+    superseded: AtomicBool,
+}
+
+/// Marks a slot busy while it lives.
+struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.running.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            running: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            checked_ms: AtomicU64::new(u64::MAX),
+            superseded: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.last_ms.fetch_max(self.now_ms(), Relaxed);
+    }
+
+    /// A slot has a job (from its delivery until its outcome is recorded).
+    fn busy(&self) -> Busy<'_> {
+        self.running.fetch_add(1, Relaxed);
+        self.touch();
+        Busy(self)
+    }
+
+    /// How long no slot has had a job: zero while one has.
+    fn idle_for(&self) -> Duration {
+        if self.running.load(Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Relaxed)))
+    }
+
+    /// Whether this slot should ask about the release now (one slot a second does).
+    fn release_check_due(&self) -> bool {
+        let now = self.now_ms();
+        let last = self.checked_ms.load(Relaxed);
+        let due = last == u64::MAX || now.saturating_sub(last) >= RELEASE_CHECK_MS;
+        due && self
+            .checked_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    }
+}
+
+/// The worker's exit from its slots': an abandoned analysis first (the process must
+/// go), then a shutdown, a supersession, and idle only when every slot was idle.
+fn most_serious(exits: &[Exit]) -> Exit {
+    [Exit::Abandoned, Exit::Shutdown, Exit::Superseded]
+        .into_iter()
+        .find(|e| exits.contains(e))
+        .unwrap_or(Exit::Idle)
 }
 
 /// The message a job gets when an attempt ran past `analyses.max_runtime_secs`.

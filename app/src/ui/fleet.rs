@@ -50,7 +50,7 @@ fn ReleaseTable(groups: Vec<ReleaseFleet>) -> impl IntoView {
     }
     view! {
         <table class="jobs" data-testid="fleet-releases">
-            <thead><tr><th>"Release"</th><th>"State"</th><th>"Worker"</th><th>"Job"</th></tr></thead>
+            <thead><tr><th>"Release"</th><th>"State"</th><th>"Worker"</th><th>"Jobs"</th></tr></thead>
             <tbody>
                 {groups.into_iter().flat_map(|g| {
                     let label = g.release.as_deref().map(short_image).unwrap_or_else(|| "starting".to_owned());
@@ -61,9 +61,9 @@ fn ReleaseTable(groups: Vec<ReleaseFleet>) -> impl IntoView {
                                 <span class=format!("status {role}")>{role}</span></td>
                             <td>{w.state}</td>
                             <td><code>{w.id}</code></td>
-                            <td>{w.job_id.map(|j| view! {
-                                <a href=format!("/jobs/{j}")><code>{j.chars().take(8).collect::<String>()}</code></a>
-                            })}</td>
+                            <td>{w.job_ids.into_iter().map(|j| view! {
+                                <a href=format!("/jobs/{j}")><code>{j.chars().take(8).collect::<String>()}</code></a>" "
+                            }).collect_view()}</td>
                         </tr>
                     }).collect::<Vec<_>>()
                 }).collect_view()}

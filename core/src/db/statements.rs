@@ -12,6 +12,14 @@
 //! connection a transaction ([`Statements::transaction`]) is a list of [`Step`]s run
 //! in one go, so the lock is held only while its statements run.
 //!
+//! Writes of one process that arrive together share a transaction (group commit,
+//! [`LocalConn::write`]): each runs in a savepoint of its own, so one that is fenced
+//! or fails undoes only its own changes, and the last commits them all; each caller
+//! returns only once that commit is done. Concurrent submits in the server, and a
+//! worker's slots, then write the pages they share (the `jobs` table's and its
+//! indexes' last leaves) once per group instead of once each, and the other processes
+//! wait for one turn of the write lock instead of several.
+//!
 //! The connection never waits inside SQLite: its busy timeout is zero, and a
 //! statement that finds the write lock taken (another process commits) is tried again
 //! after an asynchronous sleep, so a runtime thread is held only while a statement
@@ -122,7 +130,7 @@ impl Statements {
                 tx.commit().await?;
                 Ok(Some(done))
             }
-            Statements::Local(conn) => conn.run(true, |c| within(c, |c| run_steps(c, steps))).await,
+            Statements::Local(conn) => conn.write(|c| run_steps(c, steps)).await,
         }
     }
 
@@ -136,7 +144,7 @@ impl Statements {
     ) -> Result<Option<Option<T>>> {
         match self {
             Statements::Pool(_) => Ok(None),
-            Statements::Local(conn) => conn.run(true, |c| within(c, &f)).await.map(Some),
+            Statements::Local(conn) => conn.write(&f).await.map(Some),
         }
     }
 
@@ -147,13 +155,13 @@ impl Statements {
                 .execute(db.pool())
                 .await?
                 .rows_affected()),
-            Statements::Local(conn) => {
-                conn.run(true, |c| {
+            Statements::Local(conn) => Ok(conn
+                .write(|c| {
                     let mut statement = prepared(c, sql, params)?;
-                    statement.raw_execute().map(|n| n as u64)
+                    statement.raw_execute().map(|n| Some(n as u64))
                 })
-                .await
-            }
+                .await?
+                .unwrap_or(0)),
         }
     }
 
@@ -173,7 +181,11 @@ impl Statements {
                 Some(row) => Ok(Some(R::from_any(&row)?)),
                 None => Ok(None),
             },
-            Statements::Local(conn) => conn.run(write, |c| fetch_on(c, sql, params)).await,
+            Statements::Local(conn) if write => Ok(conn
+                .write(|c| fetch_on(c, sql, params).map(Some))
+                .await?
+                .flatten()),
+            Statements::Local(conn) => conn.read(|c| fetch_on(c, sql, params)).await,
         }
     }
 }
@@ -195,33 +207,6 @@ pub fn fetch_on<R: Row>(
     // statement before the connection is let go.
     while rows.next()?.is_some() {}
     Ok(first)
-}
-
-/// `f` between `BEGIN IMMEDIATE` and `COMMIT`; rolled back if it fails or answers
-/// `None`.
-fn within<T>(
-    c: &rusqlite::Connection,
-    f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
-) -> rusqlite::Result<Option<T>> {
-    // Prepared once per connection, not parsed again per transaction.
-    c.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;
-    match f(c) {
-        Ok(Some(done)) => match c.prepare_cached("COMMIT").and_then(|mut s| s.raw_execute()) {
-            Ok(_) => Ok(Some(done)),
-            Err(e) => {
-                rollback(c);
-                Err(e)
-            }
-        },
-        Ok(None) => {
-            rollback(c);
-            Ok(None)
-        }
-        Err(e) => {
-            rollback(c);
-            Err(e)
-        }
-    }
 }
 
 /// Whether `step` runs after the steps `done`.
@@ -334,10 +319,31 @@ pub struct LocalConn {
     epoch: std::time::Instant,
     writes: AtomicU64,
     checkpointing: Arc<AtomicBool>,
+    /// This process's writes between the checkpoint gate and the connection: while
+    /// any waits, a write leaves its transaction open for it to join.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
-/// `rusqlite::Connection` with a `Debug` that names nothing inside it.
-struct Connection(rusqlite::Connection);
+/// `rusqlite::Connection` with a `Debug` that names nothing inside it, and the group
+/// of writes its open transaction holds, if any.
+struct Connection(rusqlite::Connection, Option<Group>);
+
+/// Writes sharing one transaction (see [`LocalConn::write`]): each ran in a savepoint
+/// of its own and waits for the commit, which tells them all how it went.
+struct Group {
+    members: usize,
+    committed: tokio::sync::watch::Sender<Option<bool>>,
+}
+
+impl Group {
+    /// Ends the group: every member waiting hears whether it committed.
+    fn close(self, committed: bool) {
+        self.committed.send_replace(Some(committed));
+    }
+}
+
+/// The most writes one transaction groups: the first of them waits for the rest.
+const GROUP_MAX: usize = 64;
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -375,7 +381,7 @@ impl LocalConn {
             open(path).with_context(|| format!("opening {} for the job path", path.display()))?;
         Ok(Self {
             path: path.to_owned(),
-            conn: std::sync::Mutex::new(Connection(conn)),
+            conn: std::sync::Mutex::new(Connection(conn, None)),
             gate: Arc::default(),
             turnstile: with_turnstile
                 .then(|| Turnstile::open(path).map(Arc::new))
@@ -384,70 +390,157 @@ impl LocalConn {
             epoch: std::time::Instant::now(),
             writes: AtomicU64::new(0),
             checkpointing: Arc::default(),
+            waiting: Default::default(),
         })
     }
 
-    /// Runs `f` on the connection, again after a pause while SQLite says another
-    /// connection holds the lock, for up to [`BUSY_FOR`].
-    async fn run<T>(
-        &self,
-        write: bool,
-        f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_micros(500);
+    /// Runs the read `f` on the connection, again after a pause while SQLite says
+    /// another connection holds the lock, for up to [`BUSY_FOR`]. Reads do not wait
+    /// for a checkpoint to finish: a `RESTART` checkpoint waits only for readers that
+    /// were reading the log before it copied it, and one that starts now reads the
+    /// database file (the server's job reads and token checks run here and must not
+    /// stall behind one). A read while this process's writes share an open
+    /// transaction reads in it.
+    async fn read<T>(&self, f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut pause = Pause::new();
         loop {
             let outcome = {
-                // Writes wait while a checkpoint runs; reads do not (the server's job
-                // reads and token checks run here too, and must not stall behind
-                // one): a `RESTART` checkpoint waits only for readers that were
-                // reading the log before it copied it, and one that starts now reads
-                // the database file.
-                let (_open, _turn) = if write {
-                    let open = self.gate.read().await;
-                    let turn = match self.turnstile.as_deref() {
-                        Some(t) if self.contended() => Some(t.enter().await),
-                        _ => None,
-                    };
-                    (Some(open), turn)
-                } else {
-                    (None, None)
-                };
-                // Held for one statement, which never waits inside SQLite: a plain lock.
-                let conn = self
-                    .conn
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                // A transaction a panic left open would take every later statement
-                // into it, never committed, with the write lock held: end it first.
-                rollback(&conn.0);
-                f(&conn.0)
+                let mut conn = self.lock();
+                end_abandoned(&mut conn);
+                let read = f(&conn.0);
+                lost_group(&mut conn);
+                read
             };
             match outcome {
-                Ok(value) => {
-                    if write {
-                        self.wrote();
+                Err(e) if is_busy(&e) && pause.again(self).await => {}
+                done => return done.map_err(|e| self.failed(e)),
+            }
+        }
+    }
+
+    /// Runs the write `f` in a write transaction, in a savepoint of its own: its
+    /// changes are kept if it answers `Some`, undone if it answers `None` or fails.
+    /// Writes of this process that arrive together share the transaction (group
+    /// commit): one that finds another waiting for the connection leaves the
+    /// transaction open for it, and the last commits them all. Each returns once the
+    /// commit has happened, with an error if it failed; so every caller sees its write
+    /// durable (or not) as if alone, while the database takes one commit, and every
+    /// other process one turn of the write lock, for the group. A write waits while a
+    /// checkpoint runs, and again after a pause while another connection holds
+    /// SQLite's lock, for up to [`BUSY_FOR`].
+    async fn write<T>(
+        &self,
+        f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        let mut pause = Pause::new();
+        loop {
+            let open = self.gate.read().await;
+            let turn = match self.turnstile.as_deref() {
+                Some(t) if self.contended() => Some(t.enter().await),
+                _ => None,
+            };
+            match self.write_once(&f) {
+                Wrote::Busy(e) => {
+                    drop((turn, open));
+                    if pause.again(self).await {
+                        continue;
                     }
-                    return Ok(value);
+                    return Err(self.failed(e));
                 }
-                Err(e) if is_busy(&e) && started.elapsed() < BUSY_FOR => {
-                    self.contended_now();
-                    let slept = tokio::time::Instant::now();
-                    tokio::time::sleep(pause).await;
-                    LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
-                    LOCK_WAITED_US.fetch_add(
-                        u64::try_from(slept.elapsed().as_micros()).unwrap_or(u64::MAX),
-                        Ordering::Relaxed,
-                    );
-                    pause = (pause * 2).min(Duration::from_millis(20));
+                Wrote::Failed(e) => return Err(e),
+                Wrote::Committed(outcome) => {
+                    drop((turn, open));
+                    self.wrote();
+                    return outcome.map_err(|e| self.failed(e));
                 }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context(format!("job-path statement on {}", self.path.display()))
-                        .into());
+                Wrote::Joined(mut committed, outcome) => {
+                    // Another write is about to take the connection: it commits, or
+                    // the one after it does.
+                    drop((turn, open));
+                    let heard = committed
+                        .wait_for(Option::is_some)
+                        .await
+                        .map(|v| *v == Some(true));
+                    return match heard {
+                        Ok(true) => outcome.map_err(|e| self.failed(e)),
+                        _ => Err(anyhow::anyhow!(
+                            "job-path write on {}: the transaction it shared with others failed to commit; nothing was written",
+                            self.path.display()
+                        )
+                        .into()),
+                    };
                 }
             }
         }
+    }
+
+    /// One try of [`LocalConn::write`] on the connection: join the open transaction or
+    /// begin one, run `f` in its savepoint, and commit unless another write waits.
+    fn write_once<T>(
+        &self,
+        f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
+    ) -> Wrote<T> {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Announced before taking the connection, and taken without a pause in
+        // between: a write that leaves the transaction open for this one is joined at
+        // once.
+        self.waiting.fetch_add(1, SeqCst);
+        let mut conn = self.lock();
+        self.waiting.fetch_sub(1, SeqCst);
+        lost_group(&mut conn);
+        if conn.1.is_none() {
+            end_abandoned(&mut conn);
+            match conn
+                .0
+                .prepare_cached("BEGIN IMMEDIATE")
+                .and_then(|mut b| b.raw_execute())
+            {
+                Ok(_) => {
+                    conn.1 = Some(Group {
+                        members: 0,
+                        committed: tokio::sync::watch::Sender::new(None),
+                    });
+                }
+                Err(e) if is_busy(&e) => return Wrote::Busy(e),
+                Err(e) => return Wrote::Failed(self.failed(e)),
+            }
+        }
+        let mut member = Member { conn };
+        let outcome = member.run(&f);
+        let Some(group) = member.conn.1.as_mut() else {
+            // An error SQLite answers by ending the transaction (a full disk, an I/O
+            // error) ended everyone's: `run` told the others.
+            let cause = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+            return Wrote::Failed(
+                anyhow::anyhow!(
+                    "job-path write on {}: SQLite ended the transaction ({cause}); nothing was written",
+                    self.path.display()
+                )
+                .into(),
+            );
+        };
+        group.members += 1;
+        if self.waiting.load(SeqCst) > 0 && group.members < GROUP_MAX {
+            return Wrote::Joined(group.committed.subscribe(), outcome);
+        }
+        match member.commit() {
+            Ok(()) => Wrote::Committed(outcome),
+            Err(e) => Wrote::Failed(self.failed(e)),
+        }
+    }
+
+    /// The connection, whoever held it last (a panic while holding it is handled by
+    /// [`Member`] and [`end_abandoned`]).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn failed(&self, e: rusqlite::Error) -> crate::error::Error {
+        anyhow::Error::new(e)
+            .context(format!("job-path statement on {}", self.path.display()))
+            .into()
     }
 
     /// Whether this process's writes take the turnstile now: for [`CONTENDED_FOR`]
@@ -495,6 +588,146 @@ impl LocalConn {
             }
             checkpointing.store(false, Ordering::Release);
         });
+    }
+}
+
+/// What one try of a write came to.
+enum Wrote<T> {
+    /// Another connection holds SQLite's lock: try again after a pause.
+    Busy(rusqlite::Error),
+    /// Nothing was written.
+    Failed(crate::error::Error),
+    /// Committed, with what `f` answered.
+    Committed(rusqlite::Result<Option<T>>),
+    /// In a group another write will commit: wait to hear how it went.
+    Joined(
+        tokio::sync::watch::Receiver<Option<bool>>,
+        rusqlite::Result<Option<T>>,
+    ),
+}
+
+/// The pauses of a statement that found SQLite's lock taken by another connection.
+struct Pause {
+    started: tokio::time::Instant,
+    next: Duration,
+}
+
+impl Pause {
+    fn new() -> Self {
+        Self {
+            started: tokio::time::Instant::now(),
+            next: Duration::from_micros(500),
+        }
+    }
+
+    /// Pauses before the next try; `false` (no pause) once [`BUSY_FOR`] has passed.
+    async fn again(&mut self, conn: &LocalConn) -> bool {
+        if self.started.elapsed() >= BUSY_FOR {
+            return false;
+        }
+        conn.contended_now();
+        let slept = tokio::time::Instant::now();
+        tokio::time::sleep(self.next).await;
+        LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
+        LOCK_WAITED_US.fetch_add(
+            u64::try_from(slept.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.next = (self.next * 2).min(Duration::from_millis(20));
+        true
+    }
+}
+
+/// A write running in the group's transaction. Should it panic, dropping this while
+/// unwinding rolls the whole transaction back and tells the group's other members
+/// it failed: no one commits half of a write.
+struct Member<'a> {
+    conn: std::sync::MutexGuard<'a, Connection>,
+}
+
+impl Member<'_> {
+    /// `f` in a savepoint: released if it answers `Some`, rolled back otherwise. If
+    /// SQLite ended the whole transaction meanwhile, the group is closed as failed.
+    fn run<T>(
+        &mut self,
+        f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
+    ) -> rusqlite::Result<Option<T>> {
+        let c = &self.conn.0;
+        let outcome = c
+            .prepare_cached("SAVEPOINT member")
+            .and_then(|mut s| s.raw_execute())
+            .and_then(|_| f(c));
+        let ended = match &outcome {
+            Ok(Some(_)) => c
+                .prepare_cached("RELEASE member")
+                .and_then(|mut s| s.raw_execute()),
+            _ => c
+                .prepare_cached("ROLLBACK TO member")
+                .and_then(|mut s| s.raw_execute())
+                .and_then(|_| c.prepare_cached("RELEASE member"))
+                .and_then(|mut s| s.raw_execute()),
+        };
+        if c.is_autocommit() {
+            if let Some(group) = self.conn.1.take() {
+                group.close(false);
+            }
+        } else if let Err(e) = ended {
+            // A savepoint that could not be ended leaves the transaction in doubt.
+            self.abort();
+            return Err(e);
+        }
+        outcome
+    }
+
+    /// Commits the group's transaction and tells its members how it went.
+    fn commit(&mut self) -> rusqlite::Result<()> {
+        let done = self
+            .conn
+            .0
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.raw_execute());
+        if done.is_err() {
+            rollback(&self.conn.0);
+        }
+        if let Some(group) = self.conn.1.take() {
+            group.close(done.is_ok());
+        }
+        done.map(|_| ())
+    }
+
+    /// Rolls the group's transaction back; its members hear it failed.
+    fn abort(&mut self) {
+        rollback(&self.conn.0);
+        if let Some(group) = self.conn.1.take() {
+            group.close(false);
+        }
+    }
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.abort();
+        }
+    }
+}
+
+/// Closes, as failed, a group whose transaction SQLite ended under it (an I/O error
+/// in a read that ran in it): its members hear that nothing was written.
+fn lost_group(conn: &mut Connection) {
+    if conn.0.is_autocommit()
+        && let Some(group) = conn.1.take()
+    {
+        group.close(false);
+    }
+}
+
+/// Ends a transaction no group owns: one a panic left open (outside a [`Member`])
+/// would take every later statement into it, never committed, with the write lock
+/// held.
+fn end_abandoned(conn: &mut Connection) {
+    if conn.1.is_none() {
+        rollback(&conn.0);
     }
 }
 

@@ -325,6 +325,76 @@ async fn sigterm_hands_a_busy_workers_job_back_to_another_worker() {
     );
 }
 
+#[tokio::test]
+async fn a_worker_runs_jobs_per_worker_jobs_at_once_and_hands_them_all_back_on_sigterm() {
+    let q = Quarry::start_with(&env(&[
+        ("QUARRY_FLEET__MAX_WORKERS", "1"),
+        ("QUARRY_FLEET__JOBS_PER_WORKER", "3"),
+        ("QUARRY_WORKER__STOP_TIMEOUT_SECS", "1"),
+    ]))
+    .await;
+    let dataset = upload_csv(&q, "d", "a\n1\n".into()).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit_ok(&q, &dataset, json!({"kind": "spin", "seconds": 4})).await);
+    }
+    // All three run at once, in the fleet's one worker.
+    let running = eventually(
+        Duration::from_secs(60),
+        "three jobs running at once",
+        || async {
+            let mut running = Vec::new();
+            for id in &ids {
+                let j = job(&q, id).await;
+                if j["status"] == "running" {
+                    running.push(j);
+                }
+            }
+            (running.len() == 3).then_some(running)
+        },
+    )
+    .await;
+    let pids = worker_pids(&q);
+    assert_eq!(pids.len(), 1, "one worker holds all three: {pids:?}");
+    let attempts: Value = q
+        .get_json(&format!("/api/v1/jobs/{}/attempts", ids[0]))
+        .await;
+    let holder = attempts[0]["worker"].clone();
+    assert!(holder.is_string(), "{attempts}");
+    for j in &running {
+        let id = j["id"].as_str().unwrap();
+        let attempts: Value = q.get_json(&format!("/api/v1/jobs/{id}/attempts")).await;
+        assert_eq!(attempts[0]["worker"], holder, "{attempts}");
+    }
+    let fleet = system(&q).await;
+    let listed = &fleet["releases"][0]["workers"][0]["job_ids"];
+    let mut listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    listed.sort_unstable();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        listed, expected,
+        "the system page lists the worker's three jobs: {fleet}"
+    );
+
+    // A SIGTERM past stop_timeout hands every slot's job back without using an
+    // attempt; the next worker runs them to the end.
+    signal(pids[0], "-TERM");
+    for id in &ids {
+        let done = wait_status(&q, id, "succeeded", Duration::from_secs(90)).await;
+        assert_eq!(done["attempts"], 1, "a hand-back is not an attempt: {done}");
+    }
+    assert!(
+        !worker_pids(&q).contains(&pids[0]),
+        "the signalled worker exited"
+    );
+}
+
 /// The `data:` payloads of a server-sent event stream, read until the server ends it.
 pub(crate) async fn sse_events(q: &Quarry, path: &str) -> Vec<Value> {
     let r = q

@@ -241,3 +241,140 @@ async fn writes_take_the_turnstile_once_they_met_another_writer_and_wait_there()
         [("other".to_owned(), 1), ("ours".to_owned(), 3)]
     );
 }
+
+/// Holds the connection, starts the writes `spawn` makes, waits until they all line
+/// up for the connection, then lets them go: they meet, as concurrent writes of one
+/// process do under load.
+async fn line_up<T: Send + 'static>(
+    conn: &Arc<LocalConn>,
+    spawn: impl FnOnce() -> Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let writers = {
+        let _held = conn.conn.lock().unwrap();
+        let writers = spawn();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while conn.waiting.load(Ordering::SeqCst) < writers.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writers never lined up"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        writers
+    };
+    let mut outcomes = Vec::with_capacity(writers.len());
+    for w in writers {
+        outcomes.push(w.await);
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 5)]
+async fn writes_that_meet_share_one_commit_and_each_keeps_only_its_own_outcome() {
+    let (_dir, db, s, conn) = local_table().await;
+    let commits = conn.writes.load(Ordering::Relaxed);
+    let insert = |k: &'static str| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.execute(
+                "INSERT INTO steps_t (k, v) VALUES ($1, 1)",
+                &[Param::Text(k)],
+            )
+            .await
+            .map(Some)
+        })
+    };
+    let writers = || {
+        vec![
+            insert("a"),
+            // Fenced: a step that must change a row changed none; its insert is undone.
+            tokio::spawn({
+                let s = s.clone();
+                async move {
+                    s.transaction(&[
+                        Step::new(INSERT, vec![Param::Text("fenced"), Param::Int(1)]).returning(),
+                        Step::new(BUMP, vec![Param::Text("nobody")]).must_change(),
+                    ])
+                    .await
+                    .map(|done| done.map(|_| 0))
+                }
+            }),
+            // Fails: no such table; only it sees the error.
+            tokio::spawn({
+                let s = s.clone();
+                async move {
+                    s.execute("INSERT INTO no_such_table VALUES (1)", &[])
+                        .await
+                        .map(Some)
+                }
+            }),
+            insert("d"),
+        ]
+    };
+    let outcomes: Vec<_> = line_up(&conn, writers)
+        .await
+        .into_iter()
+        .map(|o| o.unwrap())
+        .collect();
+    assert_eq!(outcomes[0].as_ref().unwrap(), &Some(1));
+    assert!(outcomes[1].as_ref().unwrap().is_none(), "{:?}", outcomes[1]);
+    assert!(outcomes[2].is_err(), "{:?}", outcomes[2]);
+    assert_eq!(outcomes[3].as_ref().unwrap(), &Some(1));
+    assert_eq!(rows(&db).await, [("a".to_owned(), 1), ("d".to_owned(), 1)]);
+    assert_eq!(
+        conn.writes.load(Ordering::Relaxed) - commits,
+        1,
+        "the four writes took one commit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_that_panics_in_a_group_takes_nothing_of_its_own_in_and_no_one_is_told_a_lie() {
+    let (_dir, db, s, conn) = local_table().await;
+    let insert = || {
+        tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.execute("INSERT INTO steps_t (k, v) VALUES ('a', 1)", &[])
+                    .await
+                    .is_ok()
+            }
+        })
+    };
+    let panics = || {
+        tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.local_transaction(|c| {
+                    c.execute("INSERT INTO steps_t (k, v) VALUES ('p', 1)", [])?;
+                    if c.is_autocommit() {
+                        return Ok(Some(()));
+                    }
+                    panic!("a bug in the middle of a write");
+                })
+                .await
+                .is_ok()
+            }
+        })
+    };
+    let outcomes = line_up(&conn, || vec![insert(), panics()]).await;
+    assert!(
+        outcomes[1].as_ref().is_err_and(|e| e.is_panic()),
+        "{outcomes:?}"
+    );
+    let told_written = *outcomes[0].as_ref().unwrap();
+    // Whether the insert ran before the panic (and shared its transaction, so it
+    // was told it failed) or after it: what it was told is what the database holds.
+    let stored = rows(&db).await;
+    assert!(!stored.iter().any(|(k, _)| k == "p"), "{stored:?}");
+    assert_eq!(
+        stored.iter().any(|(k, _)| k == "a"),
+        told_written,
+        "{stored:?}"
+    );
+    // A later write goes on as usual.
+    s.execute("INSERT INTO steps_t (k, v) VALUES ('later', 1)", &[])
+        .await
+        .unwrap();
+    assert!(rows(&db).await.iter().any(|(k, _)| k == "later"));
+}
