@@ -130,7 +130,7 @@ impl Statements {
                 tx.commit().await?;
                 Ok(Some(done))
             }
-            Statements::Local(conn) => conn.write(|c| run_steps(c, steps)).await,
+            Statements::Local(conn) => conn.write(false, |c| run_steps(c, steps)).await,
         }
     }
 
@@ -144,7 +144,7 @@ impl Statements {
     ) -> Result<Option<Option<T>>> {
         match self {
             Statements::Pool(_) => Ok(None),
-            Statements::Local(conn) => conn.write(&f).await.map(Some),
+            Statements::Local(conn) => conn.write(false, &f).await.map(Some),
         }
     }
 
@@ -156,7 +156,7 @@ impl Statements {
                 .await?
                 .rows_affected()),
             Statements::Local(conn) => Ok(conn
-                .write(|c| {
+                .write(true, |c| {
                     let mut statement = prepared(c, sql, params)?;
                     statement.raw_execute().map(|n| Some(n as u64))
                 })
@@ -182,7 +182,7 @@ impl Statements {
                 None => Ok(None),
             },
             Statements::Local(conn) if write => Ok(conn
-                .write(|c| fetch_on(c, sql, params).map(Some))
+                .write(true, |c| fetch_on(c, sql, params).map(Some))
                 .await?
                 .flatten()),
             Statements::Local(conn) => conn.read(|c| fetch_on(c, sql, params)).await,
@@ -418,8 +418,11 @@ impl LocalConn {
         }
     }
 
-    /// Runs the write `f` in a write transaction, in a savepoint of its own: its
-    /// changes are kept if it answers `Some`, undone if it answers `None` or fails.
+    /// Runs the write `f` in a write transaction: its changes are kept if it answers
+    /// `Some`, undone if it answers `None` or fails. A `single` statement (atomic by
+    /// itself) with no other write about runs in SQLite's own transaction, and a write
+    /// that begins a transaction runs in it directly; only writes that join one run
+    /// in a savepoint of their own, so a write alone costs what it did before groups.
     /// Writes of this process that arrive together share the transaction (group
     /// commit): one that finds another waiting for the connection leaves the
     /// transaction open for it, and the last commits them all. Each returns once the
@@ -430,6 +433,7 @@ impl LocalConn {
     /// SQLite's lock, for up to [`BUSY_FOR`].
     async fn write<T>(
         &self,
+        single: bool,
         f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
     ) -> Result<Option<T>> {
         let mut pause = Pause::new();
@@ -439,7 +443,7 @@ impl LocalConn {
                 Some(t) if self.contended() => Some(t.enter().await),
                 _ => None,
             };
-            match self.write_once(&f) {
+            match self.write_once(single, &f) {
                 Wrote::Busy(e) => {
                     drop((turn, open));
                     if pause.again(self).await {
@@ -448,6 +452,7 @@ impl LocalConn {
                     return Err(self.failed(e));
                 }
                 Wrote::Failed(e) => return Err(e),
+                Wrote::Done(outcome) => return outcome.map_err(|e| self.failed(e)),
                 Wrote::Committed(outcome) => {
                     drop((turn, open));
                     self.wrote();
@@ -478,6 +483,7 @@ impl LocalConn {
     /// begin one, run `f` in its savepoint, and commit unless another write waits.
     fn write_once<T>(
         &self,
+        single: bool,
         f: impl Fn(&rusqlite::Connection) -> rusqlite::Result<Option<T>>,
     ) -> Wrote<T> {
         use std::sync::atomic::Ordering::SeqCst;
@@ -490,6 +496,13 @@ impl LocalConn {
         lost_group(&mut conn);
         if conn.1.is_none() {
             end_abandoned(&mut conn);
+            if single && self.waiting.load(SeqCst) == 0 {
+                // One statement, and no other write about: SQLite's own transaction.
+                return match f(&conn.0) {
+                    Err(e) if is_busy(&e) => Wrote::Busy(e),
+                    outcome => Wrote::Committed(outcome),
+                };
+            }
             match conn
                 .0
                 .prepare_cached("BEGIN IMMEDIATE")
@@ -505,8 +518,20 @@ impl LocalConn {
                 Err(e) => return Wrote::Failed(self.failed(e)),
             }
         }
+        let first = conn.1.as_ref().is_some_and(|g| g.members == 0);
         let mut member = Member { conn };
-        let outcome = member.run(&f);
+        let outcome = if first {
+            // Alone in the transaction so far: no savepoint needed, and one that is
+            // fenced or fails rolls it all back (no other write has joined yet).
+            let outcome = f(&member.conn.0);
+            if !matches!(outcome, Ok(Some(_))) {
+                member.abort();
+                return Wrote::Done(outcome);
+            }
+            outcome
+        } else {
+            member.run(&f)
+        };
         let Some(group) = member.conn.1.as_mut() else {
             // An error SQLite answers by ending the transaction (a full disk, an I/O
             // error) ended everyone's: `run` told the others.
@@ -599,6 +624,8 @@ enum Wrote<T> {
     Failed(crate::error::Error),
     /// Committed, with what `f` answered.
     Committed(rusqlite::Result<Option<T>>),
+    /// Nothing written (`f` answered `None` or failed, alone in its transaction).
+    Done(rusqlite::Result<Option<T>>),
     /// In a group another write will commit: wait to hear how it went.
     Joined(
         tokio::sync::watch::Receiver<Option<bool>>,
