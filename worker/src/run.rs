@@ -221,16 +221,26 @@ impl Worker {
                 }
             };
             backoff = Duration::from_millis(100);
-            let busy = activity.busy();
             let (lease, job) = match delivery {
                 Err(started) => started,
                 Ok(delivery) => match self.begin(delivery).await {
                     Begun::Run(lease, job) => (*lease, *job),
-                    Begun::Exit(exit) => return exit,
-                    Begun::Skipped => continue,
+                    Begun::Exit(exit) => {
+                        // The other slots take no more work either.
+                        if exit == Exit::Superseded {
+                            activity.superseded.store(true, Relaxed);
+                        }
+                        return exit;
+                    }
+                    // Acknowledged, dead-lettered or deferred: the queue was not empty.
+                    Begun::Skipped => {
+                        activity.touch();
+                        continue;
+                    }
                     Begun::Failed => continue,
                 },
             };
+            let busy = activity.busy();
             let outcome = self.process(lease, job, shutdown).await;
             drop(busy);
             match outcome {
@@ -551,7 +561,7 @@ impl Activity {
         self.last_ms.fetch_max(self.now_ms(), Relaxed);
     }
 
-    /// A slot has a job (from its delivery until its outcome is recorded).
+    /// A slot runs a job (from its start until its outcome is recorded).
     fn busy(&self) -> Busy<'_> {
         self.running.fetch_add(1, Relaxed);
         self.touch();
