@@ -52,6 +52,26 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Replay a job trace (CSV: arrival,duration[,user] in seconds) in virtual time
+    /// through Quarry's scaling policy and the usual alternatives on a model of ECS
+    /// Fargate, and print a table per policy (README, "Scaling simulator").
+    Sim {
+        /// The trace file.
+        trace: std::path::PathBuf,
+        /// A TOML file overriding the model's parameters and prices (defaults: the
+        /// `fargate.toml` shipped in the binary, printed by --print-config).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// The seed of the random draws (launch delays, Spot interruptions, scale-in).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the figures as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the scaling simulator's default model (TOML) and exit.
+    #[command(name = "sim-config")]
+    SimConfig,
     /// Internal: read one upload described on stdin (the server's inspection child).
     #[command(hide = true)]
     InspectUpload,
@@ -89,6 +109,19 @@ pub fn main() -> anyhow::Result<()> {
     if let Command::InspectUpload = cli.command {
         // No runtime: the child only reads one file with polars.
         return quarry_engine::ingest::child::serve();
+    }
+    match cli.command {
+        Command::Sim {
+            trace,
+            config,
+            seed,
+            json,
+        } => return simulate(&trace, config.as_deref(), seed, json),
+        Command::SimConfig => {
+            print!("{}", quarry_orchestrator::sim::DEFAULT_CONFIG);
+            return Ok(());
+        }
+        _ => {}
     }
     // A worker runs one job at a time, its analysis on a thread of its own: one
     // runtime thread is all its few awaits need, and spares the wake-ups of idle
@@ -190,7 +223,50 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Stack { command } => Box::pin(crate::stack::run(command)).await,
         Command::InspectUpload => quarry_engine::ingest::child::serve(),
+        // Run by `main` before a runtime starts.
+        Command::Sim { .. } | Command::SimConfig => Ok(()),
     }
+}
+
+/// `quarry sim`: the scaling simulator over one trace.
+fn simulate(
+    trace: &std::path::Path,
+    config: Option<&std::path::Path>,
+    seed: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    use quarry_orchestrator::sim;
+    let overrides = config
+        .map(|path| {
+            let size = std::fs::metadata(path)
+                .with_context(|| format!("{}", path.display()))?
+                .len();
+            anyhow::ensure!(
+                size <= 1 << 20,
+                "{}: {size} bytes; a simulator config has at most 1 MiB",
+                path.display()
+            );
+            std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))
+        })
+        .transpose()?;
+    let config = sim::Config::load(overrides.as_deref()).map_err(anyhow::Error::msg)?;
+    let trace = sim::Trace::read(trace)?;
+    let outcomes = sim::run(&trace, &config, seed);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        println!(
+            "{} jobs, {:.1} job-hours of work; max_workers {}, launch {}–{} s, idle timeout {} s, seed {seed}\n",
+            trace.jobs.len(),
+            trace.work_secs() as f64 / 3_600.0,
+            config.fleet.max_workers,
+            config.launch.delay_min_secs,
+            config.launch.delay_max_secs,
+            config.fleet.idle_timeout_secs,
+        );
+        print!("{}", sim::table(&outcomes, &config));
+    }
+    Ok(())
 }
 
 /// Start-up housekeeping of a server: the database file is owner-only, and what a
@@ -372,6 +448,7 @@ pub async fn open_services(config: Config) -> anyhow::Result<Arc<Services>> {
         streams: quarry_app::server::streams::StreamSlots::new(config_streams),
         watch: quarry_core::watch::JobWatch::new(),
         inspections,
+        learned: Arc::default(),
     }))
 }
 
@@ -407,6 +484,8 @@ async fn orchestrator(services: &Services) -> anyhow::Result<Orchestrator> {
         release: config.worker.release(),
         stale: fleet::stale_after(config.heartbeat()),
         nudge: services.nudge.clone(),
+        prescale: config.fleet.prescale.clone(),
+        learned: services.learned.clone(),
     })
 }
 

@@ -9,6 +9,7 @@
 
 mod control;
 mod limits;
+mod prescale;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -162,6 +163,9 @@ pub struct FleetConfig {
     /// The ECS fleet's settings (`kind = "ecs"`); names come from the stack.
     #[serde(default)]
     pub ecs: EcsConfig,
+    /// Workers launched ahead of the hours the job history says are busy.
+    #[serde(default)]
+    pub prescale: PreScaleConfig,
 }
 
 /// Where and how the ECS fleet runs workers. The stack hands the names to the
@@ -267,6 +271,11 @@ pub struct WorkerConfig {
     /// default, which runs no image.
     #[serde(default)]
     pub image: Option<String>,
+    /// Set by the orchestrator on a worker it launches ahead of an expected surge
+    /// (`QUARRY_WORKER__PATIENT_UNTIL_MS`, Unix ms): until then the worker waits for
+    /// work without its idle time counting.
+    #[serde(default)]
+    pub patient_until_ms: Option<i64>,
 }
 
 /// This binary's build id: `build-` and 12 hex digits of a hash of the version, the
@@ -354,6 +363,7 @@ impl WorkerConfig {
 
 pub use control::{ControlConfig, PeerConfig};
 pub use limits::{AnalysesConfig, AuthConfig, UploadsConfig};
+pub use prescale::PreScaleConfig;
 
 impl Config {
     /// Loads the environment named by `QUARRY_ENV` (default `local`) with overrides.
@@ -406,6 +416,19 @@ impl Config {
         }
         if self.fleet.tick_secs == 0 {
             return fail("fleet.tick_secs", "must be at least 1");
+        }
+        let p = &self.fleet.prescale;
+        if !(p.alpha > 0.0 && p.alpha <= 1.0) {
+            return fail("fleet.prescale.alpha", "must be above 0 and at most 1");
+        }
+        if p.lead_secs > 3_600 || p.patience_secs > 3_600 {
+            return fail(
+                "fleet.prescale.lead_secs",
+                "and fleet.prescale.patience_secs must be at most 3600 (an hour)",
+            );
+        }
+        if !(1..=52).contains(&p.history_weeks) {
+            return fail("fleet.prescale.history_weeks", "must be 1 to 52");
         }
         if self.worker.nice > 19 {
             return fail(

@@ -24,6 +24,14 @@ use std::time::Duration;
 pub trait Fleet: Send + Sync + fmt::Debug {
     /// Starts `n` workers; returns their ids.
     async fn launch(&self, n: u64) -> Result<Vec<String>>;
+    /// Starts `n` workers that wait for work until `until_ms` (Unix ms) before their
+    /// idle time counts (`worker.patient_until_ms`): the pre-scaler's workers, launched
+    /// ahead of a surge the profile expects. A fleet that cannot tell its workers
+    /// starts ordinary ones.
+    async fn launch_patient(&self, n: u64, until_ms: i64) -> Result<Vec<String>> {
+        let _ = until_ms;
+        self.launch(n).await
+    }
     /// Workers running and starting.
     async fn counts(&self) -> Result<FleetCounts>;
     /// Ends the workers this process launched as its own children, because this
@@ -405,9 +413,9 @@ impl ProcessFleet {
     }
 }
 
-#[async_trait]
-impl Fleet for ProcessFleet {
-    async fn launch(&self, n: u64) -> Result<Vec<String>> {
+impl ProcessFleet {
+    /// Spawns `n` worker processes, patient until `patient` (Unix ms) when set.
+    async fn spawn_workers(&self, n: u64, patient: Option<i64>) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         for _ in 0..n {
             let id = format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -418,6 +426,7 @@ impl Fleet for ProcessFleet {
                 .env("QUARRY_WORKER_ID", &id)
                 .env(PARENT_PIPE_ENV, "1")
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .envs(patient.map(|until| (PATIENT_UNTIL_ENV, until.to_string())))
                 .stdin(std::process::Stdio::piped())
                 .kill_on_drop(false)
                 .spawn();
@@ -467,6 +476,21 @@ impl Fleet for ProcessFleet {
             ids.push(id);
         }
         Ok(ids)
+    }
+}
+
+/// The variable that makes a worker wait for work until then (Unix ms) before its idle
+/// time counts.
+pub const PATIENT_UNTIL_ENV: &str = "QUARRY_WORKER__PATIENT_UNTIL_MS";
+
+#[async_trait]
+impl Fleet for ProcessFleet {
+    async fn launch(&self, n: u64) -> Result<Vec<String>> {
+        self.spawn_workers(n, None).await
+    }
+
+    async fn launch_patient(&self, n: u64, until_ms: i64) -> Result<Vec<String>> {
+        self.spawn_workers(n, Some(until_ms)).await
     }
 
     async fn counts(&self) -> Result<FleetCounts> {

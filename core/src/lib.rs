@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
+pub mod prescale;
 pub mod queue;
 pub mod releases;
 pub mod sessions;

@@ -269,6 +269,44 @@ pub struct SystemStatus {
     /// workers of the old release drain (each finishes its job and exits).
     #[serde(default)]
     pub releases: Vec<ReleaseFleet>,
+    /// Pre-scaling from the job history: whether it is on, and the profile it learned.
+    #[serde(default)]
+    pub pre_scaling: Option<PreScaling>,
+}
+
+/// The pre-scaler (`fleet.prescale`) and the hourly profile it learned from the job
+/// history: the orchestrator launches workers `lead_secs` before an hour whose expected
+/// peak is at least `min_workers`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreScaling {
+    pub enabled: bool,
+    pub lead_secs: u64,
+    pub min_workers: u64,
+    pub patience_secs: u64,
+    pub history_weeks: u64,
+    /// When the profile was learned (RFC 3339); relearned hourly.
+    pub learned_at: String,
+    /// Jobs it learned from.
+    pub jobs: u64,
+    /// The median run time of recent successful jobs, in seconds.
+    pub median_secs: f64,
+    /// The hours of the week that expect any job (others expect none), Monday first.
+    pub hours: Vec<ProfileHour>,
+}
+
+/// What one hour of the week is expected to bring.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileHour {
+    /// 0 = Monday … 6 = Sunday (UTC).
+    pub weekday: u8,
+    /// 0 to 23 (UTC).
+    pub hour: u8,
+    /// Jobs expected to arrive in the hour.
+    pub arrivals: f64,
+    /// Jobs expected queued or running at once at the hour's peak.
+    pub peak: f64,
 }
 
 /// The live workers of one release.

@@ -19,7 +19,7 @@ pub use dataset::{ColumnInfo, Dataset, DatasetFormat, Encoding, IngestOptions};
 pub use error::{ErrorBody, ErrorDetail};
 pub use job::{
     Decision, FailureKind, FleetCounts, FleetWorker, InputProvenance, Job, JobAttempt, JobEvent,
-    JobStatus, Provenance, QueueCounts, ReleaseFleet, ResultPage, SystemStatus, Waiting,
-    backstop_receives,
+    JobStatus, PreScaling, ProfileHour, Provenance, QueueCounts, ReleaseFleet, ResultPage,
+    SystemStatus, Waiting, backstop_receives,
 };
 pub use role::Role;

@@ -7,14 +7,17 @@
 //! is under it. Held jobs are not in the queue, so they never count as queue depth.
 
 pub mod policy;
+pub mod sim;
 
 use policy::{Observation, Plan, decide};
 use quarry_core::clock::{now_ms, rfc3339};
+use quarry_core::config::PreScaleConfig;
 use quarry_core::decisions;
 use quarry_core::fleet::Fleet;
 use quarry_core::jobs;
 use quarry_core::lifecycle::Lifecycle;
 use quarry_core::metrics::{Metrics, Sample};
+use quarry_core::prescale::{Ahead, Learned, learn_from_jobs};
 use quarry_core::{Db, Result};
 use quarry_domain::Decision;
 use quarry_domain::metrics as metric;
@@ -43,6 +46,10 @@ pub struct Orchestrator {
     pub stale: Duration,
     /// Wakes the loop at once (after an enqueue).
     pub nudge: Arc<Notify>,
+    /// Pre-scaling from the job history (`fleet.prescale`).
+    pub prescale: PreScaleConfig,
+    /// The profile it learned, relearned hourly.
+    pub learned: Arc<tokio::sync::Mutex<Option<Learned>>>,
 }
 
 /// The shortest time between two ticks when enqueues wake the loop.
@@ -112,7 +119,7 @@ impl Orchestrator {
         let queue = self.lifecycle.queue().counts().await?;
         let fleet = self.fleet.counts().await?;
         let draining = quarry_core::fleet::draining(&self.db, self.stale).await?;
-        let plan = decide(Observation {
+        let observed = Observation {
             visible: queue.visible,
             in_flight: queue.in_flight,
             running: fleet.running,
@@ -121,9 +128,28 @@ impl Orchestrator {
             jobs_per_worker: self.jobs_per_worker,
             max_workers: self.max_workers,
             surge: self.surge,
+            ahead: 0,
+        };
+        let for_work = decide(observed);
+        let ahead = self.ahead().await;
+        let mut plan = decide(Observation {
+            ahead: ahead.map_or(0, |a| a.workers),
+            ..observed
         });
-        if plan.launch > 0 {
-            self.fleet.launch(plan.launch).await?;
+        if for_work.launch > 0 {
+            self.fleet.launch(for_work.launch).await?;
+        }
+        // Workers beyond what the queue wants are the pre-scaler's: they wait for the
+        // surge they are launched for.
+        let early = plan.launch.saturating_sub(for_work.launch);
+        if let Some(ahead) = ahead {
+            if early > 0 {
+                let patience = i64::try_from(self.prescale.patience_secs).unwrap_or(0);
+                self.fleet
+                    .launch_patient(early, (ahead.hour_start + patience) * 1000)
+                    .await?;
+            }
+            plan.reason = format!("{}: {}", plan.reason, ahead.explain());
         }
         if queue.visible > 0 {
             // Jobs the reconciler released or redrove, or that a poll has not found.
@@ -202,6 +228,42 @@ impl Orchestrator {
         });
         self.metrics.record(&samples).await?;
         Ok(plan)
+    }
+
+    /// What the pre-scaler wants now, relearning the profile from the job history when
+    /// an hour has passed; `None` when it is off. A failure to learn is logged: scaling
+    /// by the queue goes on without it.
+    async fn ahead(&self) -> Option<Ahead> {
+        let c = &self.prescale;
+        if !c.enabled {
+            return None;
+        }
+        let now = now_ms();
+        let mut learned = self.learned.lock().await;
+        if learned.as_ref().is_none_or(|l| now - l.at_ms >= 3_600_000) {
+            match learn_from_jobs(&self.db, c, now).await {
+                Ok(l) => {
+                    tracing::info!(
+                        jobs = l.jobs,
+                        median_secs = l.median_secs,
+                        "pre-scaling profile learned"
+                    );
+                    *learned = Some(l);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not learn the pre-scaling profile");
+                    return None;
+                }
+            }
+        }
+        let l = learned.as_ref()?;
+        l.profile.ahead(
+            now / 1000,
+            i64::try_from(c.lead_secs).unwrap_or(0),
+            l.median_secs,
+            self.jobs_per_worker,
+            c.min_workers,
+        )
     }
 
     async fn record_decision(&self, d: &Decision) -> Result<()> {

@@ -10,6 +10,11 @@
 //! no new worker; `surge` lets the fleet go over `max_workers` by up to that many while
 //! workers drain (never by more than are draining), so a deploy does not stall the queue
 //! behind long jobs of the old release.
+//!
+//! Ahead of an hour the learned profile expects to be busy ([`quarry_core::prescale`]), the
+//! policy also wants `ahead` workers (never more than `max_workers`): launching takes
+//! minutes on Fargate, so they are started before the jobs come. Workers launched early
+//! are ordinary workers: if the jobs do not come they exit idle like any other.
 
 /// What the policy looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,6 +29,9 @@ pub struct Observation {
     pub max_workers: u64,
     /// How far over `max_workers` the fleet may go while workers drain.
     pub surge: u64,
+    /// Workers the pre-scaler wants ready for the hour about to begin (0 outside the
+    /// lead time before an hour it expects to be busy, and when pre-scaling is off).
+    pub ahead: u64,
 }
 
 /// What to do, and why in words.
@@ -42,8 +50,14 @@ pub fn decide(o: Observation) -> Plan {
     let work = o.visible + o.in_flight - draining.min(o.in_flight);
     let cap = o.max_workers + o.surge.min(draining);
     let room = cap.saturating_sub(current + draining);
-    let wanted = work.div_ceil(per_worker).min(o.max_workers);
+    let for_work = work.div_ceil(per_worker).min(o.max_workers);
+    let wanted = for_work.max(o.ahead.min(o.max_workers));
     let launch = wanted.saturating_sub(current).min(room);
+    let ahead_note = if wanted > for_work {
+        format!("; pre-scaling: {wanted} workers wanted ahead of an expected surge")
+    } else {
+        String::new()
+    };
     let have = current + draining;
     let draining_note = if draining == 0 {
         String::new()
@@ -53,20 +67,26 @@ pub fn decide(o: Observation) -> Plan {
             o.surge
         )
     };
-    let reason = if work == 0 {
-        format!("queue empty: nothing to launch (idle workers exit by themselves){draining_note}")
+    let reason = if work == 0 && launch > 0 {
+        format!(
+            "queue empty{ahead_note}; {current} running or starting{draining_note}: launch {launch}"
+        )
+    } else if work == 0 {
+        format!(
+            "queue empty: nothing to launch (idle workers exit by themselves){ahead_note}{draining_note}"
+        )
     } else if launch == 0 && have >= cap {
         format!(
-            "{work} jobs; fleet at max_workers ({}){draining_note}",
+            "{work} jobs; fleet at max_workers ({}){ahead_note}{draining_note}",
             o.max_workers
         )
     } else if launch == 0 {
         format!(
-            "{work} jobs; {current} workers are enough at {per_worker} per worker{draining_note}"
+            "{work} jobs; {current} workers are enough at {per_worker} per worker{ahead_note}{draining_note}"
         )
     } else {
         format!(
-            "{work} jobs need {wanted} workers; {current} running or starting{draining_note}: launch {launch}"
+            "{work} jobs need {for_work} workers{ahead_note}; {current} running or starting{draining_note}: launch {launch}"
         )
     };
     Plan { launch, reason }
@@ -113,6 +133,44 @@ mod tests {
         assert_eq!(decide(obs(2, 1, 1, 1)).launch, 1);
         assert_eq!(decide(obs(0, 2, 2, 0)).launch, 0);
         assert_eq!(decide(obs(5, 0, 1, 3)).launch, 0, "never above max_workers");
+    }
+
+    #[test]
+    fn ahead_of_an_expected_surge_workers_are_launched_before_the_jobs_come() {
+        let o = Observation {
+            ahead: 3,
+            ..obs(0, 0, 0, 0)
+        };
+        let plan = decide(o);
+        assert_eq!(plan.launch, 3);
+        assert!(plan.reason.contains("pre-scaling"), "{}", plan.reason);
+        assert_eq!(
+            decide(Observation {
+                ahead: 3,
+                ..obs(0, 0, 2, 1)
+            })
+            .launch,
+            0,
+            "workers already running or starting count"
+        );
+        assert_eq!(
+            decide(Observation {
+                ahead: 9,
+                ..obs(0, 0, 0, 0)
+            })
+            .launch,
+            4,
+            "never above max_workers"
+        );
+        assert_eq!(
+            decide(Observation {
+                ahead: 1,
+                ..obs(3, 0, 0, 0)
+            })
+            .launch,
+            3,
+            "the queue wants more than the profile: the queue decides"
+        );
     }
 
     #[test]

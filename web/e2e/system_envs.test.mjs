@@ -113,5 +113,17 @@ test("a lead sees the System page for staging, with CloudWatch data points from 
   assert.match(await page.locator("[role=alert]").innerText(), /no environment `qa`: use one of local, staging, production/);
   await page.getByTestId("env-local").click();
   await page.locator("[data-testid=origin][data-environment=local]").waitFor();
+  // This server's own environment shows the pre-scaler (off on the embedded default)
+  // with the orchestrator's last decision and the week it learned.
+  const prescale = page.getByTestId("prescale-state");
+  await prescale.waitFor();
+  assert.equal(await prescale.getAttribute("data-enabled"), "false");
+  assert.match(await prescale.innerText(), /^Off \(fleet\.prescale\.enabled\)/);
+  assert.match(await page.getByTestId("last-decision").innerText(), /^Last decision: /);
+  assert.equal(
+    (await page.getByTestId("prescale-week").count()) + (await page.getByTestId("prescale-empty").count()),
+    1,
+    "the learned week, or a word that there is no history yet",
+  );
   await page.close();
 });

@@ -143,11 +143,22 @@ impl Worker {
     async fn serve(&self, shutdown: &CancellationToken) -> anyhow::Result<Exit> {
         let slots = usize::try_from(self.config.fleet.jobs_per_worker.max(1)).unwrap_or(1);
         let release = self.config.worker.release();
-        tracing::info!(worker_id = %self.id, %release, slots, "worker started");
+        tracing::info!(
+            worker_id = %self.id,
+            %release,
+            slots,
+            idle_timeout_secs = self.config.worker.idle_timeout_secs,
+            patient_until_ms = ?self.config.worker.patient_until_ms,
+            "worker started"
+        );
         // An analysis thread that would not stop ends the process: the other slots
         // then finish their jobs within stop_timeout or hand them back.
         let stop = shutdown.child_token();
-        let activity = Activity::new();
+        // A worker pre-scaled ahead of a surge waits for it before its idle time counts.
+        let patience = self.config.worker.patient_until_ms.map_or(0, |until| {
+            until.saturating_sub(quarry_core::clock::now_ms()).max(0)
+        });
+        let activity = Activity::new(Duration::from_millis(patience as u64));
         let exits = futures::future::join_all((0..slots).map(|_| async {
             let exit = self.slot(&stop, &activity).await;
             if exit == Exit::Abandoned {
@@ -543,11 +554,13 @@ impl Drop for Busy<'_> {
 }
 
 impl Activity {
-    fn new() -> Self {
+    /// Activity that counts as idle only after `patience` (a worker launched ahead of
+    /// an expected surge waits for it).
+    fn new(patience: Duration) -> Self {
         Self {
             epoch: Instant::now(),
             running: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(u64::try_from(patience.as_millis()).unwrap_or(u64::MAX)),
             checked_ms: AtomicU64::new(u64::MAX),
             superseded: AtomicBool::new(false),
         }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod graphs;
 pub mod ingest_child;
+pub mod prescale;
 pub mod state;
 pub mod streams;
 pub mod timeline;

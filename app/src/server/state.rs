@@ -41,6 +41,9 @@ pub struct Services {
     pub streams: Arc<super::streams::StreamSlots>,
     /// The operator control plane (environments, promotions, rollbacks).
     pub control: Arc<crate::control::ControlPlane>,
+    /// The pre-scaling profile learned from the job history (relearned hourly), shared
+    /// with an in-process orchestrator.
+    pub learned: Arc<tokio::sync::Mutex<Option<quarry_core::prescale::Learned>>>,
 }
 
 impl Services {

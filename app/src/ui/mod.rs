@@ -14,6 +14,7 @@ mod jobs;
 mod live;
 mod login;
 pub(crate) mod operations;
+mod prescale;
 mod promotion;
 mod results;
 pub mod server_fns;

@@ -366,6 +366,29 @@ pub async fn fleet_releases() -> Result<FleetView, ServerFnError> {
     })
 }
 
+/// The pre-scaler's profile and the orchestrator's last decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreScalingView {
+    pub pre_scaling: quarry_domain::PreScaling,
+    pub last_decision: Option<quarry_domain::Decision>,
+}
+
+/// The pre-scaler's learned profile and the last scaling decision (leads, operators
+/// and admins).
+#[server(endpoint = "pre_scaling")]
+pub async fn pre_scaling() -> Result<PreScalingView, ServerFnError> {
+    let (services, who) = backend::caller().await?;
+    crate::server::api::jobs::require_system(&who).map_err(backend::fail)?;
+    Ok(PreScalingView {
+        pre_scaling: crate::server::prescale::view(&services)
+            .await
+            .map_err(backend::fail)?,
+        last_decision: quarry_core::decisions::latest(&services.db)
+            .await
+            .map_err(backend::fail)?,
+    })
+}
+
 /// The caller's API tokens, newest first.
 #[server(endpoint = "list_tokens")]
 pub async fn list_tokens() -> Result<Vec<ApiToken>, ServerFnError> {

@@ -7,6 +7,7 @@
 use super::charts::LineChart;
 use super::error_text;
 use super::fleet::FleetByRelease;
+use super::prescale::PreScalingPanel;
 use super::server_fns::system_graphs;
 use leptos::prelude::*;
 use leptos_meta::Title;
@@ -78,7 +79,7 @@ pub fn SystemPage() -> impl IntoView {
                                     <LineChart title=graph.title unit=graph.unit series=graph.series from=g.from to=g.to/>
                                 }).collect_view()}
                             </div>
-                            {(g.environment == LOCAL).then(|| view! { <FleetByRelease/> })}
+                            {(g.environment == LOCAL).then(|| view! { <FleetByRelease/><PreScalingPanel/> })}
                         }.into_any(),
                         Err(e) => view! {
                             <p class="error" role="alert">{error_text(&e)}</p>

@@ -13,6 +13,7 @@ use super::internal;
 use crate::config::EcsConfig;
 use crate::error::{Error, Result};
 use crate::fleet::Fleet;
+use crate::fleet::PATIENT_UNTIL_ENV;
 use async_trait::async_trait;
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::{
@@ -117,7 +118,12 @@ impl EcsFleet {
 
     /// Runs `count` tasks with `capacity`; returns the task ARNs started and how many
     /// failed for lack of Spot capacity.
-    async fn run_tasks(&self, count: u64, capacity: Capacity) -> Result<(Vec<String>, u64)> {
+    async fn run_tasks(
+        &self,
+        count: u64,
+        capacity: Capacity,
+        env: &[(&str, String)],
+    ) -> Result<(Vec<String>, u64)> {
         let strategy = capacity
             .strategy()
             .into_iter()
@@ -139,6 +145,7 @@ impl EcsFleet {
             .network_configuration(self.network()?)
             .started_by(&self.started_by)
             .tags(Tag::builder().key("quarry:role").value("worker").build())
+            .set_overrides(overrides(env))
             .send()
             .await;
         let out = match sent {
@@ -224,9 +231,9 @@ pub fn started_by(environment: &str) -> String {
     value
 }
 
-#[async_trait]
-impl Fleet for EcsFleet {
-    async fn launch(&self, n: u64) -> Result<Vec<String>> {
+impl EcsFleet {
+    /// Launches `n` workers with `env` set on their container.
+    async fn launch_with(&self, n: u64, env: &[(&str, String)]) -> Result<Vec<String>> {
         let on_demand_running = self
             .tasks()
             .await?
@@ -240,14 +247,14 @@ impl Fleet for EcsFleet {
             u64::from(self.config.on_demand_base),
             self.config.spot_share,
         ) {
-            let (arns, no_spot) = self.run_tasks(count, capacity).await?;
+            let (arns, no_spot) = self.run_tasks(count, capacity, env).await?;
             launched.extend(arns);
             if no_spot > 0 {
                 tracing::warn!(
                     workers = no_spot,
                     "no Spot capacity: launching on-demand instead"
                 );
-                let (arns, _) = self.run_tasks(no_spot, Capacity::OnDemand).await?;
+                let (arns, _) = self.run_tasks(no_spot, Capacity::OnDemand, env).await?;
                 launched.extend(arns);
             }
         }
@@ -260,6 +267,38 @@ impl Fleet for EcsFleet {
             tracing::info!(task_arn = %arn, "worker task launched");
         }
         Ok(launched)
+    }
+}
+
+/// The container of the worker task definition (`quarry-stacks`' worker fleet).
+pub const WORKER_CONTAINER: &str = "worker";
+
+/// Environment for the worker container of the tasks a RunTask starts; `None` without.
+fn overrides(env: &[(&str, String)]) -> Option<aws_sdk_ecs::types::TaskOverride> {
+    use aws_sdk_ecs::types::{ContainerOverride, KeyValuePair, TaskOverride};
+    if env.is_empty() {
+        return None;
+    }
+    let container = env.iter().fold(
+        ContainerOverride::builder().name(WORKER_CONTAINER),
+        |c, (name, value)| c.environment(KeyValuePair::builder().name(*name).value(value).build()),
+    );
+    Some(
+        TaskOverride::builder()
+            .container_overrides(container.build())
+            .build(),
+    )
+}
+
+#[async_trait]
+impl Fleet for EcsFleet {
+    async fn launch(&self, n: u64) -> Result<Vec<String>> {
+        self.launch_with(n, &[]).await
+    }
+
+    async fn launch_patient(&self, n: u64, until_ms: i64) -> Result<Vec<String>> {
+        self.launch_with(n, &[(PATIENT_UNTIL_ENV, until_ms.to_string())])
+            .await
     }
 
     async fn counts(&self) -> Result<FleetCounts> {

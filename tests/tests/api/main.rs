@@ -12,6 +12,7 @@ mod hostile_sql;
 mod housekeeping;
 mod http_limits;
 mod jobs;
+mod prescale;
 mod reruns;
 mod roles;
 mod stacks;

@@ -317,6 +317,7 @@ pub async fn system(
         last_decision: decisions::latest(&s.db).await?,
         current_release: fleet::current_release(&s.db).await?.map(|c| c.release),
         releases: fleet::by_release(&s.db, fleet::stale_after(s.config.heartbeat())).await?,
+        pre_scaling: Some(crate::server::prescale::view(s).await?),
     }))
 }
 

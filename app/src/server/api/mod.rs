@@ -43,7 +43,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
     components(schemas(Dataset, DatasetFormat, ColumnInfo, quarry_domain::IngestOptions,
         quarry_domain::Encoding, datasets::Retype, ErrorBody, ErrorDetail, Role, Job, quarry_domain::JobAttempt, quarry_domain::Provenance,
         quarry_domain::InputProvenance, JobStatus,
-        ResultPage, SystemStatus, quarry_domain::ReleaseFleet, quarry_domain::FleetWorker, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, job_events::JobEventMessage, results::ResultFormat,
+        ResultPage, SystemStatus, quarry_domain::PreScaling, quarry_domain::ProfileHour, quarry_domain::ReleaseFleet, quarry_domain::FleetWorker, JobEvent, Waiting, QueueCounts, FleetCounts, Decision, Analysis, Aggregation, AggOp, OrderKey, jobs::NewJob, job_events::JobEventMessage, results::ResultFormat,
         control::DeployRequest, control::PromotionRequest, control::DecisionRequest,
         control::RollbackRequest, control::Reason, control::ControlEventMessage,
         quarry_domain::control::EnvironmentView, quarry_domain::control::EnvironmentDetail,
