@@ -441,6 +441,12 @@ pub fn table(outcomes: &[Outcome], config: &Config) -> String {
                 .map_or("–".into(), |(m, x)| format!("{m} s, {x} s")),
         ));
     }
+    for o in outcomes.iter().filter(|o| o.unfinished > 0) {
+        out.push_str(&format!(
+            "\n**{}: {} jobs never finished** (the run stopped a week after the last arrival; their waits are left out).\n",
+            o.policy, o.unfinished
+        ));
+    }
     let p = &config.prices;
     out.push_str(&format!(
         "\nPrices: Fargate {} on {}, {} vCPU and {} GB per task: on-demand ${}/vCPU-h and ${}/GB-h, Spot ${}/vCPU-h and ${}/GB-h; per second, a minute at least.\n",

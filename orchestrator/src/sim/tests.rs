@@ -123,6 +123,11 @@ fn a_model_where_no_job_can_finish_stops_and_says_so() {
     let c = config("[spot]\ninterruptions_per_hour = 60.0\non_demand_base = 0\n");
     let q = by_name(&run(&Trace::parse("0,80000\n").unwrap(), &c, 1), "quarry").clone();
     assert_eq!(q.unfinished, 1, "{q:?}");
+    let all = run(&Trace::parse("0,80000\n").unwrap(), &c, 1);
+    assert!(
+        table(&all, &c).contains("quarry: 1 jobs never finished"),
+        "the table says so"
+    );
 }
 
 #[test]
